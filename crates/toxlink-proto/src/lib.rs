@@ -1,0 +1,17 @@
+//! Sans-IO core of toxlink: the Tox middle level network protocol
+//! (c-toxcore's net_crypto) and the Tox TCP relay, wire-compatible with
+//! c-toxcore 0.2.18.
+//!
+//! Nothing here opens a socket or reads a clock: state machines are fed
+//! `(now, input)` and polled for output, so the same code runs under the tokio
+//! runtime (`toxlink`), the deterministic simulator (`toxlink-sim`) and the
+//! fuzzers.
+//!
+//! * [`crypto`]: keys, nonces, XSalsa20-Poly1305 boxes (PROTOCOL.md §1).
+//! * [`wire`]: byte layouts of every packet, parse and encode, no behaviour.
+
+#![forbid(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub mod crypto;
+pub mod wire;

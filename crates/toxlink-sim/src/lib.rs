@@ -1,0 +1,1 @@
+//! Deterministic network simulator for toxlink (filled by the session issue).

@@ -9,9 +9,14 @@
 //!
 //! * [`crypto`]: keys, nonces, XSalsa20-Poly1305 boxes (PROTOCOL.md §1).
 //! * [`wire`]: byte layouts of every packet, parse and encode, no behaviour.
+//! * [`relay_server`]: the TCP relay server state machine (§2.5).
+//! * [`relay_client`]: one relay link and a node's set of relays (§2.6, §3).
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
 pub mod crypto;
+pub mod relay_client;
+mod relay_queue;
+pub mod relay_server;
 pub mod wire;

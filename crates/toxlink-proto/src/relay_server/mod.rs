@@ -1,0 +1,1087 @@
+//! Sans-IO Tox TCP relay server (PROTOCOL.md §2.2–§2.5).
+//!
+//! The runtime owns the sockets and gives each accepted connection a
+//! [`ConnId`]. It feeds [`Server::handle_accept`], [`Server::handle_bytes`],
+//! [`Server::handle_closed`] and [`Server::handle_timeout`], and after each
+//! call polls [`Server::poll_wake`] (connections with new output; drain them
+//! with [`Server::drain_into`]), [`Server::poll_close`] (connections the
+//! server wants closed) and [`Server::poll_timeout`].
+//!
+//! Invariants kept:
+//! * A route exists only after both clients asked for each other (§2.5); the
+//!   slot tables of both ends always agree (`a.slot.link = (b, j)` ⇔
+//!   `b.slot[j].link = (a, i)`).
+//! * At most one confirmed link per client key; a newly confirmed link kills
+//!   the old one first (§2.2).
+//! * Memory per client is bounded: the input buffer never holds more than one
+//!   partial frame (≤ 2050 bytes), priority output is bounded by
+//!   [`ServerConfig::priority_queue_bytes`] (past it the client is closed as a
+//!   slow consumer: control frames are never dropped), data output by
+//!   [`ServerConfig::queue_bytes`] per client and
+//!   [`ServerConfig::total_queue_bytes`] overall (past them forwarded DATA and
+//!   OOB are dropped and counted). Empty buffers are freed on timer scans.
+//! * Malformed input closes only the connection that sent it; nothing panics.
+//!
+//! Differences from c-toxcore 0.2.18, on purpose: a closed TCP connection is
+//! noticed at once (the runtime calls [`Server::handle_closed`]); handshakes
+//! and unconfirmed links time out ([`ServerConfig::handshake_timeout`]); a
+//! well-formed FORWARD_REQUEST (id 10) is dropped and counted instead of
+//! closing the link (no forwarding service is attached, and a valid id never
+//! disconnects); ONION_REQUEST (id 8) is ignored as c-toxcore does with the
+//! onion disabled. Ids 1, 7, 9, 11 sent by a client are server-to-client ids
+//! and close the link as in c-toxcore; 12–15 are reserved and close it too.
+
+mod fault;
+#[cfg(test)]
+mod tests;
+
+pub use fault::FaultConfig;
+#[cfg(any(test, feature = "fault-injection"))]
+pub use fault::FaultInjector;
+use fault::FaultAction;
+
+use crate::crypto::{KeyPair, Nonce, PublicKey};
+use crate::relay_queue::FrameQueue;
+use crate::wire::relay::{
+    split_frame, FrameSplit, HandshakePayload, HandshakeRequest, HandshakeResponse, RelayPacket,
+    SecureChannel, HANDSHAKE_REQUEST_SIZE, MAX_FRAME_BOX, NUM_CLIENT_CONNECTIONS,
+    NUM_RESERVED_PORTS,
+};
+use rand_core::CryptoRngCore;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::time::{Duration, Instant};
+
+/// A connection, named by the runtime. Ids must not be reused while the
+/// server still knows the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// Limits and timers of a relay server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Most connections (any state) at once; further accepts are closed.
+    pub max_clients: usize,
+    /// Most connections that have not yet sent their first valid frame; a new
+    /// one beyond this evicts the oldest (as c-toxcore's 256-entry rings do).
+    pub max_unconfirmed: usize,
+    /// A connection must complete the handshake *and* send its first frame
+    /// within this time of being accepted (c-toxcore has no such timer).
+    pub handshake_timeout: Duration,
+    /// Interval of the server's keep-alive PING (c-toxcore: 30 s).
+    pub ping_interval: Duration,
+    /// No matching PONG within this time of a PING closes the link (10 s).
+    pub ping_timeout: Duration,
+    /// Bound on queued DATA/OOB bytes towards one client; beyond it forwarded
+    /// packets to that client are dropped and counted.
+    pub queue_bytes: usize,
+    /// Bound on queued DATA/OOB bytes over all clients.
+    pub total_queue_bytes: usize,
+    /// Bound on queued priority bytes towards one client; beyond it the
+    /// client (which does not read) is closed. Control frames are never
+    /// dropped.
+    pub priority_queue_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_clients: 100_000,
+            max_unconfirmed: 1024,
+            handshake_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(30),
+            ping_timeout: Duration::from_secs(10),
+            queue_bytes: 256 * 1024,
+            total_queue_bytes: 512 * 1024 * 1024,
+            priority_queue_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Why the server closed (or lost) a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// The runtime reported the TCP connection closed.
+    PeerClosed,
+    /// `max_clients` reached when it was accepted.
+    TooManyClients,
+    /// Evicted as the oldest unconfirmed connection.
+    Evicted,
+    /// Hello not for this relay or not decryptable (no reply is sent).
+    BadHandshake,
+    /// Handshake or first frame not done within `handshake_timeout`.
+    HandshakeTimeout,
+    /// A frame with `L > 2048`.
+    Oversized,
+    /// A frame failed authentication.
+    BadTag,
+    /// A frame whose plaintext does not parse (bad length, reserved id).
+    Malformed,
+    /// A well-formed packet that the protocol forbids here (wrong direction,
+    /// unallocated slot, PONG 0).
+    ProtocolViolation,
+    /// No PONG within `ping_timeout`.
+    PingTimeout,
+    /// Its priority queue overflowed (it does not read).
+    SlowConsumer,
+    /// A newer link with the same client key was confirmed.
+    Replaced,
+}
+
+/// Why a forwarded packet was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// DATA on a slot that is allocated but not connected.
+    NotConnected,
+    /// Receiver's data queue is over `queue_bytes`.
+    QueueFull,
+    /// All queues together are over `total_queue_bytes`.
+    TotalQueueFull,
+    /// OOB for a key with no confirmed link here.
+    OobNoDestination,
+    /// ONION_REQUEST: no onion service attached.
+    OnionIgnored,
+    /// FORWARD_REQUEST: no forwarding service attached.
+    ForwardIgnored,
+    /// Dropped by the fault injector.
+    Fault,
+}
+
+/// Statistics of a server. Gauges are current values, the rest totals.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Gauge: connections known (any state).
+    pub clients: u64,
+    /// Gauge: confirmed connections.
+    pub confirmed: u64,
+    /// Gauge: connected route pairs.
+    pub routes: u64,
+    /// Gauge: queued output bytes over all clients (data).
+    pub queued_bytes: u64,
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Handshakes answered.
+    pub handshakes: u64,
+    /// DATA packets forwarded.
+    pub data_packets: u64,
+    /// DATA payload bytes forwarded.
+    pub data_bytes: u64,
+    /// OOB packets delivered.
+    pub oob_packets: u64,
+    /// OOB payload bytes delivered.
+    pub oob_bytes: u64,
+    /// PINGs answered.
+    pub pongs_sent: u64,
+    /// Drops: not connected.
+    pub drop_not_connected: u64,
+    /// Drops: receiver queue full.
+    pub drop_queue_full: u64,
+    /// Drops: global queue bound.
+    pub drop_total_queue_full: u64,
+    /// Drops: OOB without destination.
+    pub drop_oob_no_destination: u64,
+    /// Ignored onion requests.
+    pub drop_onion: u64,
+    /// Ignored forward requests.
+    pub drop_forward: u64,
+    /// Drops by the fault injector.
+    pub drop_fault: u64,
+    /// Packets corrupted by the fault injector.
+    pub fault_corrupted: u64,
+    /// Packets delayed by the fault injector.
+    pub fault_delayed: u64,
+    /// Closes by reason (indexed as listed in [`CloseReason`]).
+    pub closes: CloseCounters,
+}
+
+/// Closes per reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CloseCounters {
+    /// [`CloseReason::PeerClosed`]
+    pub peer_closed: u64,
+    /// [`CloseReason::TooManyClients`]
+    pub too_many_clients: u64,
+    /// [`CloseReason::Evicted`]
+    pub evicted: u64,
+    /// [`CloseReason::BadHandshake`]
+    pub bad_handshake: u64,
+    /// [`CloseReason::HandshakeTimeout`]
+    pub handshake_timeout: u64,
+    /// [`CloseReason::Oversized`]
+    pub oversized: u64,
+    /// [`CloseReason::BadTag`]
+    pub bad_tag: u64,
+    /// [`CloseReason::Malformed`]
+    pub malformed: u64,
+    /// [`CloseReason::ProtocolViolation`]
+    pub protocol_violation: u64,
+    /// [`CloseReason::PingTimeout`]
+    pub ping_timeout: u64,
+    /// [`CloseReason::SlowConsumer`]
+    pub slow_consumer: u64,
+    /// [`CloseReason::Replaced`]
+    pub replaced: u64,
+}
+
+impl CloseCounters {
+    fn bump(&mut self, r: CloseReason) {
+        let c = match r {
+            CloseReason::PeerClosed => &mut self.peer_closed,
+            CloseReason::TooManyClients => &mut self.too_many_clients,
+            CloseReason::Evicted => &mut self.evicted,
+            CloseReason::BadHandshake => &mut self.bad_handshake,
+            CloseReason::HandshakeTimeout => &mut self.handshake_timeout,
+            CloseReason::Oversized => &mut self.oversized,
+            CloseReason::BadTag => &mut self.bad_tag,
+            CloseReason::Malformed => &mut self.malformed,
+            CloseReason::ProtocolViolation => &mut self.protocol_violation,
+            CloseReason::PingTimeout => &mut self.ping_timeout,
+            CloseReason::SlowConsumer => &mut self.slow_consumer,
+            CloseReason::Replaced => &mut self.replaced,
+        };
+        *c += 1;
+    }
+}
+
+impl Counters {
+    fn drop(&mut self, r: DropReason) {
+        let c = match r {
+            DropReason::NotConnected => &mut self.drop_not_connected,
+            DropReason::QueueFull => &mut self.drop_queue_full,
+            DropReason::TotalQueueFull => &mut self.drop_total_queue_full,
+            DropReason::OobNoDestination => &mut self.drop_oob_no_destination,
+            DropReason::OnionIgnored => &mut self.drop_onion,
+            DropReason::ForwardIgnored => &mut self.drop_forward,
+            DropReason::Fault => &mut self.drop_fault,
+        };
+        *c += 1;
+    }
+}
+
+/// Hasher for [`ConnId`] keys: ids are runtime counters, a multiplicative
+/// mix is enough and much cheaper than SipHash on the forwarding path.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (n ^ (n >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    }
+}
+
+type IdMap<V> = HashMap<ConnId, V, BuildHasherDefault<IdHasher>>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Waiting for the 128-byte hello (bytes gathered in `rx`).
+    AwaitHello,
+    /// Replied; waiting for the first valid frame.
+    Unconfirmed,
+    /// Confirmed (§2.2): reachable by routes and OOB.
+    Confirmed,
+}
+
+/// One slot of a link (§2.4): index 0..240 (wire id 16 + index).
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    index: u8,
+    peer: PublicKey,
+    /// The other end when connected: its connection and slot index.
+    link: Option<(ConnId, u8)>,
+}
+
+#[derive(Debug)]
+struct Conn {
+    state: State,
+    pk: PublicKey,
+    chan: Option<SecureChannel>,
+    /// Partial input: the hello, or one incomplete frame.
+    rx: Vec<u8>,
+    out: FrameQueue,
+    /// Sorted by index.
+    slots: Vec<Slot>,
+    accepted_at: Instant,
+    next_ping: Instant,
+    /// Outstanding PING: its id and when it was sent.
+    ping: Option<([u8; 8], Instant)>,
+    /// Already listed in `wakes`.
+    woken: bool,
+}
+
+impl Conn {
+    fn slot_by_peer(&self, pk: &PublicKey) -> Option<usize> {
+        self.slots.iter().position(|s| s.peer == *pk)
+    }
+
+    fn slot_pos(&self, index: u8) -> Result<usize, usize> {
+        self.slots.binary_search_by_key(&index, |s| s.index)
+    }
+
+    fn deadline(&self, cfg: &ServerConfig) -> Instant {
+        match self.state {
+            State::AwaitHello | State::Unconfirmed => self.accepted_at + cfg.handshake_timeout,
+            State::Confirmed => match self.ping {
+                Some((_, sent)) => sent + cfg.ping_timeout,
+                None => self.next_ping,
+            },
+        }
+    }
+}
+
+/// A packet held back by the fault injector.
+#[derive(Debug)]
+struct Delayed {
+    at: Instant,
+    to: ConnId,
+    slot_id: u8,
+    payload: Vec<u8>,
+}
+
+/// The relay server state machine. See the module documentation for the
+/// calling protocol.
+pub struct Server<R> {
+    keypair: KeyPair,
+    rng: R,
+    cfg: ServerConfig,
+    clients: IdMap<Conn>,
+    by_key: HashMap<PublicKey, ConnId>,
+    /// Accept order of connections that were unconfirmed (may be stale).
+    unconfirmed: VecDeque<ConnId>,
+    unconfirmed_count: usize,
+    closes: VecDeque<(ConnId, CloseReason)>,
+    wakes: Vec<ConnId>,
+    next_timeout: Option<Instant>,
+    counters: Counters,
+    queued_total: usize,
+    fault: Option<Box<fault::FaultState>>,
+    delayed: VecDeque<Delayed>,
+}
+
+impl<R> std::fmt::Debug for Server<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("public_key", &self.keypair.public)
+            .field("clients", &self.clients.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: CryptoRngCore> Server<R> {
+    /// A relay with static key pair `keypair` (its DHT key pair, §2.1).
+    pub fn new(keypair: KeyPair, rng: R, cfg: ServerConfig) -> Self {
+        Server {
+            keypair,
+            rng,
+            cfg,
+            clients: IdMap::default(),
+            by_key: HashMap::new(),
+            unconfirmed: VecDeque::new(),
+            unconfirmed_count: 0,
+            closes: VecDeque::new(),
+            wakes: Vec::new(),
+            next_timeout: None,
+            counters: Counters::default(),
+            queued_total: 0,
+            fault: None,
+            delayed: VecDeque::new(),
+        }
+    }
+
+    /// The relay's public key.
+    pub fn public_key(&self) -> &PublicKey {
+        &self.keypair.public
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> &ServerConfig {
+        &self.cfg
+    }
+
+    /// Current statistics.
+    pub fn counters(&self) -> Counters {
+        let mut c = self.counters.clone();
+        c.clients = self.clients.len() as u64;
+        c.confirmed = self.by_key.len() as u64;
+        c.queued_bytes = self.queued_total as u64;
+        c
+    }
+
+    /// Installs a fault injector for forwarded DATA (tests only: a
+    /// [`FaultInjector`] can only be built with the `fault-injection`
+    /// feature).
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub fn set_fault_injector(&mut self, now: Instant, injector: FaultInjector) {
+        self.fault = Some(Box::new(injector.start(now)));
+    }
+
+    /// A new TCP connection was accepted.
+    pub fn handle_accept(&mut self, now: Instant, conn: ConnId) {
+        self.counters.accepted += 1;
+        if self.clients.len() >= self.cfg.max_clients || self.clients.contains_key(&conn) {
+            self.counters.closes.bump(CloseReason::TooManyClients);
+            self.closes.push_back((conn, CloseReason::TooManyClients));
+            return;
+        }
+        while self.unconfirmed_count >= self.cfg.max_unconfirmed.max(1) {
+            let Some(old) = self.unconfirmed.pop_front() else {
+                break;
+            };
+            if self
+                .clients
+                .get(&old)
+                .is_some_and(|c| c.state != State::Confirmed)
+            {
+                self.close(old, CloseReason::Evicted);
+            }
+        }
+        self.clients.insert(
+            conn,
+            Conn {
+                state: State::AwaitHello,
+                pk: PublicKey([0; 32]),
+                chan: None,
+                rx: Vec::new(),
+                out: FrameQueue::default(),
+                slots: Vec::new(),
+                accepted_at: now,
+                next_ping: now,
+                ping: None,
+                woken: false,
+            },
+        );
+        self.unconfirmed.push_back(conn);
+        self.unconfirmed_count += 1;
+        if self.unconfirmed.len() > 2 * self.cfg.max_unconfirmed + 16 {
+            let clients = &self.clients;
+            self.unconfirmed
+                .retain(|id| clients.get(id).is_some_and(|c| c.state != State::Confirmed));
+        }
+        self.arm(now + self.cfg.handshake_timeout);
+    }
+
+    /// The runtime saw the connection end (EOF, reset, error). Its routes are
+    /// torn down at once and its peers notified.
+    pub fn handle_closed(&mut self, _now: Instant, conn: ConnId) {
+        if self.remove(conn, CloseReason::PeerClosed) {
+            tracing::debug!(?conn, "relay client closed its connection");
+        }
+    }
+
+    /// Bytes read from a connection. Frames are decrypted in place in
+    /// `bytes` (hence `&mut`); an incomplete tail is kept.
+    pub fn handle_bytes(&mut self, now: Instant, conn: ConnId, bytes: &mut [u8]) {
+        let Some(c) = self.clients.get_mut(&conn) else {
+            return;
+        };
+        let mut input = bytes;
+        if c.state == State::AwaitHello {
+            let need = HANDSHAKE_REQUEST_SIZE - c.rx.len();
+            let take = need.min(input.len());
+            c.rx.extend_from_slice(&input[..take]);
+            input = &mut input[take..];
+            if c.rx.len() < HANDSHAKE_REQUEST_SIZE {
+                return;
+            }
+            let hello = std::mem::take(&mut c.rx);
+            if !self.handshake(conn, &hello) {
+                return;
+            }
+        }
+        // Complete a frame left over from an earlier read.
+        let Some(c) = self.clients.get_mut(&conn) else {
+            return;
+        };
+        if !c.rx.is_empty() {
+            let mut rx = std::mem::take(&mut c.rx);
+            if rx.len() < 2 {
+                let take = (2 - rx.len()).min(input.len());
+                rx.extend_from_slice(&input[..take]);
+                input = &mut input[take..];
+                if rx.len() < 2 {
+                    self.put_rx(conn, rx);
+                    return;
+                }
+            }
+            let box_len = usize::from(u16::from_be_bytes([rx[0], rx[1]]));
+            if box_len > MAX_FRAME_BOX {
+                self.close(conn, CloseReason::Oversized);
+                return;
+            }
+            let want = 2 + box_len;
+            let take = (want - rx.len()).min(input.len());
+            rx.extend_from_slice(&input[..take]);
+            input = &mut input[take..];
+            if rx.len() < want {
+                self.put_rx(conn, rx);
+                return;
+            }
+            if box_len > 0 && !self.frame(now, conn, &mut rx[2..]) {
+                return;
+            }
+            rx.clear();
+            self.put_rx(conn, rx);
+        }
+        loop {
+            match split_frame(input) {
+                Ok(FrameSplit::Incomplete) => {
+                    if !input.is_empty() {
+                        if let Some(c) = self.clients.get_mut(&conn) {
+                            c.rx.extend_from_slice(input);
+                        }
+                    }
+                    return;
+                }
+                Ok(FrameSplit::Empty) => input = &mut input[2..],
+                Ok(FrameSplit::Frame { box_len }) => {
+                    let (frame, rest) = input.split_at_mut(2 + box_len);
+                    if !self.frame(now, conn, &mut frame[2..]) {
+                        return;
+                    }
+                    input = rest;
+                }
+                Err(_) => {
+                    self.close(conn, CloseReason::Oversized);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Timers: handshake timeouts, keep-alive pings, ping timeouts, delayed
+    /// (fault-injected) packets, freeing idle buffers. Call at
+    /// [`poll_timeout`](Self::poll_timeout) or later; calling early is harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.release_delayed(now);
+        let mut next: Option<Instant> = self.delayed.front().map(|d| d.at);
+        let mut to_close = Vec::new();
+        let mut to_ping = Vec::new();
+        for (&id, c) in self.clients.iter_mut() {
+            match c.state {
+                State::AwaitHello | State::Unconfirmed => {
+                    if now >= c.accepted_at + self.cfg.handshake_timeout {
+                        to_close.push((id, CloseReason::HandshakeTimeout));
+                        continue;
+                    }
+                }
+                State::Confirmed => match c.ping {
+                    Some((_, sent)) if now >= sent + self.cfg.ping_timeout => {
+                        to_close.push((id, CloseReason::PingTimeout));
+                        continue;
+                    }
+                    None if now >= c.next_ping => to_ping.push(id),
+                    _ => {}
+                },
+            }
+            if c.out.is_empty() {
+                c.out.shrink_idle();
+            }
+            if c.rx.is_empty() && c.rx.capacity() > 0 {
+                c.rx = Vec::new();
+            }
+            let d = c.deadline(&self.cfg);
+            next = Some(next.map_or(d, |n| n.min(d)));
+        }
+        for id in to_ping {
+            let mut ping_id = [0u8; 8];
+            while ping_id == [0; 8] {
+                self.rng.fill_bytes(&mut ping_id);
+            }
+            if let Some(c) = self.clients.get_mut(&id) {
+                c.ping = Some((ping_id, now));
+                c.next_ping = now + self.cfg.ping_interval;
+                let d = now + self.cfg.ping_timeout;
+                next = Some(next.map_or(d, |n| n.min(d)));
+            }
+            self.send_prio(id, &RelayPacket::Ping { ping_id });
+        }
+        for (id, r) in to_close {
+            self.close(id, r);
+        }
+        self.next_timeout = next;
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_timeout
+    }
+
+    /// A connection with new output since the last call (drain it).
+    pub fn poll_wake(&mut self) -> Option<ConnId> {
+        while let Some(id) = self.wakes.pop() {
+            if let Some(c) = self.clients.get_mut(&id) {
+                c.woken = false;
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    /// A connection the server wants closed, and why. The server has already
+    /// forgotten it; the runtime closes the socket and must not report it
+    /// again.
+    pub fn poll_close(&mut self) -> Option<(ConnId, CloseReason)> {
+        self.closes.pop_front()
+    }
+
+    /// Appends the connection's pending output to `out`: raw handshake bytes,
+    /// then every priority frame, then whole data frames while the appended
+    /// output stays within `limit` (at least one). Returns bytes appended.
+    pub fn drain_into(&mut self, conn: ConnId, out: &mut Vec<u8>, limit: usize) -> usize {
+        let Some(c) = self.clients.get_mut(&conn) else {
+            return 0;
+        };
+        let before = c.out.data_len();
+        let n = c.out.drain_into(c.chan.as_mut(), out, limit);
+        self.queued_total -= before - c.out.data_len();
+        n
+    }
+
+    /// Whether the connection has output waiting.
+    pub fn has_output(&self, conn: ConnId) -> bool {
+        self.clients.get(&conn).is_some_and(|c| !c.out.is_empty())
+    }
+
+    /// Heap bytes held by one connection's input and output buffers (not
+    /// its slot table), for tests and metrics.
+    pub fn conn_buffer_bytes(&self, conn: ConnId) -> usize {
+        self.clients
+            .get(&conn)
+            .map_or(0, |c| c.rx.capacity() + c.out.capacity())
+    }
+
+    // ---- internals ----
+
+    fn arm(&mut self, at: Instant) {
+        self.next_timeout = Some(self.next_timeout.map_or(at, |n| n.min(at)));
+    }
+
+    fn put_rx(&mut self, conn: ConnId, rx: Vec<u8>) {
+        if let Some(c) = self.clients.get_mut(&conn) {
+            c.rx = rx;
+        }
+    }
+
+    fn wake(&mut self, conn: ConnId) {
+        if let Some(c) = self.clients.get_mut(&conn) {
+            if !c.woken {
+                c.woken = true;
+                self.wakes.push(conn);
+            }
+        }
+    }
+
+    /// §2.2: open the hello, reply, become unconfirmed. False if closed.
+    fn handshake(&mut self, conn: ConnId, hello: &[u8]) -> bool {
+        let Ok(req) = HandshakeRequest::parse(hello) else {
+            self.close(conn, CloseReason::BadHandshake);
+            return false;
+        };
+        let key = self.keypair.precompute(&req.client_pk);
+        let Ok(theirs) = req.open(&key) else {
+            // A hello for another key or garbage: closed without a reply.
+            self.close(conn, CloseReason::BadHandshake);
+            return false;
+        };
+        let temp = KeyPair::generate(&mut self.rng);
+        let ours = HandshakePayload {
+            temp_pk: temp.public,
+            base_nonce: Nonce::random(&mut self.rng),
+        };
+        let reply = HandshakeResponse::seal(&key, Nonce::random(&mut self.rng), &ours);
+        let session = temp.precompute(&theirs.temp_pk);
+        let Some(c) = self.clients.get_mut(&conn) else {
+            return false;
+        };
+        c.pk = req.client_pk;
+        c.chan = Some(SecureChannel::new(
+            session,
+            ours.base_nonce,
+            theirs.base_nonce,
+        ));
+        c.state = State::Unconfirmed;
+        c.out.push_raw(&reply.to_bytes());
+        self.counters.handshakes += 1;
+        self.wake(conn);
+        true
+    }
+
+    /// Opens and handles one frame box. False if the connection was closed.
+    fn frame(&mut self, now: Instant, conn: ConnId, frame_box: &mut [u8]) -> bool {
+        let Some(c) = self.clients.get_mut(&conn) else {
+            return false;
+        };
+        let Some(chan) = c.chan.as_mut() else {
+            return false;
+        };
+        let Ok(plain) = chan.open_in_place(frame_box) else {
+            self.close(conn, CloseReason::BadTag);
+            return false;
+        };
+        if c.state == State::Unconfirmed {
+            self.confirm(now, conn);
+        }
+        let Ok(packet) = RelayPacket::parse(plain) else {
+            self.close(conn, CloseReason::Malformed);
+            return false;
+        };
+        self.packet(now, conn, packet)
+    }
+
+    /// §2.2: the first frame confirms; an older confirmed link with the same
+    /// key is killed first.
+    fn confirm(&mut self, now: Instant, conn: ConnId) {
+        let Some(c) = self.clients.get_mut(&conn) else {
+            return;
+        };
+        c.state = State::Confirmed;
+        c.next_ping = now + self.cfg.ping_interval;
+        let pk = c.pk;
+        self.unconfirmed_count -= 1;
+        if let Some(old) = self.by_key.insert(pk, conn) {
+            if old != conn {
+                // Restore the mapping after removal of the old link.
+                self.close(old, CloseReason::Replaced);
+                self.by_key.insert(pk, conn);
+            }
+        }
+        self.arm(now + self.cfg.ping_interval);
+    }
+
+    fn packet(&mut self, now: Instant, conn: ConnId, packet: RelayPacket<'_>) -> bool {
+        match packet {
+            RelayPacket::Data {
+                connection_id,
+                data,
+            } => return self.forward(now, conn, connection_id, data),
+            RelayPacket::RoutingRequest { peer } => self.routing_request(conn, peer),
+            RelayPacket::ConnectNotification { .. } => {}
+            RelayPacket::DisconnectNotification { connection_id } => {
+                return self.disconnect_notification(conn, connection_id)
+            }
+            RelayPacket::Ping { ping_id } => {
+                self.counters.pongs_sent += 1;
+                self.send_prio(conn, &RelayPacket::Pong { ping_id });
+            }
+            RelayPacket::Pong { ping_id } => {
+                if ping_id == [0; 8] {
+                    self.close(conn, CloseReason::ProtocolViolation);
+                    return false;
+                }
+                if let Some(c) = self.clients.get_mut(&conn) {
+                    if c.ping.is_some_and(|(id, _)| id == ping_id) {
+                        c.ping = None;
+                    }
+                }
+            }
+            RelayPacket::OobSend { destination, data } => self.oob(conn, destination, data),
+            RelayPacket::OnionRequest { .. } => self.counters.drop(DropReason::OnionIgnored),
+            RelayPacket::ForwardRequest { .. } => self.counters.drop(DropReason::ForwardIgnored),
+            RelayPacket::RoutingResponse { .. }
+            | RelayPacket::OobRecv { .. }
+            | RelayPacket::OnionResponse { .. }
+            | RelayPacket::Forwarding { .. } => {
+                self.close(conn, CloseReason::ProtocolViolation);
+                return false;
+            }
+        }
+        self.clients.contains_key(&conn)
+    }
+
+    /// §2.5 ROUTING_REQUEST.
+    fn routing_request(&mut self, conn: ConnId, peer: PublicKey) {
+        let Some(c) = self.clients.get_mut(&conn) else {
+            return;
+        };
+        let own = c.pk;
+        let refuse = RelayPacket::RoutingResponse {
+            connection_id: 0,
+            peer,
+        };
+        if peer == own {
+            self.send_prio(conn, &refuse);
+            return;
+        }
+        if let Some(i) = c.slot_by_peer(&peer) {
+            let connection_id = NUM_RESERVED_PORTS + c.slots[i].index;
+            self.send_prio(
+                conn,
+                &RelayPacket::RoutingResponse {
+                    connection_id,
+                    peer,
+                },
+            );
+            return;
+        }
+        // Lowest free index: slots are sorted, so the first gap.
+        let mut index = 0u8;
+        for s in &c.slots {
+            if s.index != index {
+                break;
+            }
+            index += 1;
+        }
+        if usize::from(index) >= NUM_CLIENT_CONNECTIONS {
+            self.send_prio(conn, &refuse);
+            return;
+        }
+        let pos = c.slot_pos(index).unwrap_or_else(|p| p);
+        c.slots.insert(
+            pos,
+            Slot {
+                index,
+                peer,
+                link: None,
+            },
+        );
+        self.send_prio(
+            conn,
+            &RelayPacket::RoutingResponse {
+                connection_id: NUM_RESERVED_PORTS + index,
+                peer,
+            },
+        );
+        // Pair if the peer is here and has asked for us.
+        let Some(&other) = self.by_key.get(&peer) else {
+            return;
+        };
+        let Some(o) = self.clients.get_mut(&other) else {
+            return;
+        };
+        let Some(j) = o.slot_by_peer(&own) else {
+            return;
+        };
+        if o.slots[j].link.is_some() {
+            return;
+        }
+        let other_index = o.slots[j].index;
+        o.slots[j].link = Some((conn, index));
+        if let Some(c) = self.clients.get_mut(&conn) {
+            if let Ok(p) = c.slot_pos(index) {
+                c.slots[p].link = Some((other, other_index));
+            }
+        }
+        self.counters.routes += 1;
+        self.send_prio(
+            conn,
+            &RelayPacket::ConnectNotification {
+                connection_id: NUM_RESERVED_PORTS + index,
+            },
+        );
+        self.send_prio(
+            other,
+            &RelayPacket::ConnectNotification {
+                connection_id: NUM_RESERVED_PORTS + other_index,
+            },
+        );
+    }
+
+    /// §2.5 DISCONNECT_NOTIFICATION from a client. False if closed.
+    fn disconnect_notification(&mut self, conn: ConnId, connection_id: u8) -> bool {
+        let pos = connection_id
+            .checked_sub(NUM_RESERVED_PORTS)
+            .and_then(|index| self.clients.get(&conn)?.slot_pos(index).ok());
+        let Some(pos) = pos else {
+            self.close(conn, CloseReason::ProtocolViolation);
+            return false;
+        };
+        let Some(c) = self.clients.get_mut(&conn) else {
+            return false;
+        };
+        let slot = c.slots.remove(pos);
+        if let Some((other, j)) = slot.link {
+            self.unlink(other, j);
+        }
+        true
+    }
+
+    /// The other end of a connected slot lost its partner: back to
+    /// "requested" and told so.
+    fn unlink(&mut self, other: ConnId, index: u8) {
+        let Some(o) = self.clients.get_mut(&other) else {
+            return;
+        };
+        if let Ok(p) = o.slot_pos(index) {
+            o.slots[p].link = None;
+            self.counters.routes = self.counters.routes.saturating_sub(1);
+            self.send_prio(
+                other,
+                &RelayPacket::DisconnectNotification {
+                    connection_id: NUM_RESERVED_PORTS + index,
+                },
+            );
+        }
+    }
+
+    /// §2.5 DATA. False if the sender was closed.
+    fn forward(&mut self, now: Instant, conn: ConnId, connection_id: u8, data: &[u8]) -> bool {
+        let Some(c) = self.clients.get(&conn) else {
+            return false;
+        };
+        let pos = connection_id
+            .checked_sub(NUM_RESERVED_PORTS)
+            .and_then(|i| c.slot_pos(i).ok());
+        let Some(pos) = pos else {
+            self.close(conn, CloseReason::ProtocolViolation);
+            return false;
+        };
+        let Some((to, j)) = c.slots[pos].link else {
+            self.counters.drop(DropReason::NotConnected);
+            return true;
+        };
+        let slot_id = NUM_RESERVED_PORTS + j;
+        let action = match self.fault.as_mut() {
+            Some(f) => f.decide(now),
+            None => FaultAction::Pass,
+        };
+        match action {
+            FaultAction::Pass | FaultAction::Corrupt => {
+                self.push_data(to, slot_id, data, action == FaultAction::Corrupt);
+            }
+            FaultAction::Drop => self.counters.drop(DropReason::Fault),
+            FaultAction::Delay(d) => {
+                self.counters.fault_delayed += 1;
+                if self.delayed.len() >= 1 << 16 {
+                    self.counters.drop(DropReason::Fault);
+                } else {
+                    let at = now + d;
+                    self.delayed.push_back(Delayed {
+                        at,
+                        to,
+                        slot_id,
+                        payload: data.to_vec(),
+                    });
+                    self.arm(at);
+                }
+            }
+        }
+        true
+    }
+
+    fn release_delayed(&mut self, now: Instant) {
+        while self.delayed.front().is_some_and(|d| d.at <= now) {
+            let Some(d) = self.delayed.pop_front() else {
+                break;
+            };
+            // Deliver only if the receiver still holds that connected slot.
+            let live = self.clients.get(&d.to).is_some_and(|c| {
+                c.slot_pos(d.slot_id - NUM_RESERVED_PORTS)
+                    .is_ok_and(|p| c.slots[p].link.is_some())
+            });
+            if live {
+                self.push_data(d.to, d.slot_id, &d.payload, false);
+            }
+        }
+    }
+
+    /// Queues a forwarded DATA frame for `to`, or drops it (counted).
+    fn push_data(&mut self, to: ConnId, slot_id: u8, data: &[u8], corrupt: bool) {
+        let frame = data.len() + 1 + crate::wire::relay::FRAME_OVERHEAD;
+        if self.queued_total + frame > self.cfg.total_queue_bytes {
+            self.counters.drop(DropReason::TotalQueueFull);
+            return;
+        }
+        let Some(r) = self.clients.get_mut(&to) else {
+            return;
+        };
+        if r.out.data_len() + frame > self.cfg.queue_bytes {
+            self.counters.drop(DropReason::QueueFull);
+            return;
+        }
+        let queued = r.out.push_data_bytes(slot_id, data);
+        if corrupt {
+            if let Some(f) = self.fault.as_mut() {
+                f.corrupt(queued);
+            }
+            self.counters.fault_corrupted += 1;
+        }
+        self.queued_total += frame;
+        self.counters.data_packets += 1;
+        self.counters.data_bytes += data.len() as u64;
+        self.wake(to);
+    }
+
+    /// §2.5 OOB_SEND: delivered to a confirmed link only, no feedback.
+    fn oob(&mut self, conn: ConnId, destination: PublicKey, data: &[u8]) {
+        let Some(sender) = self.clients.get(&conn).map(|c| c.pk) else {
+            return;
+        };
+        let Some(&to) = self.by_key.get(&destination) else {
+            self.counters.drop(DropReason::OobNoDestination);
+            return;
+        };
+        let packet = RelayPacket::OobRecv { sender, data };
+        let frame = packet.encoded_len() + crate::wire::relay::FRAME_OVERHEAD;
+        if self.queued_total + frame > self.cfg.total_queue_bytes {
+            self.counters.drop(DropReason::TotalQueueFull);
+            return;
+        }
+        let Some(r) = self.clients.get_mut(&to) else {
+            return;
+        };
+        if r.out.data_len() + frame > self.cfg.queue_bytes {
+            self.counters.drop(DropReason::QueueFull);
+            return;
+        }
+        if r.out.push_data(&packet).is_ok() {
+            self.queued_total += frame;
+            self.counters.oob_packets += 1;
+            self.counters.oob_bytes += data.len() as u64;
+            self.wake(to);
+        }
+    }
+
+    /// Queues a priority frame; closes a receiver whose priority backlog is
+    /// over its bound (control frames are never dropped).
+    fn send_prio(&mut self, conn: ConnId, packet: &RelayPacket<'_>) {
+        let Some(c) = self.clients.get_mut(&conn) else {
+            return;
+        };
+        if c.out.prio_len() + packet.encoded_len() > self.cfg.priority_queue_bytes {
+            self.close(conn, CloseReason::SlowConsumer);
+            return;
+        }
+        if c.out.push_prio(packet).is_ok() {
+            self.wake(conn);
+        }
+    }
+
+    /// Forgets a connection and asks the runtime to close it.
+    fn close(&mut self, conn: ConnId, reason: CloseReason) {
+        if self.remove(conn, reason) {
+            tracing::debug!(?conn, ?reason, "relay closing client");
+            self.closes.push_back((conn, reason));
+        }
+    }
+
+    /// Removes a connection, tearing down its routes (§2.5: peers get
+    /// DISCONNECT_NOTIFICATION and fall back to "requested").
+    fn remove(&mut self, conn: ConnId, reason: CloseReason) -> bool {
+        let Some(c) = self.clients.remove(&conn) else {
+            return false;
+        };
+        self.counters.closes.bump(reason);
+        self.queued_total -= c.out.data_len();
+        match c.state {
+            State::Confirmed => {
+                if self.by_key.get(&c.pk) == Some(&conn) {
+                    self.by_key.remove(&c.pk);
+                }
+            }
+            State::AwaitHello | State::Unconfirmed => self.unconfirmed_count -= 1,
+        }
+        for s in &c.slots {
+            if let Some((other, j)) = s.link {
+                self.unlink(other, j);
+            }
+        }
+        true
+    }
+}

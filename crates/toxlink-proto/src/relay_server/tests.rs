@@ -1,0 +1,751 @@
+//! Rules of PROTOCOL.md §2.2–§2.5 against the sans-IO server, with a minimal
+//! hand-rolled client built from the wire primitives.
+
+use super::*;
+use crate::wire::packed::{PackedIpPort, Transport};
+use crate::wire::relay::{id, FrameSplit, HANDSHAKE_RESPONSE_SIZE};
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+pub(crate) struct TestClient {
+    pub kp: KeyPair,
+    pub conn: ConnId,
+    temp: KeyPair,
+    base: Nonce,
+    chan: Option<SecureChannel>,
+    rx: Vec<u8>,
+}
+
+impl TestClient {
+    pub fn new(seed: u64, conn: u64) -> Self {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        TestClient {
+            kp: KeyPair::generate(&mut rng),
+            conn: ConnId(conn),
+            temp: KeyPair::generate(&mut rng),
+            base: Nonce::random(&mut rng),
+            chan: None,
+            rx: Vec::new(),
+        }
+    }
+
+    pub fn hello(&self, server: &PublicKey) -> [u8; 128] {
+        let key = self.kp.precompute(server);
+        HandshakeRequest::seal(
+            self.kp.public,
+            &key,
+            Nonce([3; 24]),
+            &HandshakePayload {
+                temp_pk: self.temp.public,
+                base_nonce: self.base,
+            },
+        )
+        .to_bytes()
+    }
+
+    pub fn finish(&mut self, server: &PublicKey, reply: &[u8]) {
+        let resp = HandshakeResponse::parse(reply).unwrap();
+        let theirs = resp.open(&self.kp.precompute(server)).unwrap();
+        self.chan = Some(SecureChannel::new(
+            self.temp.precompute(&theirs.temp_pk),
+            self.base,
+            theirs.base_nonce,
+        ));
+    }
+
+    pub fn frame(&mut self, p: &RelayPacket<'_>) -> Vec<u8> {
+        let mut out = vec![0u8; 2100];
+        let n = self.chan.as_mut().unwrap().seal_packet(p, &mut out).unwrap();
+        out.truncate(n);
+        out
+    }
+
+    /// A frame with an arbitrary plaintext (no parse rules applied).
+    pub fn raw_frame(&mut self, plain: &[u8]) -> Vec<u8> {
+        let mut out = vec![0u8; 18];
+        out.extend_from_slice(plain);
+        self.chan.as_mut().unwrap().seal_in_place(&mut out).unwrap();
+        out
+    }
+
+    pub fn parse(&mut self, bytes: &[u8]) -> Vec<Vec<u8>> {
+        self.rx.extend_from_slice(bytes);
+        let mut got = Vec::new();
+        loop {
+            match split_frame(&self.rx).unwrap() {
+                FrameSplit::Incomplete => break,
+                FrameSplit::Empty => {
+                    self.rx.drain(..2);
+                }
+                FrameSplit::Frame { box_len } => {
+                    let mut b = self.rx[2..2 + box_len].to_vec();
+                    let p = self
+                        .chan
+                        .as_mut()
+                        .unwrap()
+                        .open_in_place(&mut b)
+                        .unwrap()
+                        .to_vec();
+                    got.push(p);
+                    self.rx.drain(..2 + box_len);
+                }
+            }
+        }
+        got
+    }
+}
+
+pub(crate) struct H {
+    pub s: Server<ChaCha20Rng>,
+    pub now: Instant,
+    next_conn: u64,
+}
+
+impl H {
+    pub fn new(cfg: ServerConfig) -> Self {
+        let mut rng = ChaCha20Rng::seed_from_u64(99);
+        let kp = KeyPair::generate(&mut rng);
+        H {
+            s: Server::new(kp, rng, cfg),
+            now: Instant::now(),
+            next_conn: 1,
+        }
+    }
+
+    pub fn pk(&self) -> PublicKey {
+        *self.s.public_key()
+    }
+
+    /// Accepts, handshakes and (optionally) confirms with a PING.
+    pub fn client(&mut self, seed: u64, confirm: bool) -> TestClient {
+        let mut c = TestClient::new(seed, self.next_conn);
+        self.next_conn += 1;
+        self.s.handle_accept(self.now, c.conn);
+        let mut hello = c.hello(&self.pk());
+        self.s.handle_bytes(self.now, c.conn, &mut hello);
+        let mut out = Vec::new();
+        self.s.drain_into(c.conn, &mut out, usize::MAX);
+        assert_eq!(out.len(), HANDSHAKE_RESPONSE_SIZE);
+        c.finish(&self.pk(), &out);
+        if confirm {
+            self.send(
+                &mut c,
+                &RelayPacket::Ping {
+                    ping_id: [1; 8],
+                },
+            );
+            let got = self.recv(&mut c);
+            assert_eq!(got, vec![[&[id::PONG][..], &[1; 8]].concat()]);
+        }
+        c
+    }
+
+    pub fn send(&mut self, c: &mut TestClient, p: &RelayPacket<'_>) {
+        let mut f = c.frame(p);
+        self.s.handle_bytes(self.now, c.conn, &mut f);
+    }
+
+    pub fn send_bytes(&mut self, c: &TestClient, bytes: &[u8]) {
+        let mut b = bytes.to_vec();
+        self.s.handle_bytes(self.now, c.conn, &mut b);
+    }
+
+    pub fn recv(&mut self, c: &mut TestClient) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while self.s.drain_into(c.conn, &mut out, usize::MAX) > 0 {}
+        c.parse(&out)
+    }
+
+    pub fn closes(&mut self) -> Vec<(ConnId, CloseReason)> {
+        std::iter::from_fn(|| self.s.poll_close()).collect()
+    }
+
+    pub fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.s.handle_timeout(self.now);
+    }
+}
+
+fn rreq(peer: &TestClient) -> RelayPacket<'static> {
+    RelayPacket::RoutingRequest {
+        peer: peer.kp.public,
+    }
+}
+
+fn resp(slot: u8, peer: &TestClient) -> Vec<u8> {
+    [&[id::ROUTING_RESPONSE, slot][..], &peer.kp.public.0].concat()
+}
+
+/// Two confirmed clients routed to each other: (a, b, a's slot, b's slot).
+fn pair(h: &mut H) -> (TestClient, TestClient) {
+    let mut a = h.client(1, true);
+    let mut b = h.client(2, true);
+    h.send(&mut a, &rreq(&b));
+    assert_eq!(h.recv(&mut a), vec![resp(16, &b)]);
+    assert!(h.recv(&mut b).is_empty(), "no connect before both asked");
+    h.send(&mut b, &rreq(&a));
+    assert_eq!(h.recv(&mut b), vec![resp(16, &a), vec![2, 16]]);
+    assert_eq!(h.recv(&mut a), vec![vec![2, 16]]);
+    (a, b)
+}
+
+#[test]
+fn routing_pairs_only_after_both_ask_and_data_is_forwarded_with_rewritten_id() {
+    let mut h = H::new(ServerConfig::default());
+    let mut a = h.client(1, true);
+    let mut b = h.client(2, true);
+    let c = TestClient::new(3, 999);
+    // a takes slots 16 (c, absent) and 17 (b).
+    h.send(&mut a, &rreq(&c));
+    h.send(&mut a, &rreq(&b));
+    assert_eq!(h.recv(&mut a), vec![resp(16, &c), resp(17, &b)]);
+    h.send(&mut b, &rreq(&a));
+    assert_eq!(h.recv(&mut b), vec![resp(16, &a), vec![2, 16]]);
+    assert_eq!(h.recv(&mut a), vec![vec![2, 17]]);
+    assert_eq!(h.s.counters().routes, 1);
+    h.send(
+        &mut a,
+        &RelayPacket::Data {
+            connection_id: 17,
+            data: b"hello b",
+        },
+    );
+    assert_eq!(h.recv(&mut b), vec![b"\x10hello b".to_vec()]);
+    h.send(
+        &mut b,
+        &RelayPacket::Data {
+            connection_id: 16,
+            data: b"hi a",
+        },
+    );
+    assert_eq!(h.recv(&mut a), vec![b"\x11hi a".to_vec()]);
+    // DATA on an allocated but unconnected slot is dropped silently.
+    h.send(
+        &mut a,
+        &RelayPacket::Data {
+            connection_id: 16,
+            data: b"x",
+        },
+    );
+    assert!(h.closes().is_empty());
+    assert_eq!(h.s.counters().drop_not_connected, 1);
+    assert_eq!(h.s.counters().data_packets, 2);
+}
+
+#[test]
+fn own_key_refused_repeat_request_reuses_slot_and_freed_slot_is_reused_lowest_first() {
+    let mut h = H::new(ServerConfig::default());
+    let mut a = h.client(1, true);
+    let own = RelayPacket::RoutingRequest { peer: a.kp.public };
+    h.send(&mut a, &own);
+    assert_eq!(h.recv(&mut a), vec![resp(0, &a)]);
+    let x = TestClient::new(10, 0);
+    let y = TestClient::new(11, 0);
+    let z = TestClient::new(12, 0);
+    h.send(&mut a, &rreq(&x));
+    h.send(&mut a, &rreq(&y));
+    h.send(&mut a, &rreq(&x));
+    assert_eq!(h.recv(&mut a), vec![resp(16, &x), resp(17, &y), resp(16, &x)]);
+    h.send(
+        &mut a,
+        &RelayPacket::DisconnectNotification { connection_id: 16 },
+    );
+    h.send(&mut a, &rreq(&z));
+    assert_eq!(h.recv(&mut a), vec![resp(16, &z)]);
+    assert!(h.closes().is_empty());
+}
+
+#[test]
+fn the_241st_key_on_one_link_is_refused() {
+    let mut h = H::new(ServerConfig::default());
+    let mut a = h.client(1, true);
+    for i in 0..240u32 {
+        let mut pk = [0u8; 32];
+        pk[..4].copy_from_slice(&i.to_be_bytes());
+        h.send(
+            &mut a,
+            &RelayPacket::RoutingRequest { peer: PublicKey(pk) },
+        );
+        let got = h.recv(&mut a);
+        assert_eq!(got[0][1], 16 + i as u8);
+    }
+    let extra = TestClient::new(5, 0);
+    h.send(&mut a, &rreq(&extra));
+    assert_eq!(h.recv(&mut a), vec![resp(0, &extra)]);
+}
+
+#[test]
+fn disconnect_notification_unpairs_and_repairs() {
+    let mut h = H::new(ServerConfig::default());
+    let (mut a, mut b) = pair(&mut h);
+    h.send(
+        &mut a,
+        &RelayPacket::DisconnectNotification { connection_id: 16 },
+    );
+    assert_eq!(h.recv(&mut b), vec![vec![3, 16]]);
+    assert_eq!(h.s.counters().routes, 0);
+    // b's slot is back to "requested": a asking again re-pairs.
+    h.send(&mut a, &rreq(&b));
+    assert_eq!(h.recv(&mut a), vec![resp(16, &b), vec![2, 16]]);
+    assert_eq!(h.recv(&mut b), vec![vec![2, 16]]);
+}
+
+#[test]
+fn disconnect_of_unallocated_or_reserved_slot_closes_sender() {
+    for slot in [16u8, 3, 255] {
+        let mut h = H::new(ServerConfig::default());
+        let mut a = h.client(1, true);
+        h.send(
+            &mut a,
+            &RelayPacket::DisconnectNotification {
+                connection_id: slot,
+            },
+        );
+        assert_eq!(h.closes(), vec![(a.conn, CloseReason::ProtocolViolation)]);
+    }
+}
+
+#[test]
+fn closed_tcp_connection_notifies_peer_at_once() {
+    let mut h = H::new(ServerConfig::default());
+    let (a, mut b) = pair(&mut h);
+    h.s.handle_closed(h.now, a.conn);
+    assert_eq!(h.recv(&mut b), vec![vec![3, 16]]);
+    assert!(h.closes().is_empty(), "the runtime already knows");
+    assert_eq!(h.s.counters().closes.peer_closed, 1);
+}
+
+#[test]
+fn data_on_unallocated_slot_closes_sender() {
+    let mut h = H::new(ServerConfig::default());
+    let mut a = h.client(1, true);
+    h.send(
+        &mut a,
+        &RelayPacket::Data {
+            connection_id: 40,
+            data: b"x",
+        },
+    );
+    assert_eq!(h.closes(), vec![(a.conn, CloseReason::ProtocolViolation)]);
+}
+
+#[test]
+fn ping_is_answered_even_with_id_zero_and_pong_zero_is_fatal() {
+    let mut h = H::new(ServerConfig::default());
+    let mut a = h.client(1, true);
+    h.send(&mut a, &RelayPacket::Ping { ping_id: [0; 8] });
+    assert_eq!(h.recv(&mut a), vec![vec![5, 0, 0, 0, 0, 0, 0, 0, 0]]);
+    // A non-matching non-zero pong is ignored.
+    h.send(&mut a, &RelayPacket::Pong { ping_id: [7; 8] });
+    assert!(h.closes().is_empty());
+    h.send(&mut a, &RelayPacket::Pong { ping_id: [0; 8] });
+    assert_eq!(h.closes(), vec![(a.conn, CloseReason::ProtocolViolation)]);
+}
+
+#[test]
+fn server_pings_and_closes_without_pong() {
+    let cfg = ServerConfig {
+        ping_interval: Duration::from_secs(30),
+        ping_timeout: Duration::from_secs(10),
+        ..ServerConfig::default()
+    };
+    let mut h = H::new(cfg);
+    let mut a = h.client(1, true);
+    let mut b = h.client(2, true);
+    assert!(h.s.poll_timeout().is_some());
+    h.advance(Duration::from_secs(29));
+    assert!(h.recv(&mut a).is_empty());
+    h.advance(Duration::from_secs(2));
+    let pa = h.recv(&mut a);
+    let pb = h.recv(&mut b);
+    assert_eq!(pa.len(), 1);
+    assert_eq!(pa[0][0], id::PING);
+    assert_ne!(&pa[0][1..], &[0; 8]);
+    // a answers, b does not.
+    let mut ping_id = [0u8; 8];
+    ping_id.copy_from_slice(&pa[0][1..]);
+    h.send(&mut a, &RelayPacket::Pong { ping_id });
+    assert_eq!(pb[0][0], id::PING);
+    h.advance(Duration::from_secs(11));
+    assert_eq!(h.closes(), vec![(b.conn, CloseReason::PingTimeout)]);
+    assert!(h.s.has_output(a.conn) || h.recv(&mut a).is_empty());
+}
+
+#[test]
+fn oob_bounds_and_confirmed_only_delivery() {
+    let mut h = H::new(ServerConfig::default());
+    let mut a = h.client(1, true);
+    let mut b = h.client(2, true);
+    let u = h.client(3, false); // handshake done, never confirmed
+    let oob = |to: &TestClient, data: &'static [u8]| RelayPacket::OobSend {
+        destination: to.kp.public,
+        data,
+    };
+    h.send(&mut a, &oob(&b, b"hey"));
+    let got = h.recv(&mut b);
+    assert_eq!(got, vec![[&[id::OOB_RECV][..], &a.kp.public.0, b"hey"].concat()]);
+    h.send(&mut a, &oob(&u, b"lost"));
+    let big: &'static [u8] = Box::leak(vec![9u8; 1024].into_boxed_slice());
+    h.send(&mut a, &oob(&b, big));
+    assert_eq!(h.recv(&mut b)[0].len(), 33 + 1024);
+    assert_eq!(h.s.counters().drop_oob_no_destination, 1);
+    assert!(h.closes().is_empty());
+    // 1025 bytes and 0 bytes close the sender.
+    let mut f = a.raw_frame(&[&[id::OOB_SEND][..], &b.kp.public.0, &[1u8; 1025]].concat());
+    h.s.handle_bytes(h.now, a.conn, &mut f);
+    assert_eq!(h.closes(), vec![(a.conn, CloseReason::Malformed)]);
+    let mut f = b.raw_frame(&[&[id::OOB_SEND][..], &a.kp.public.0[..]].concat());
+    h.s.handle_bytes(h.now, b.conn, &mut f);
+    assert_eq!(h.closes(), vec![(b.conn, CloseReason::Malformed)]);
+}
+
+#[test]
+fn reserved_and_server_only_ids_close_but_onion_and_forward_are_ignored() {
+    for bad in [1u8, 7, 9, 11, 12, 13, 14, 15] {
+        let mut h = H::new(ServerConfig::default());
+        let mut a = h.client(1, true);
+        let plain: Vec<u8> = match bad {
+            1 => [&[1u8, 16][..], &[0; 32]].concat(),
+            7 => [&[7u8][..], &[0; 33]].concat(),
+            _ => vec![bad, 0, 0, 0],
+        };
+        let mut f = a.raw_frame(&plain);
+        h.s.handle_bytes(h.now, a.conn, &mut f);
+        assert_eq!(h.closes().len(), 1, "id {bad} must close");
+    }
+    let mut h = H::new(ServerConfig::default());
+    let mut a = h.client(1, true);
+    h.send(&mut a, &RelayPacket::OnionRequest { data: &[0; 200] });
+    h.send(&mut a, &RelayPacket::OnionRequest { data: &[0; 3] });
+    let addr = PackedIpPort {
+        transport: Transport::Udp,
+        addr: "127.0.0.1:33445".parse().unwrap(),
+    };
+    h.send(
+        &mut a,
+        &RelayPacket::ForwardRequest {
+            address: addr,
+            data: b"x",
+        },
+    );
+    assert!(h.closes().is_empty());
+    let c = h.s.counters();
+    assert_eq!((c.drop_onion, c.drop_forward), (2, 1));
+    // A TCP family in a forward request is malformed.
+    let mut f = a.raw_frame(&[10u8, 130, 127, 0, 0, 1, 0, 1, 5]);
+    h.s.handle_bytes(h.now, a.conn, &mut f);
+    assert_eq!(h.closes(), vec![(a.conn, CloseReason::Malformed)]);
+}
+
+#[test]
+fn wrong_length_control_packets_close() {
+    for plain in [vec![0u8; 32], vec![2u8], vec![3u8, 16, 0], vec![4u8; 8], vec![5u8; 10]] {
+        let mut h = H::new(ServerConfig::default());
+        let mut a = h.client(1, true);
+        let mut f = a.raw_frame(&plain);
+        h.s.handle_bytes(h.now, a.conn, &mut f);
+        assert_eq!(h.closes(), vec![(a.conn, CloseReason::Malformed)], "{plain:?}");
+    }
+}
+
+#[test]
+fn empty_frames_are_skipped_oversized_and_bad_tags_close() {
+    let mut h = H::new(ServerConfig::default());
+    let (mut a, mut b) = pair(&mut h);
+    h.send_bytes(&a, &[0, 0, 0, 0]);
+    // L = 2048 (plaintext 2032) is forwarded.
+    let big = vec![0xab; 2031];
+    h.send(
+        &mut a,
+        &RelayPacket::Data {
+            connection_id: 16,
+            data: &big,
+        },
+    );
+    assert_eq!(h.recv(&mut b)[0].len(), 2032);
+    assert!(h.closes().is_empty());
+    h.send_bytes(&a, &[0x08, 0x01]);
+    assert_eq!(h.closes(), vec![(a.conn, CloseReason::Oversized)]);
+    let mut f = b.frame(&RelayPacket::Ping { ping_id: [1; 8] });
+    f[5] ^= 1;
+    h.s.handle_bytes(h.now, b.conn, &mut f);
+    assert_eq!(h.closes(), vec![(b.conn, CloseReason::BadTag)]);
+}
+
+#[test]
+fn byte_at_a_time_input_is_reassembled() {
+    let mut h = H::new(ServerConfig::default());
+    let mut a = TestClient::new(1, 50);
+    h.s.handle_accept(h.now, a.conn);
+    for byte in a.hello(&h.pk()) {
+        h.send_bytes(&a, &[byte]);
+    }
+    let mut out = Vec::new();
+    h.s.drain_into(a.conn, &mut out, usize::MAX);
+    a.finish(&h.pk(), &out);
+    let f = a.frame(&RelayPacket::Ping { ping_id: [4; 8] });
+    let f2 = a.frame(&RelayPacket::Ping { ping_id: [5; 8] });
+    let all = [f, f2].concat();
+    for byte in all {
+        h.send_bytes(&a, &[byte]);
+    }
+    assert_eq!(h.recv(&mut a), vec![vec![5, 4, 4, 4, 4, 4, 4, 4, 4], vec![5; 9]]);
+}
+
+#[test]
+fn hello_for_another_key_gets_no_reply_and_partial_hello_waits() {
+    let mut h = H::new(ServerConfig::default());
+    let a = TestClient::new(1, 7);
+    h.s.handle_accept(h.now, a.conn);
+    let hello = a.hello(&PublicKey([5; 32]));
+    h.send_bytes(&a, &hello[..127]);
+    assert!(!h.s.has_output(a.conn));
+    assert!(h.closes().is_empty());
+    h.send_bytes(&a, &hello[127..]);
+    assert!(!h.s.has_output(a.conn));
+    assert_eq!(h.closes(), vec![(a.conn, CloseReason::BadHandshake)]);
+}
+
+#[test]
+fn reconnect_with_same_key_kills_old_link_only_once_confirmed() {
+    let mut h = H::new(ServerConfig::default());
+    let (a, mut b) = pair(&mut h);
+    // Second link for a's key: handshake only, the first link is untouched.
+    let mut a2 = TestClient {
+        conn: ConnId(77),
+        ..TestClient::new(1, 0)
+    };
+    h.s.handle_accept(h.now, a2.conn);
+    h.send_bytes(&a2, &a2.hello(&h.pk()));
+    let mut out = Vec::new();
+    h.s.drain_into(a2.conn, &mut out, usize::MAX);
+    a2.finish(&h.pk(), &out);
+    assert!(h.closes().is_empty());
+    assert!(h.recv(&mut b).is_empty());
+    // Its first frame confirms it: the old one is killed, b notified.
+    h.send(&mut a2, &RelayPacket::Ping { ping_id: [2; 8] });
+    assert_eq!(h.closes(), vec![(a.conn, CloseReason::Replaced)]);
+    assert_eq!(h.recv(&mut b), vec![vec![3, 16]]);
+    // The new link re-pairs with b's requested slot.
+    h.send(&mut a2, &rreq(&b));
+    let got = h.recv(&mut a2);
+    assert_eq!(got[1..], [resp(16, &b), vec![2, 16]]);
+    assert_eq!(h.recv(&mut b), vec![vec![2, 16]]);
+    assert_eq!(h.s.counters().confirmed, 2);
+}
+
+#[test]
+fn slow_receiver_loses_data_not_control_frames() {
+    let cfg = ServerConfig {
+        queue_bytes: 10_000,
+        ..ServerConfig::default()
+    };
+    let mut h = H::new(cfg);
+    let (mut a, mut b) = pair(&mut h);
+    let payload = vec![1u8; 1000];
+    for _ in 0..50 {
+        h.send(
+            &mut a,
+            &RelayPacket::Data {
+                connection_id: 16,
+                data: &payload,
+            },
+        );
+    }
+    h.send(&mut b, &RelayPacket::Ping { ping_id: [8; 8] });
+    let c = h.s.counters();
+    assert_eq!(c.data_packets, 9, "10,000 bytes hold 9 frames of 1019");
+    assert_eq!(c.drop_queue_full, 41);
+    let got = h.recv(&mut b);
+    assert_eq!(got[0], vec![5, 8, 8, 8, 8, 8, 8, 8, 8], "pong first");
+    assert_eq!(got.len(), 10);
+    assert_eq!(h.s.counters().queued_bytes, 0);
+    // The sender is unaffected.
+    assert!(h.closes().is_empty());
+}
+
+#[test]
+fn receiver_that_never_reads_control_frames_is_closed_as_slow_consumer() {
+    let cfg = ServerConfig {
+        priority_queue_bytes: 1000,
+        ..ServerConfig::default()
+    };
+    let mut h = H::new(cfg);
+    let mut a = h.client(1, true);
+    for _ in 0..200 {
+        h.send(&mut a, &RelayPacket::Ping { ping_id: [3; 8] });
+    }
+    assert_eq!(h.closes(), vec![(a.conn, CloseReason::SlowConsumer)]);
+}
+
+#[test]
+fn handshake_timeout_and_limits() {
+    let cfg = ServerConfig {
+        max_clients: 5,
+        max_unconfirmed: 2,
+        handshake_timeout: Duration::from_secs(3),
+        ..ServerConfig::default()
+    };
+    let mut h = H::new(cfg);
+    let a = h.client(1, true);
+    h.s.handle_accept(h.now, ConnId(100));
+    h.s.handle_accept(h.now, ConnId(101));
+    h.s.handle_accept(h.now, ConnId(102));
+    assert_eq!(h.closes(), vec![(ConnId(100), CloseReason::Evicted)]);
+    h.s.handle_accept(h.now, ConnId(103));
+    h.s.handle_accept(h.now, ConnId(104));
+    h.s.handle_accept(h.now, ConnId(105));
+    h.s.handle_accept(h.now, ConnId(106));
+    let c = h.closes();
+    assert!(c.contains(&(ConnId(101), CloseReason::Evicted)));
+    assert!(h.s.counters().clients <= 5);
+    h.advance(Duration::from_secs(4));
+    let c = h.closes();
+    assert!(c.iter().all(|(_, r)| *r == CloseReason::HandshakeTimeout));
+    assert_eq!(c.len(), 2);
+    assert_eq!(h.s.counters().clients, 1);
+    assert!(!c.iter().any(|(id, _)| *id == a.conn));
+}
+
+#[test]
+fn too_many_clients_refused() {
+    let cfg = ServerConfig {
+        max_clients: 2,
+        ..ServerConfig::default()
+    };
+    let mut h = H::new(cfg);
+    h.client(1, true);
+    h.client(2, true);
+    h.s.handle_accept(h.now, ConnId(50));
+    assert_eq!(h.closes(), vec![(ConnId(50), CloseReason::TooManyClients)]);
+}
+
+#[test]
+fn idle_clients_hold_no_buffers_after_a_timer_scan() {
+    let mut h = H::new(ServerConfig::default());
+    let (mut a, mut b) = pair(&mut h);
+    h.send(
+        &mut a,
+        &RelayPacket::Data {
+            connection_id: 16,
+            data: &[1; 1400],
+        },
+    );
+    h.recv(&mut b);
+    assert!(h.s.conn_buffer_bytes(b.conn) > 0);
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.s.conn_buffer_bytes(b.conn), 0);
+    assert_eq!(h.s.conn_buffer_bytes(a.conn), 0);
+}
+
+#[test]
+fn garbage_never_panics() {
+    let mut rng = ChaCha20Rng::seed_from_u64(5);
+    for round in 0..200u64 {
+        let mut h = H::new(ServerConfig::default());
+        let (mut a, _b) = pair(&mut h);
+        let mut junk = vec![0u8; (round as usize * 37) % 3000];
+        rng.fill_bytes(&mut junk);
+        if round % 2 == 0 {
+            // Valid frame, random plaintext.
+            if !junk.is_empty() && junk.len() <= 2032 {
+                let mut f = a.raw_frame(&junk);
+                h.s.handle_bytes(h.now, a.conn, &mut f);
+            }
+        } else {
+            h.s.handle_bytes(h.now, a.conn, &mut junk);
+        }
+        h.advance(Duration::from_secs(1));
+    }
+}
+
+mod faults {
+    use super::*;
+
+    fn with_faults(cfg: FaultConfig) -> (H, TestClient, TestClient) {
+        let mut h = H::new(ServerConfig {
+            queue_bytes: 1 << 30,
+            ..ServerConfig::default()
+        });
+        let (a, b) = pair(&mut h);
+        h.s.set_fault_injector(h.now, FaultInjector::new(cfg));
+        (h, a, b)
+    }
+
+    fn send_n(h: &mut H, a: &mut TestClient, n: u32) {
+        for i in 0..n {
+            h.send(
+                a,
+                &RelayPacket::Data {
+                    connection_id: 16,
+                    data: &i.to_be_bytes(),
+                },
+            );
+        }
+    }
+
+    #[test]
+    fn drops_about_the_chosen_share() {
+        let (mut h, mut a, mut b) = with_faults(FaultConfig {
+            drop: 0.3,
+            ..FaultConfig::default()
+        });
+        send_n(&mut h, &mut a, 1000);
+        let got = h.recv(&mut b).len();
+        assert!((600..800).contains(&got), "{got}");
+        assert_eq!(h.s.counters().drop_fault as usize, 1000 - got);
+    }
+
+    #[test]
+    fn corrupts_payload_but_reseals_correctly() {
+        let (mut h, mut a, mut b) = with_faults(FaultConfig {
+            corrupt: 0.5,
+            ..FaultConfig::default()
+        });
+        send_n(&mut h, &mut a, 400);
+        // Every frame opens (parse() unwraps the tag check); some differ.
+        let got = h.recv(&mut b);
+        assert_eq!(got.len(), 400);
+        let bad = got
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| p[1..] != (*i as u32).to_be_bytes())
+            .count();
+        assert_eq!(bad as u64, h.s.counters().fault_corrupted);
+        assert!((140..260).contains(&bad), "{bad}");
+        assert!(got.iter().all(|p| p[0] == 16));
+    }
+
+    #[test]
+    fn blackholes_after_the_time_but_still_answers_pings() {
+        let (mut h, mut a, mut b) = with_faults(FaultConfig {
+            blackhole_after: Some(Duration::from_secs(5)),
+            ..FaultConfig::default()
+        });
+        send_n(&mut h, &mut a, 10);
+        assert_eq!(h.recv(&mut b).len(), 10);
+        h.advance(Duration::from_secs(6));
+        send_n(&mut h, &mut a, 10);
+        h.send(&mut b, &RelayPacket::Ping { ping_id: [6; 8] });
+        assert_eq!(h.recv(&mut b), vec![vec![5, 6, 6, 6, 6, 6, 6, 6, 6]]);
+        assert_eq!(h.s.counters().drop_fault, 10);
+    }
+
+    #[test]
+    fn delays_in_order() {
+        let (mut h, mut a, mut b) = with_faults(FaultConfig {
+            delay_share: 1.0,
+            delay: Duration::from_millis(500),
+            ..FaultConfig::default()
+        });
+        send_n(&mut h, &mut a, 20);
+        assert!(h.recv(&mut b).is_empty());
+        assert!(h.s.poll_timeout().unwrap() <= h.now + Duration::from_millis(500));
+        h.advance(Duration::from_millis(501));
+        let got = h.recv(&mut b);
+        assert_eq!(got.len(), 20);
+        for (i, p) in got.iter().enumerate() {
+            assert_eq!(p[1..], (i as u32).to_be_bytes());
+        }
+    }
+}

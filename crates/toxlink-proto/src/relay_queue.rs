@@ -204,8 +204,7 @@ mod tests {
         let mut q = FrameQueue::default();
         q.push_data_bytes(16, b"first data");
         q.push_data_bytes(17, b"second data");
-        q.push_prio(&RelayPacket::Pong { ping_id: [9; 8] })
-            .unwrap();
+        q.push_prio(&RelayPacket::Pong { ping_id: [9; 8] }).unwrap();
         let mut out = Vec::new();
         q.drain_into(Some(&mut tx), &mut out, 1);
         // One data frame fits the budget after the pong; the second stays.

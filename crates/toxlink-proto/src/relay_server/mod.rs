@@ -35,10 +35,10 @@ mod fault;
 #[cfg(test)]
 mod tests;
 
+use fault::FaultAction;
 pub use fault::FaultConfig;
 #[cfg(any(test, feature = "fault-injection"))]
 pub use fault::FaultInjector;
-use fault::FaultAction;
 
 use crate::crypto::{KeyPair, Nonce, PublicKey};
 use crate::relay_queue::FrameQueue;

@@ -55,7 +55,12 @@ impl TestClient {
 
     pub fn frame(&mut self, p: &RelayPacket<'_>) -> Vec<u8> {
         let mut out = vec![0u8; 2100];
-        let n = self.chan.as_mut().unwrap().seal_packet(p, &mut out).unwrap();
+        let n = self
+            .chan
+            .as_mut()
+            .unwrap()
+            .seal_packet(p, &mut out)
+            .unwrap();
         out.truncate(n);
         out
     }
@@ -128,12 +133,7 @@ impl H {
         assert_eq!(out.len(), HANDSHAKE_RESPONSE_SIZE);
         c.finish(&self.pk(), &out);
         if confirm {
-            self.send(
-                &mut c,
-                &RelayPacket::Ping {
-                    ping_id: [1; 8],
-                },
-            );
+            self.send(&mut c, &RelayPacket::Ping { ping_id: [1; 8] });
             let got = self.recv(&mut c);
             assert_eq!(got, vec![[&[id::PONG][..], &[1; 8]].concat()]);
         }
@@ -245,7 +245,10 @@ fn own_key_refused_repeat_request_reuses_slot_and_freed_slot_is_reused_lowest_fi
     h.send(&mut a, &rreq(&x));
     h.send(&mut a, &rreq(&y));
     h.send(&mut a, &rreq(&x));
-    assert_eq!(h.recv(&mut a), vec![resp(16, &x), resp(17, &y), resp(16, &x)]);
+    assert_eq!(
+        h.recv(&mut a),
+        vec![resp(16, &x), resp(17, &y), resp(16, &x)]
+    );
     h.send(
         &mut a,
         &RelayPacket::DisconnectNotification { connection_id: 16 },
@@ -264,7 +267,9 @@ fn the_241st_key_on_one_link_is_refused() {
         pk[..4].copy_from_slice(&i.to_be_bytes());
         h.send(
             &mut a,
-            &RelayPacket::RoutingRequest { peer: PublicKey(pk) },
+            &RelayPacket::RoutingRequest {
+                peer: PublicKey(pk),
+            },
         );
         let got = h.recv(&mut a);
         assert_eq!(got[0][1], 16 + i as u8);
@@ -383,7 +388,10 @@ fn oob_bounds_and_confirmed_only_delivery() {
     };
     h.send(&mut a, &oob(&b, b"hey"));
     let got = h.recv(&mut b);
-    assert_eq!(got, vec![[&[id::OOB_RECV][..], &a.kp.public.0, b"hey"].concat()]);
+    assert_eq!(
+        got,
+        vec![[&[id::OOB_RECV][..], &a.kp.public.0, b"hey"].concat()]
+    );
     h.send(&mut a, &oob(&u, b"lost"));
     let big: &'static [u8] = Box::leak(vec![9u8; 1024].into_boxed_slice());
     h.send(&mut a, &oob(&b, big));
@@ -439,12 +447,22 @@ fn reserved_and_server_only_ids_close_but_onion_and_forward_are_ignored() {
 
 #[test]
 fn wrong_length_control_packets_close() {
-    for plain in [vec![0u8; 32], vec![2u8], vec![3u8, 16, 0], vec![4u8; 8], vec![5u8; 10]] {
+    for plain in [
+        vec![0u8; 32],
+        vec![2u8],
+        vec![3u8, 16, 0],
+        vec![4u8; 8],
+        vec![5u8; 10],
+    ] {
         let mut h = H::new(ServerConfig::default());
         let mut a = h.client(1, true);
         let mut f = a.raw_frame(&plain);
         h.s.handle_bytes(h.now, a.conn, &mut f);
-        assert_eq!(h.closes(), vec![(a.conn, CloseReason::Malformed)], "{plain:?}");
+        assert_eq!(
+            h.closes(),
+            vec![(a.conn, CloseReason::Malformed)],
+            "{plain:?}"
+        );
     }
 }
 
@@ -489,7 +507,10 @@ fn byte_at_a_time_input_is_reassembled() {
     for byte in all {
         h.send_bytes(&a, &[byte]);
     }
-    assert_eq!(h.recv(&mut a), vec![vec![5, 4, 4, 4, 4, 4, 4, 4, 4], vec![5; 9]]);
+    assert_eq!(
+        h.recv(&mut a),
+        vec![vec![5, 4, 4, 4, 4, 4, 4, 4, 4], vec![5; 9]]
+    );
 }
 
 #[test]

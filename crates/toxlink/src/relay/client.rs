@@ -1,0 +1,444 @@
+//! tokio glue of a node's relay links: one sans-IO
+//! [`RelaySet`](toxlink_proto::relay_client::RelaySet) behind a mutex, one
+//! driver task for timers and connection attempts, one task per relay
+//! socket.
+//!
+//! Events go to the application through a bounded channel; a socket task
+//! waits for room before reading more, so a slow consumer slows the relay
+//! down (TCP back-pressure) instead of growing memory.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rand_core::OsRng;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+use toxlink_proto::crypto::{KeyPair, PublicKey};
+use toxlink_proto::relay_client::{
+    ClientCounters, PeerRelayState, RelayLinkState, RelaySet, RelaySetConfig, RelaySetEvent,
+    RouteError, SendError,
+};
+
+const WRITE_BATCH: usize = 64 * 1024;
+const READ_BUF: usize = 64 * 1024;
+const EVENT_QUEUE: usize = 4096;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Default)]
+struct LinkHandle {
+    notify: Notify,
+    /// Signalled whenever output was drained (room in the send queue).
+    drained: Notify,
+    closed: AtomicBool,
+}
+
+struct Inner {
+    set: RelaySet,
+    links: HashMap<PublicKey, Arc<LinkHandle>>,
+    events: Vec<RelaySetEvent>,
+    /// Connection attempts for the driver to start.
+    connects: Vec<(PublicKey, SocketAddr)>,
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    driver: Notify,
+    stop: AtomicBool,
+    /// Held while a batch of events is taken and sent, so batches reach the
+    /// application in the order they were produced.
+    flush: tokio::sync::Mutex<()>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Inner {
+    /// Collects events, closes sockets the set dropped, notifies links with
+    /// output. Returns whether connection attempts wait for the driver.
+    fn dispatch(&mut self) -> bool {
+        while let Some(ev) = self.set.poll_event() {
+            self.events.push(ev);
+        }
+        while let Some(relay) = self.set.poll_close() {
+            if let Some(h) = self.links.remove(&relay) {
+                h.closed.store(true, Ordering::Release);
+                h.notify.notify_one();
+            }
+        }
+        for (relay, h) in &self.links {
+            if self.set.has_output(relay) {
+                h.notify.notify_one();
+            }
+        }
+        while let Some(c) = self.set.poll_connect() {
+            self.connects.push(c);
+        }
+        !self.connects.is_empty()
+    }
+}
+
+/// A node's relay links on tokio. Cheap to share behind an `Arc`.
+pub struct RelaySetRuntime {
+    shared: Arc<Shared>,
+    events: tokio::sync::Mutex<mpsc::Receiver<RelaySetEvent>>,
+    tx: mpsc::Sender<RelaySetEvent>,
+    driver: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for RelaySetRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelaySetRuntime").finish_non_exhaustive()
+    }
+}
+
+impl RelaySetRuntime {
+    /// Starts an empty set announcing `keypair` to relays.
+    pub fn new(keypair: KeyPair, cfg: RelaySetConfig) -> Self {
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                set: RelaySet::new(keypair, cfg),
+                links: HashMap::new(),
+                events: Vec::new(),
+                connects: Vec::new(),
+            }),
+            driver: Notify::new(),
+            stop: AtomicBool::new(false),
+            flush: tokio::sync::Mutex::new(()),
+        });
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        let driver = tokio::spawn(driver_loop(shared.clone(), tx.clone()));
+        RelaySetRuntime {
+            shared,
+            events: tokio::sync::Mutex::new(rx),
+            tx,
+            driver,
+        }
+    }
+
+    /// Our key as relays and peers see it.
+    pub fn public_key(&self) -> PublicKey {
+        *self.shared.lock().set.public_key()
+    }
+
+    /// Adds a relay; it is connected in the background.
+    pub fn add_relay(&self, relay: PublicKey, addr: SocketAddr) {
+        self.shared
+            .lock()
+            .set
+            .add_relay(Instant::now(), relay, addr);
+        self.shared.driver.notify_one();
+    }
+
+    /// Removes a relay and closes its socket.
+    pub fn remove_relay(&self, relay: &PublicKey) {
+        let mut g = self.shared.lock();
+        g.set.remove_relay(relay);
+        g.dispatch();
+        drop(g);
+        self.shared.driver.notify_one();
+    }
+
+    /// Ties a peer to a relay (routing request now or on connect).
+    pub fn tie(&self, peer: PublicKey, relay: &PublicKey) -> Result<(), RouteError> {
+        let mut g = self.shared.lock();
+        let r = g.set.tie(peer, relay);
+        g.dispatch();
+        drop(g);
+        self.shared.driver.notify_one();
+        r
+    }
+
+    /// Unties a peer from a relay.
+    pub fn untie(&self, peer: &PublicKey, relay: &PublicKey) {
+        let mut g = self.shared.lock();
+        g.set.untie(peer, relay);
+        g.dispatch();
+        drop(g);
+        self.shared.driver.notify_one();
+    }
+
+    /// DATA through `relay` to an ONLINE peer; refused with
+    /// [`SendError::QueueFull`] when the link's queue is full.
+    pub fn send_data(
+        &self,
+        relay: &PublicKey,
+        peer: &PublicKey,
+        data: &[u8],
+    ) -> Result<(), SendError> {
+        let mut g = self.shared.lock();
+        g.set.send_data(relay, peer, data)?;
+        if let Some(h) = g.links.get(relay) {
+            h.notify.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Like [`send_data`](Self::send_data) but waits for room while the
+    /// queue is full.
+    pub async fn send_data_wait(
+        &self,
+        relay: &PublicKey,
+        peer: &PublicKey,
+        data: &[u8],
+    ) -> Result<(), SendError> {
+        loop {
+            let handle = {
+                let mut g = self.shared.lock();
+                match g.set.send_data(relay, peer, data) {
+                    Err(SendError::QueueFull) => g.links.get(relay).cloned(),
+                    r => {
+                        if let Some(h) = g.links.get(relay) {
+                            h.notify.notify_one();
+                        }
+                        return r;
+                    }
+                }
+            };
+            let Some(h) = handle else {
+                return Err(SendError::NotConnected);
+            };
+            let _ = tokio::time::timeout(Duration::from_millis(50), h.drained.notified()).await;
+        }
+    }
+
+    /// OOB through `relay` to any key.
+    pub fn send_oob(
+        &self,
+        relay: &PublicKey,
+        to: &PublicKey,
+        data: &[u8],
+    ) -> Result<(), SendError> {
+        let mut g = self.shared.lock();
+        g.set.send_oob(relay, to, data)?;
+        if let Some(h) = g.links.get(relay) {
+            h.notify.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Closes a relay link (it reconnects like a dead one).
+    pub fn disconnect(&self, relay: &PublicKey) {
+        let mut g = self.shared.lock();
+        g.set.disconnect(Instant::now(), relay);
+        g.dispatch();
+        drop(g);
+        self.shared.driver.notify_one();
+    }
+
+    /// A relay's link state.
+    pub fn relay_state(&self, relay: &PublicKey) -> Option<RelayLinkState> {
+        self.shared.lock().set.relay_state(relay)
+    }
+
+    /// A relay's smoothed RTT.
+    pub fn relay_rtt(&self, relay: &PublicKey) -> Option<Duration> {
+        self.shared.lock().set.relay_rtt(relay)
+    }
+
+    /// A relay's counters and how often it connected.
+    pub fn relay_counters(&self, relay: &PublicKey) -> Option<(ClientCounters, u64)> {
+        self.shared.lock().set.relay_counters(relay)
+    }
+
+    /// Relays tied to `peer` and the peer's state on each.
+    pub fn peer_relays(&self, peer: &PublicKey) -> Vec<(PublicKey, PeerRelayState)> {
+        self.shared.lock().set.peer_relays(peer)
+    }
+
+    /// The next event (None once stopped).
+    pub async fn next_event(&self) -> Option<RelaySetEvent> {
+        self.events.lock().await.recv().await
+    }
+
+    /// Stops every task and closes every socket.
+    pub async fn shutdown(self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.driver.abort();
+        {
+            let mut g = self.shared.lock();
+            for (_, h) in g.links.drain() {
+                h.closed.store(true, Ordering::Release);
+                h.notify.notify_one();
+            }
+        }
+        let _ = self.driver.await;
+        drop(self.tx);
+    }
+}
+
+async fn flush_events(shared: &Shared, tx: &mpsc::Sender<RelaySetEvent>) {
+    let _order = shared.flush.lock().await;
+    let evs = std::mem::take(&mut shared.lock().events);
+    for ev in evs {
+        if tx.send(ev).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn spawn_connects(shared: &Arc<Shared>, tx: &mpsc::Sender<RelaySetEvent>) {
+    let list = std::mem::take(&mut shared.lock().connects);
+    for (relay, addr) in list {
+        tokio::spawn(link_task(shared.clone(), tx.clone(), relay, addr));
+    }
+}
+
+async fn driver_loop(shared: Arc<Shared>, tx: mpsc::Sender<RelaySetEvent>) {
+    loop {
+        let next = {
+            let mut g = shared.lock();
+            let now = Instant::now();
+            if g.set.poll_timeout().is_some_and(|t| t <= now) {
+                g.set.handle_timeout(now);
+            }
+            g.dispatch();
+            g.set.poll_timeout()
+        };
+        spawn_connects(&shared, &tx);
+        flush_events(&shared, &tx).await;
+        let cap = Instant::now() + Duration::from_secs(1);
+        let at = next.map_or(cap, |t| t.min(cap));
+        tokio::select! {
+            _ = tokio::time::sleep_until(at.into()) => {}
+            _ = shared.driver.notified() => {}
+        }
+    }
+}
+
+thread_local! {
+    static READ_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0u8; READ_BUF]);
+}
+
+async fn link_task(
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<RelaySetEvent>,
+    relay: PublicKey,
+    addr: SocketAddr,
+) {
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%addr, error = %e, "relay connect failed");
+            fail(&shared, &relay);
+            return;
+        }
+        Err(_) => {
+            fail(&shared, &relay);
+            return;
+        }
+    };
+    if shared.stop.load(Ordering::Acquire) {
+        return;
+    }
+    let _ = stream.set_nodelay(true);
+    let handle = Arc::new(LinkHandle::default());
+    {
+        let mut g = shared.lock();
+        if let Some(old) = g.links.insert(relay, handle.clone()) {
+            old.closed.store(true, Ordering::Release);
+            old.notify.notify_one();
+        }
+        g.set.handle_connected(Instant::now(), &relay, &mut OsRng);
+        g.dispatch();
+    }
+    shared.driver.notify_one();
+    let mut wbuf: Vec<u8> = Vec::new();
+    let mut wpos = 0;
+    let mut eof = false;
+    loop {
+        if handle.closed.load(Ordering::Acquire) {
+            return;
+        }
+        if wpos == wbuf.len() {
+            wbuf.clear();
+            wpos = 0;
+            let n = shared.lock().set.drain_into(&relay, &mut wbuf, WRITE_BATCH);
+            if n > 0 {
+                handle.drained.notify_waiters();
+            } else if wbuf.capacity() > 0 {
+                wbuf = Vec::new();
+            }
+        }
+        if eof {
+            break;
+        }
+        let want_write = wpos < wbuf.len();
+        tokio::select! {
+            r = stream.readable() => {
+                if r.is_err() {
+                    break;
+                }
+                for _ in 0..4 {
+                    let outcome = READ_BUFFER.with(|b| {
+                        let mut buf = b.borrow_mut();
+                        match stream.try_read(&mut buf) {
+                            Ok(0) => Err(()),
+                            Ok(n) => {
+                                let mut g = shared.lock();
+                                g.set.handle_bytes(Instant::now(), &relay, &mut buf[..n]);
+                                let c = g.dispatch();
+                                Ok((n == buf.len(), c))
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok((false, false)),
+                            Err(_) => Err(()),
+                        }
+                    });
+                    match outcome {
+                        Ok((more, connects)) => {
+                            if connects {
+                                shared.driver.notify_one();
+                            }
+                            // Back-pressure: wait for the application.
+                            flush_events(&shared, &tx).await;
+                            if !more {
+                                break;
+                            }
+                        }
+                        Err(()) => {
+                            eof = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            r = stream.writable(), if want_write => {
+                if r.is_err() {
+                    break;
+                }
+                match stream.try_write(&wbuf[wpos..]) {
+                    Ok(n) => wpos += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => break,
+                }
+            }
+            _ = handle.notify.notified() => {}
+        }
+    }
+    {
+        let mut g = shared.lock();
+        if g.links.get(&relay).is_some_and(|h| Arc::ptr_eq(h, &handle)) {
+            g.links.remove(&relay);
+            g.set.handle_closed(Instant::now(), &relay);
+        }
+        g.dispatch();
+    }
+    flush_events(&shared, &tx).await;
+    shared.driver.notify_one();
+}
+
+fn fail(shared: &Shared, relay: &PublicKey) {
+    shared
+        .lock()
+        .set
+        .handle_connect_failed(Instant::now(), relay);
+    shared.driver.notify_one();
+}

@@ -1,0 +1,351 @@
+//! tokio glue of the relay server: listeners, one small task per
+//! connection, one timer task, all around one sans-IO
+//! [`Server`](toxlink_proto::relay_server::Server) behind a mutex.
+//!
+//! Each connection task reads whatever the kernel has into a per-thread
+//! 64 KiB buffer (never waiting for a whole frame), hands it to the server
+//! under the lock (frames are decrypted in place), then notifies every
+//! connection that got output. Output is drained from the server in batches
+//! of up to 64 KiB, sealed into the task's own write buffer and written
+//! without the lock held; the next batch is drained only once that buffer is
+//! written, so a receiver that does not read makes the server's bounded
+//! queue fill and drop (counted), never memory grow. Idle connections hold
+//! no buffers: the write buffer is freed when empty.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rand_core::OsRng;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use toxlink_proto::crypto::{KeyPair, PublicKey};
+use toxlink_proto::relay_server::{ConnId, Counters, Server, ServerConfig};
+
+/// Largest batch drained from the server per write.
+const WRITE_BATCH: usize = 64 * 1024;
+/// Per-thread read buffer size.
+const READ_BUF: usize = 64 * 1024;
+
+/// What a relay server listens on and how it behaves.
+#[derive(Debug, Clone)]
+pub struct RelayServerConfig {
+    /// The relay's static key pair (clients are told its public key).
+    pub keypair: KeyPair,
+    /// Addresses to listen on (port 0 picks a free port).
+    pub listen: Vec<SocketAddr>,
+    /// Limits and timers.
+    pub server: ServerConfig,
+}
+
+/// Per-connection signals shared with the server side.
+#[derive(Debug, Default)]
+struct ConnHandle {
+    notify: Notify,
+    closed: AtomicBool,
+}
+
+struct Inner {
+    server: Server<OsRng>,
+    conns: HashMap<ConnId, Arc<ConnHandle>>,
+}
+
+impl Inner {
+    /// Notifies connections with new output and closes what the server
+    /// dropped.
+    fn dispatch(&mut self) {
+        while let Some(id) = self.server.poll_wake() {
+            if let Some(h) = self.conns.get(&id) {
+                h.notify.notify_one();
+            }
+        }
+        while let Some((id, reason)) = self.server.poll_close() {
+            tracing::debug!(?id, ?reason, "relay: closing connection");
+            if let Some(h) = self.conns.remove(&id) {
+                h.closed.store(true, Ordering::Release);
+                h.notify.notify_one();
+            }
+        }
+    }
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    timer: Notify,
+    next_id: AtomicU64,
+    shutdown: AtomicBool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A poisoned lock means a task panicked mid-update; the state is
+        // still structurally valid (every update is a complete call), so keep
+        // serving.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The relay server.
+#[derive(Debug)]
+pub struct RelayServer;
+
+/// A running relay server. Dropping it does not stop it; call
+/// [`shutdown`](Self::shutdown).
+pub struct RelayServerHandle {
+    shared: Arc<Shared>,
+    addrs: Vec<SocketAddr>,
+    public_key: PublicKey,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RelayServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayServerHandle")
+            .field("addrs", &self.addrs)
+            .field("public_key", &self.public_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RelayServer {
+    /// Binds every listen address and starts serving.
+    pub async fn bind(cfg: RelayServerConfig) -> io::Result<RelayServerHandle> {
+        let public_key = cfg.keypair.public;
+        let mut listeners = Vec::new();
+        for addr in &cfg.listen {
+            listeners.push(bind_listener(*addr)?);
+        }
+        let addrs = listeners
+            .iter()
+            .map(TcpListener::local_addr)
+            .collect::<io::Result<Vec<_>>>()?;
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                server: Server::new(cfg.keypair, OsRng, cfg.server),
+                conns: HashMap::new(),
+            }),
+            timer: Notify::new(),
+            next_id: AtomicU64::new(1),
+            shutdown: AtomicBool::new(false),
+        });
+        let mut tasks = Vec::new();
+        for l in listeners {
+            tasks.push(tokio::spawn(accept_loop(shared.clone(), l)));
+        }
+        tasks.push(tokio::spawn(timer_loop(shared.clone())));
+        Ok(RelayServerHandle {
+            shared,
+            addrs,
+            public_key,
+            tasks,
+        })
+    }
+}
+
+impl RelayServerHandle {
+    /// Bound addresses.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The relay's public key.
+    pub fn public_key(&self) -> PublicKey {
+        self.public_key
+    }
+
+    /// Current counters.
+    pub fn counters(&self) -> Counters {
+        self.shared.lock().server.counters()
+    }
+
+    /// Installs a fault injector on forwarded DATA (feature
+    /// `fault-injection` only).
+    #[cfg(feature = "fault-injection")]
+    pub fn set_fault_injector(&self, injector: toxlink_proto::relay_server::FaultInjector) {
+        self.shared
+            .lock()
+            .server
+            .set_fault_injector(Instant::now(), injector);
+    }
+
+    /// Stops accepting, closes every connection and waits for the listener
+    /// and timer tasks.
+    pub async fn shutdown(self) {
+        self.shared.shutdown.store(true, Ordering::Release);
+        for t in &self.tasks {
+            t.abort();
+        }
+        {
+            let mut g = self.shared.lock();
+            for (_, h) in g.conns.drain() {
+                h.closed.store(true, Ordering::Release);
+                h.notify.notify_one();
+            }
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let domain = socket2::Domain::for_address(addr);
+    let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    if addr.is_ipv6() {
+        // So that 0.0.0.0:P and [::]:P can both be bound.
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    TcpListener::from_std(s.into())
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "relay: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if shared.shutdown.load(Ordering::Acquire) {
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let id = ConnId(shared.next_id.fetch_add(1, Ordering::Relaxed));
+        let handle = Arc::new(ConnHandle::default());
+        {
+            let mut g = shared.lock();
+            g.conns.insert(id, handle.clone());
+            g.server.handle_accept(Instant::now(), id);
+            g.dispatch();
+        }
+        shared.timer.notify_one();
+        if handle.closed.load(Ordering::Acquire) {
+            tracing::debug!(%peer, "relay: connection refused");
+            continue;
+        }
+        tracing::trace!(%peer, ?id, "relay: accepted");
+        tokio::spawn(conn_task(shared.clone(), id, stream, handle));
+    }
+}
+
+async fn timer_loop(shared: Arc<Shared>) {
+    loop {
+        let next = {
+            let mut g = shared.lock();
+            let now = Instant::now();
+            if g.server.poll_timeout().is_some_and(|t| t <= now) {
+                g.server.handle_timeout(now);
+                g.dispatch();
+            }
+            g.server.poll_timeout()
+        };
+        let cap = Instant::now() + Duration::from_secs(1);
+        let at = next.map_or(cap, |t| t.min(cap));
+        tokio::select! {
+            _ = tokio::time::sleep_until(at.into()) => {}
+            _ = shared.timer.notified() => {}
+        }
+    }
+}
+
+thread_local! {
+    static READ_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0u8; READ_BUF]);
+}
+
+enum ReadOutcome {
+    More,
+    WouldBlock,
+    Eof,
+}
+
+/// Reads once into the thread's buffer and feeds the server.
+fn read_once(shared: &Shared, id: ConnId, stream: &TcpStream) -> ReadOutcome {
+    READ_BUFFER.with(|b| {
+        let mut buf = b.borrow_mut();
+        match stream.try_read(&mut buf) {
+            Ok(0) => ReadOutcome::Eof,
+            Ok(n) => {
+                let mut g = shared.lock();
+                g.server.handle_bytes(Instant::now(), id, &mut buf[..n]);
+                g.dispatch();
+                if n == buf.len() {
+                    ReadOutcome::More
+                } else {
+                    ReadOutcome::WouldBlock
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => ReadOutcome::WouldBlock,
+            Err(_) => ReadOutcome::Eof,
+        }
+    })
+}
+
+async fn conn_task(shared: Arc<Shared>, id: ConnId, stream: TcpStream, handle: Arc<ConnHandle>) {
+    let mut wbuf: Vec<u8> = Vec::new();
+    let mut wpos = 0;
+    let mut eof = false;
+    loop {
+        if handle.closed.load(Ordering::Acquire) {
+            // Closed by the server: already forgotten there.
+            return;
+        }
+        if wpos == wbuf.len() {
+            wbuf.clear();
+            wpos = 0;
+            shared.lock().server.drain_into(id, &mut wbuf, WRITE_BATCH);
+            if wbuf.is_empty() && wbuf.capacity() > 0 {
+                wbuf = Vec::new();
+            }
+        }
+        if eof {
+            break;
+        }
+        let want_write = wpos < wbuf.len();
+        tokio::select! {
+            r = stream.readable() => {
+                if r.is_err() {
+                    break;
+                }
+                // Read a bounded amount per wake-up, for fairness.
+                for _ in 0..4 {
+                    match read_once(&shared, id, &stream) {
+                        ReadOutcome::More => continue,
+                        ReadOutcome::WouldBlock => break,
+                        ReadOutcome::Eof => {
+                            eof = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            r = stream.writable(), if want_write => {
+                if r.is_err() {
+                    break;
+                }
+                match stream.try_write(&wbuf[wpos..]) {
+                    Ok(n) => wpos += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => break,
+                }
+            }
+            _ = handle.notify.notified() => {}
+        }
+    }
+    let mut g = shared.lock();
+    if g.conns.remove(&id).is_some() {
+        g.server.handle_closed(Instant::now(), id);
+        g.dispatch();
+    }
+}

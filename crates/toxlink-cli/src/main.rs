@@ -1,1 +1,57 @@
-fn main() {}
+//! The `toxlink` command: `toxlink relay` (a Tox TCP relay server) and
+//! `toxlink bench relay` (relay benchmarks); more subcommands join the
+//! [`Command`] enum as they are written.
+
+mod bench_cmd;
+mod relay_cmd;
+
+use clap::{Parser, Subcommand};
+
+/// toxlink: the Tox middle level network protocol in Rust.
+#[derive(Debug, Parser)]
+#[command(name = "toxlink", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a Tox TCP relay server (c-toxcore and toxlink clients can use it).
+    Relay(relay_cmd::RelayArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(bench_cmd::BenchCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("toxlink: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result: Result<(), String> = rt.block_on(async {
+        match cli.command {
+            Command::Relay(args) => relay_cmd::run(args).await.map_err(|e| e.to_string()),
+            Command::Bench(b) => bench_cmd::run(b).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("toxlink: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,754 @@
+//! `toxlink relay`: a Tox TCP relay server people can run.
+//!
+//! * Keys file in tox-bootstrapd's format: 64 raw bytes `pk ‖ sk`
+//!   (PROTOCOL.md §2.1), created with mode 0600 if missing.
+//! * Config: our TOML ([`TomlConfig`]) or a tox-bootstrapd config, of which
+//!   `keys_file_path`, `tcp_relay_ports`, `enable_ipv6`, `enable_tcp_relay`
+//!   and `motd` are read (the MOTD belongs to the DHT bootstrap-info service,
+//!   which a bare relay does not run: it is logged and otherwise unused).
+//!   Command-line flags override the file.
+//! * Prints its public key and listening addresses at start; logs with
+//!   `tracing` (RUST_LOG); prints counters on SIGUSR1 and at exit, and serves
+//!   them as text on an optional local metrics endpoint; shuts down cleanly on
+//!   SIGINT/SIGTERM.
+//!
+//! There is deliberately no way to turn on fault injection from here.
+
+use clap::Args;
+use serde::Deserialize;
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toxlink::relay::{RelayServer, RelayServerConfig, RelayServerHandle};
+use toxlink_proto::crypto::{KeyPair, SecretKey};
+use toxlink_proto::relay_server::{Counters, ServerConfig};
+
+/// Default relay ports of tox-bootstrapd's sample config.
+const DEFAULT_PORTS: [u16; 3] = [443, 3389, 33445];
+/// Default keys file.
+const DEFAULT_KEYS_FILE: &str = "toxlink-relay.keys";
+
+/// Flags of `toxlink relay`.
+#[derive(Debug, Args, Default)]
+pub struct RelayArgs {
+    /// Keys file (64 bytes pk‖sk, tox-bootstrapd format); created if missing.
+    #[arg(long, value_name = "PATH")]
+    pub keys_file: Option<PathBuf>,
+    /// TCP port to listen on (repeatable). Default: 443, 3389, 33445.
+    #[arg(long = "port", value_name = "PORT")]
+    pub ports: Vec<u16>,
+    /// Address to bind (repeatable). Default: 0.0.0.0 and [::].
+    #[arg(long = "bind", value_name = "ADDR")]
+    pub bind: Vec<IpAddr>,
+    /// Config file: toxlink TOML or a tox-bootstrapd config.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Serve counters as text on this (local) address.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// Do not listen on IPv6.
+    #[arg(long)]
+    pub no_ipv6: bool,
+}
+
+/// Errors of `toxlink relay`.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayCmdError {
+    /// I/O on a file or socket.
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    /// A config file that does not parse.
+    #[error("config {0}: {1}")]
+    Config(String, String),
+    /// A keys file with the wrong size or inconsistent keys.
+    #[error("keys file {0}: {1}")]
+    Keys(String, String),
+}
+
+/// The TOML config of `toxlink relay`.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TomlConfig {
+    /// Keys file path.
+    pub keys_file: Option<PathBuf>,
+    /// Ports.
+    pub ports: Option<Vec<u16>>,
+    /// Bind addresses.
+    pub bind: Option<Vec<IpAddr>>,
+    /// Listen on IPv6 too (default true).
+    pub enable_ipv6: Option<bool>,
+    /// Metrics endpoint.
+    pub metrics: Option<SocketAddr>,
+    /// Limits.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// `[limits]` of the TOML config.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Most connections.
+    pub max_clients: Option<usize>,
+    /// Most unconfirmed connections.
+    pub max_unconfirmed: Option<usize>,
+    /// Handshake + first frame deadline, seconds.
+    pub handshake_timeout_secs: Option<u64>,
+    /// Keep-alive interval, seconds.
+    pub ping_interval_secs: Option<u64>,
+    /// Keep-alive timeout, seconds.
+    pub ping_timeout_secs: Option<u64>,
+    /// Queued data bytes per client.
+    pub queue_bytes: Option<usize>,
+    /// Queued data bytes overall.
+    pub total_queue_bytes: Option<usize>,
+}
+
+/// The effective settings after merging file and flags.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Keys file.
+    pub keys_file: PathBuf,
+    /// Listen addresses.
+    pub listen: Vec<SocketAddr>,
+    /// Server limits.
+    pub server: ServerConfig,
+    /// Metrics endpoint.
+    pub metrics: Option<SocketAddr>,
+    /// MOTD read from a bootstrapd config (unused by a bare relay).
+    pub motd: Option<String>,
+}
+
+/// What a tox-bootstrapd config tells a relay.
+#[derive(Debug, Default, PartialEq)]
+pub struct BootstrapdConfig {
+    /// `keys_file_path`.
+    pub keys_file_path: Option<PathBuf>,
+    /// `tcp_relay_ports`.
+    pub tcp_relay_ports: Option<Vec<u16>>,
+    /// `enable_ipv6`.
+    pub enable_ipv6: Option<bool>,
+    /// `enable_tcp_relay`.
+    pub enable_tcp_relay: Option<bool>,
+    /// `motd`.
+    pub motd: Option<String>,
+}
+
+/// Removes `//`, `#` and `/* */` comments outside strings.
+fn strip_comments(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    let mut in_str = false;
+    while let Some(c) = chars.next() {
+        if in_str {
+            out.push(c);
+            if c == '\\' {
+                if let Some(n) = chars.next() {
+                    out.push(n);
+                }
+            } else if c == '"' {
+                in_str = false;
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_str = true;
+                out.push(c);
+            }
+            '#' => {
+                for n in chars.by_ref() {
+                    if n == '\n' {
+                        out.push('\n');
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'/') => {
+                for n in chars.by_ref() {
+                    if n == '\n' {
+                        out.push('\n');
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut prev = ' ';
+                for n in chars.by_ref() {
+                    if prev == '*' && n == '/' {
+                        break;
+                    }
+                    prev = n;
+                }
+                out.push(' ');
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Top-level `name = value` settings of a libconfig file (nested groups and
+/// lists such as `bootstrap_nodes` are skipped).
+fn libconfig_settings(text: &str) -> Vec<(String, String)> {
+    let s = strip_comments(text);
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut depth = 0i32;
+    let mut out = Vec::new();
+    while i < b.len() {
+        let c = b[i];
+        if c == b'"' {
+            i = skip_string(b, i);
+            continue;
+        }
+        if matches!(c, b'(' | b'{') {
+            depth += 1;
+        } else if matches!(c, b')' | b'}') {
+            depth -= 1;
+        } else if depth == 0 && (c.is_ascii_alphabetic() || c == b'_') {
+            let start = i;
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'-') {
+                i += 1;
+            }
+            let name = &s[start..i];
+            while i < b.len() && b[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            if i < b.len() && (b[i] == b'=' || b[i] == b':') {
+                i += 1;
+                let vstart = i;
+                let mut d = 0i32;
+                while i < b.len() {
+                    match b[i] {
+                        b'"' => {
+                            i = skip_string(b, i);
+                            continue;
+                        }
+                        b'[' | b'(' | b'{' => d += 1,
+                        b']' | b')' | b'}' => d -= 1,
+                        b';' | b'\n' if d <= 0 => break,
+                        _ => {}
+                    }
+                    i += 1;
+                }
+                out.push((name.to_string(), s[vstart..i].trim().to_string()));
+            }
+            continue;
+        }
+        i += 1;
+    }
+    out
+}
+
+fn skip_string(b: &[u8], mut i: usize) -> usize {
+    i += 1;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 2,
+            b'"' => return i + 1,
+            _ => i += 1,
+        }
+    }
+    i
+}
+
+fn unquote(v: &str) -> Option<String> {
+    let v = v.trim();
+    let inner = v.strip_prefix('"')?.strip_suffix('"')?;
+    Some(inner.replace("\\\"", "\"").replace("\\\\", "\\"))
+}
+
+/// Reads the relay-relevant keys of a tox-bootstrapd (libconfig) file.
+pub fn parse_bootstrapd(text: &str) -> Result<BootstrapdConfig, String> {
+    let mut c = BootstrapdConfig::default();
+    for (k, v) in libconfig_settings(text) {
+        let bool_of = |v: &str| match v.trim() {
+            "true" | "TRUE" | "True" => Ok(true),
+            "false" | "FALSE" | "False" => Ok(false),
+            o => Err(format!("{k}: not a boolean: {o}")),
+        };
+        match k.as_str() {
+            "keys_file_path" => {
+                c.keys_file_path = Some(
+                    unquote(&v)
+                        .ok_or(format!("keys_file_path: not a string: {v}"))?
+                        .into(),
+                )
+            }
+            "tcp_relay_ports" => {
+                let inner = v
+                    .trim()
+                    .strip_prefix('[')
+                    .and_then(|x| x.strip_suffix(']'))
+                    .ok_or(format!("tcp_relay_ports: not an array: {v}"))?;
+                let ports = inner
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(|p| {
+                        p.parse::<u16>()
+                            .map_err(|e| format!("tcp_relay_ports: {p}: {e}"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                c.tcp_relay_ports = Some(ports);
+            }
+            "enable_ipv6" => c.enable_ipv6 = Some(bool_of(&v)?),
+            "enable_tcp_relay" => c.enable_tcp_relay = Some(bool_of(&v)?),
+            "motd" => c.motd = unquote(&v),
+            _ => {}
+        }
+    }
+    Ok(c)
+}
+
+/// Whether a config file is tox-bootstrapd's (it names its keys).
+fn looks_like_bootstrapd(text: &str) -> bool {
+    let s = strip_comments(text);
+    [
+        "keys_file_path",
+        "tcp_relay_ports",
+        "enable_tcp_relay",
+        "pid_file_path",
+        "bootstrap_nodes",
+    ]
+    .iter()
+    .any(|k| s.contains(k))
+}
+
+/// Merges a config file (if any) and the flags.
+pub fn settings(args: &RelayArgs) -> Result<Settings, RelayCmdError> {
+    let mut keys_file = None;
+    let mut ports = None;
+    let mut bind = None;
+    let mut ipv6 = true;
+    let mut metrics = None;
+    let mut motd = None;
+    let mut server = ServerConfig::default();
+    if let Some(path) = &args.config {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| RelayCmdError::Io(name.clone(), e))?;
+        if looks_like_bootstrapd(&text) {
+            let b = parse_bootstrapd(&text).map_err(|e| RelayCmdError::Config(name.clone(), e))?;
+            if b.enable_tcp_relay == Some(false) {
+                tracing::warn!("{name}: enable_tcp_relay = false, but this program only is a TCP relay; relaying anyway");
+            }
+            keys_file = b.keys_file_path;
+            ports = b.tcp_relay_ports;
+            ipv6 = b.enable_ipv6.unwrap_or(true);
+            motd = b.motd;
+        } else {
+            let t: TomlConfig =
+                toml::from_str(&text).map_err(|e| RelayCmdError::Config(name, e.to_string()))?;
+            keys_file = t.keys_file;
+            ports = t.ports;
+            bind = t.bind;
+            ipv6 = t.enable_ipv6.unwrap_or(true);
+            metrics = t.metrics;
+            let l = t.limits;
+            let secs = Duration::from_secs;
+            server = ServerConfig {
+                max_clients: l.max_clients.unwrap_or(server.max_clients),
+                max_unconfirmed: l.max_unconfirmed.unwrap_or(server.max_unconfirmed),
+                handshake_timeout: l
+                    .handshake_timeout_secs
+                    .map_or(server.handshake_timeout, secs),
+                ping_interval: l.ping_interval_secs.map_or(server.ping_interval, secs),
+                ping_timeout: l.ping_timeout_secs.map_or(server.ping_timeout, secs),
+                queue_bytes: l.queue_bytes.unwrap_or(server.queue_bytes),
+                total_queue_bytes: l.total_queue_bytes.unwrap_or(server.total_queue_bytes),
+                priority_queue_bytes: server.priority_queue_bytes,
+            };
+        }
+    }
+    if let Some(k) = &args.keys_file {
+        keys_file = Some(k.clone());
+    }
+    if !args.ports.is_empty() {
+        ports = Some(args.ports.clone());
+    }
+    if !args.bind.is_empty() {
+        bind = Some(args.bind.clone());
+    }
+    if args.no_ipv6 {
+        ipv6 = false;
+    }
+    if args.metrics.is_some() {
+        metrics = args.metrics;
+    }
+    let ports = ports.unwrap_or_else(|| DEFAULT_PORTS.to_vec());
+    let bind = bind.unwrap_or_else(|| {
+        let mut v = vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)];
+        if ipv6 {
+            v.push(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+        }
+        v
+    });
+    let listen = bind
+        .iter()
+        .filter(|ip| ipv6 || ip.is_ipv4())
+        .flat_map(|ip| ports.iter().map(move |p| SocketAddr::new(*ip, *p)))
+        .collect();
+    Ok(Settings {
+        keys_file: keys_file.unwrap_or_else(|| DEFAULT_KEYS_FILE.into()),
+        listen,
+        server,
+        metrics,
+        motd,
+    })
+}
+
+/// Loads the keys file, or creates it (mode 0600) with a fresh key pair.
+pub fn load_or_create_keys(path: &Path) -> Result<KeyPair, RelayCmdError> {
+    let name = path.display().to_string();
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            if bytes.len() != 64 {
+                return Err(RelayCmdError::Keys(
+                    name,
+                    format!("{} bytes, expected 64 (pk ‖ sk)", bytes.len()),
+                ));
+            }
+            let mut sk = [0u8; 32];
+            sk.copy_from_slice(&bytes[32..]);
+            let kp = KeyPair::from_secret(SecretKey(sk));
+            if kp.public.0[..] != bytes[..32] {
+                return Err(RelayCmdError::Keys(
+                    name,
+                    "public key does not match the secret key".into(),
+                ));
+            }
+            Ok(kp)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use std::os::unix::fs::OpenOptionsExt;
+            let kp = KeyPair::generate(&mut rand_core::OsRng);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| RelayCmdError::Io(name.clone(), e))?;
+            f.write_all(&kp.public.0)
+                .and_then(|()| f.write_all(&kp.secret.0))
+                .and_then(|()| f.sync_all())
+                .map_err(|e| RelayCmdError::Io(name.clone(), e))?;
+            tracing::info!(path = %name, "created a new keys file");
+            Ok(kp)
+        }
+        Err(e) => Err(RelayCmdError::Io(name, e)),
+    }
+}
+
+/// Counters as `name value` lines (Prometheus text format).
+pub fn format_counters(c: &Counters) -> String {
+    let d = &c.closes;
+    let rows: [(&str, u64); 33] = [
+        ("toxlink_relay_clients", c.clients),
+        ("toxlink_relay_confirmed_clients", c.confirmed),
+        ("toxlink_relay_routes", c.routes),
+        ("toxlink_relay_queued_bytes", c.queued_bytes),
+        ("toxlink_relay_accepted_total", c.accepted),
+        ("toxlink_relay_handshakes_total", c.handshakes),
+        ("toxlink_relay_data_packets_total", c.data_packets),
+        ("toxlink_relay_data_bytes_total", c.data_bytes),
+        ("toxlink_relay_oob_packets_total", c.oob_packets),
+        ("toxlink_relay_oob_bytes_total", c.oob_bytes),
+        ("toxlink_relay_pongs_total", c.pongs_sent),
+        (
+            "toxlink_relay_drops_not_connected_total",
+            c.drop_not_connected,
+        ),
+        ("toxlink_relay_drops_queue_full_total", c.drop_queue_full),
+        (
+            "toxlink_relay_drops_total_queue_full_total",
+            c.drop_total_queue_full,
+        ),
+        (
+            "toxlink_relay_drops_oob_no_destination_total",
+            c.drop_oob_no_destination,
+        ),
+        ("toxlink_relay_drops_onion_total", c.drop_onion),
+        ("toxlink_relay_drops_forward_total", c.drop_forward),
+        ("toxlink_relay_drops_fault_total", c.drop_fault),
+        ("toxlink_relay_fault_corrupted_total", c.fault_corrupted),
+        ("toxlink_relay_fault_delayed_total", c.fault_delayed),
+        ("toxlink_relay_closes_peer_closed_total", d.peer_closed),
+        (
+            "toxlink_relay_closes_too_many_clients_total",
+            d.too_many_clients,
+        ),
+        ("toxlink_relay_closes_evicted_total", d.evicted),
+        ("toxlink_relay_closes_bad_handshake_total", d.bad_handshake),
+        (
+            "toxlink_relay_closes_handshake_timeout_total",
+            d.handshake_timeout,
+        ),
+        ("toxlink_relay_closes_oversized_total", d.oversized),
+        ("toxlink_relay_closes_bad_tag_total", d.bad_tag),
+        ("toxlink_relay_closes_malformed_total", d.malformed),
+        (
+            "toxlink_relay_closes_protocol_violation_total",
+            d.protocol_violation,
+        ),
+        ("toxlink_relay_closes_ping_timeout_total", d.ping_timeout),
+        ("toxlink_relay_closes_slow_consumer_total", d.slow_consumer),
+        ("toxlink_relay_closes_replaced_total", d.replaced),
+        ("toxlink_relay_rss_kib", rss_kib()),
+    ];
+    let mut s = String::new();
+    for (k, v) in rows {
+        s.push_str(&format!("{k} {v}\n"));
+    }
+    s
+}
+
+/// Resident set size of this process in KiB (0 if unknown).
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn serve_metrics(addr: SocketAddr, relay: std::sync::Arc<RelayServerHandle>) {
+    use tokio::io::AsyncWriteExt;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "metrics endpoint is not on a loopback address");
+    }
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(%addr, error = %e, "cannot bind the metrics endpoint");
+            return;
+        }
+    };
+    println!(
+        "metrics on http://{}",
+        listener.local_addr().unwrap_or(addr)
+    );
+    loop {
+        let Ok((mut s, _)) = listener.accept().await else {
+            continue;
+        };
+        let body = format_counters(&relay.counters());
+        let resp = format!(
+            "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                // Read the request head (closing with unread input would
+                // reset the connection), then answer.
+                let mut req = Vec::new();
+                let mut buf = [0u8; 512];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s.write_all(resp.as_bytes()).await;
+                let _ = s.shutdown().await;
+            })
+            .await;
+        });
+    }
+}
+
+/// Raises the open-files soft limit to the hard limit (10,000 clients need
+/// 10,000 descriptors).
+pub fn raise_nofile_limit() {
+    // SAFETY: getrlimit/setrlimit on a local, fully initialised struct.
+    unsafe {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+/// Runs the relay until SIGINT/SIGTERM.
+pub async fn run(args: RelayArgs) -> Result<(), RelayCmdError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    raise_nofile_limit();
+    let s = settings(&args)?;
+    let keypair = load_or_create_keys(&s.keys_file)?;
+    if let Some(m) = &s.motd {
+        tracing::info!(motd = %m, "motd read from the bootstrapd config (a bare relay has no DHT bootstrap-info service to show it)");
+    }
+    let sig = |k| signal(k).map_err(|e| RelayCmdError::Io("signal handler".into(), e));
+    let mut term = sig(SignalKind::terminate())?;
+    let mut int = sig(SignalKind::interrupt())?;
+    let mut usr1 = sig(SignalKind::user_defined1())?;
+    let relay = RelayServer::bind(RelayServerConfig {
+        keypair,
+        listen: s.listen.clone(),
+        server: s.server.clone(),
+    })
+    .await
+    .map_err(|e| RelayCmdError::Io(format!("listening on {:?}", s.listen), e))?;
+    println!("public key {}", relay.public_key());
+    for a in relay.local_addrs() {
+        println!("listening on {a}");
+    }
+    let _ = std::io::stdout().flush();
+    tracing::info!(public_key = %relay.public_key(), addrs = ?relay.local_addrs(), "relay started");
+    let relay = std::sync::Arc::new(relay);
+    let metrics = s
+        .metrics
+        .map(|addr| tokio::spawn(serve_metrics(addr, relay.clone())));
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = usr1.recv() => {
+                print!("{}", format_counters(&relay.counters()));
+                let _ = std::io::stdout().flush();
+            }
+        }
+    }
+    tracing::info!("shutting down");
+    if let Some(m) = metrics {
+        m.abort();
+        let _ = m.await;
+    }
+    print!("{}", format_counters(&relay.counters()));
+    let _ = std::io::stdout().flush();
+    match std::sync::Arc::try_unwrap(relay) {
+        Ok(r) => r.shutdown().await,
+        Err(_) => tracing::warn!("relay still referenced at shutdown"),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BOOTSTRAPD: &str = r#"
+// Listening port (UDP).
+port = 33445
+keys_file_path = "/var/lib/tox-bootstrapd/keys"; /* inline */
+pid_file_path = "/var/run/tox-bootstrapd/tox-bootstrapd.pid"
+enable_ipv6 = false
+enable_ipv4_fallback = true
+enable_tcp_relay = true
+tcp_relay_ports = [443, 3389, 33445]
+enable_motd = true
+motd = "tox-bootstrapd // not a comment"
+bootstrap_nodes = (
+  { // Node 1
+    address = "127.0.0.1"
+    port = 1
+    public_key = "AA"
+  }
+)
+"#;
+
+    #[test]
+    fn reads_bootstrapd_config_keys() {
+        let c = parse_bootstrapd(BOOTSTRAPD).unwrap();
+        assert_eq!(
+            c,
+            BootstrapdConfig {
+                keys_file_path: Some("/var/lib/tox-bootstrapd/keys".into()),
+                tcp_relay_ports: Some(vec![443, 3389, 33445]),
+                enable_ipv6: Some(false),
+                enable_tcp_relay: Some(true),
+                motd: Some("tox-bootstrapd // not a comment".into()),
+            }
+        );
+        assert!(parse_bootstrapd("enable_ipv6 = maybe").is_err());
+    }
+
+    #[test]
+    fn bootstrapd_file_gives_listen_addresses_and_flags_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("b.conf");
+        std::fs::write(&p, BOOTSTRAPD).unwrap();
+        let mut args = RelayArgs {
+            config: Some(p),
+            ..RelayArgs::default()
+        };
+        let s = settings(&args).unwrap();
+        assert_eq!(s.keys_file, PathBuf::from("/var/lib/tox-bootstrapd/keys"));
+        assert_eq!(s.listen.len(), 3, "IPv4 only: {:?}", s.listen);
+        assert!(s.listen.iter().all(SocketAddr::is_ipv4));
+        args.ports = vec![7000];
+        args.bind = vec!["127.0.0.1".parse().unwrap()];
+        let s = settings(&args).unwrap();
+        assert_eq!(s.listen, vec!["127.0.0.1:7000".parse().unwrap()]);
+    }
+
+    #[test]
+    fn toml_config_and_unknown_keys_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.toml");
+        std::fs::write(
+            &p,
+            "keys_file = \"k\"\nports = [1, 2]\nbind = [\"::1\", \"127.0.0.1\"]\nmetrics = \"127.0.0.1:9\"\n[limits]\nmax_clients = 7\nping_interval_secs = 5\n",
+        )
+        .unwrap();
+        let args = RelayArgs {
+            config: Some(p.clone()),
+            ..RelayArgs::default()
+        };
+        let s = settings(&args).unwrap();
+        assert_eq!(s.listen.len(), 4);
+        assert_eq!(s.server.max_clients, 7);
+        assert_eq!(s.server.ping_interval, Duration::from_secs(5));
+        assert_eq!(s.metrics, Some("127.0.0.1:9".parse().unwrap()));
+        // A fault-injection key (or any unknown key) is an error.
+        std::fs::write(&p, "fault_drop = 0.5\n").unwrap();
+        assert!(matches!(settings(&args), Err(RelayCmdError::Config(..))));
+        std::fs::write(&p, "[limits]\ncorrupt = 0.5\n").unwrap();
+        assert!(matches!(settings(&args), Err(RelayCmdError::Config(..))));
+    }
+
+    #[test]
+    fn keys_file_created_0600_and_reloaded() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("keys");
+        let kp = load_or_create_keys(&p).unwrap();
+        let meta = std::fs::metadata(&p).unwrap();
+        assert_eq!(meta.len(), 64);
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let bytes = std::fs::read(&p).unwrap();
+        assert_eq!(&bytes[..32], &kp.public.0);
+        assert_eq!(load_or_create_keys(&p).unwrap(), kp);
+        std::fs::write(&p, [1u8; 63]).unwrap();
+        assert!(matches!(
+            load_or_create_keys(&p),
+            Err(RelayCmdError::Keys(..))
+        ));
+        std::fs::write(&p, [1u8; 64]).unwrap();
+        assert!(matches!(
+            load_or_create_keys(&p),
+            Err(RelayCmdError::Keys(..))
+        ));
+    }
+
+    #[test]
+    fn counters_are_formatted() {
+        let c = Counters {
+            data_packets: 42,
+            ..Counters::default()
+        };
+        let s = format_counters(&c);
+        assert!(s.contains("toxlink_relay_data_packets_total 42\n"));
+        assert_eq!(s.lines().count(), 33);
+    }
+}

@@ -46,16 +46,16 @@ impl Default for FaultConfig {
 }
 
 /// An armed fault configuration, ready to install with
-/// `Server::set_fault_injector`.
-#[cfg(any(test, feature = "fault-injection"))]
+/// `Server::set_fault_injector`. The type always exists so runtimes can pass
+/// it along, but it can only be *built* with the `fault-injection` feature.
 #[derive(Debug, Clone)]
 pub struct FaultInjector {
     cfg: FaultConfig,
 }
 
-#[cfg(any(test, feature = "fault-injection"))]
 impl FaultInjector {
     /// Builds an injector (only with the `fault-injection` feature).
+    #[cfg(any(test, feature = "fault-injection"))]
     pub fn new(cfg: FaultConfig) -> Self {
         FaultInjector { cfg }
     }

@@ -36,9 +36,7 @@ mod fault;
 mod tests;
 
 use fault::FaultAction;
-pub use fault::FaultConfig;
-#[cfg(any(test, feature = "fault-injection"))]
-pub use fault::FaultInjector;
+pub use fault::{FaultConfig, FaultInjector};
 
 use crate::crypto::{KeyPair, Nonce, PublicKey};
 use crate::relay_queue::FrameQueue;
@@ -417,7 +415,6 @@ impl<R: CryptoRngCore> Server<R> {
     /// Installs a fault injector for forwarded DATA (tests only: a
     /// [`FaultInjector`] can only be built with the `fault-injection`
     /// feature).
-    #[cfg(any(test, feature = "fault-injection"))]
     pub fn set_fault_injector(&mut self, now: Instant, injector: FaultInjector) {
         self.fault = Some(Box::new(injector.start(now)));
     }

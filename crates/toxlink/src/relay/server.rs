@@ -163,9 +163,8 @@ impl RelayServerHandle {
         self.shared.lock().server.counters()
     }
 
-    /// Installs a fault injector on forwarded DATA (feature
-    /// `fault-injection` only).
-    #[cfg(feature = "fault-injection")]
+    /// Installs a fault injector on forwarded DATA (one can only be built
+    /// with toxlink-proto's `fault-injection` feature).
     pub fn set_fault_injector(&self, injector: toxlink_proto::relay_server::FaultInjector) {
         self.shared
             .lock()

@@ -1,15 +1,453 @@
-//! `toxlink bench relay` (written next).
+//! `toxlink bench relay`: relay forwarding throughput and memory per idle
+//! client, toxlink's relay and c-toxcore's tox-bootstrapd measured the same
+//! way in the same run.
+//!
+//! Each relay runs as its own process (toxlink: this binary's `relay`
+//! subcommand with `--threads 1`, so forwarding uses one core; bootstrapd:
+//! started through `toxlink-interop`). The load comes from sans-IO relay
+//! clients in this process over loopback:
+//!
+//! * **Throughput**: `pairs` sender→receiver pairs; each sender keeps its
+//!   link saturated with 1400-byte DATA packets; receivers count payload
+//!   bytes after a warm-up. A relay drops DATA when a receiver's queue is
+//!   full, so the figure is what the relay actually forwards. Fairness is
+//!   Jain's index over the pairs.
+//! * **Memory**: RSS of the relay process (from `/proc/PID/status`) before
+//!   and after opening N idle, confirmed clients; the difference over N.
 
 use clap::Subcommand;
+use rand_core::OsRng;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use toxlink_proto::crypto::{KeyPair, PublicKey};
+use toxlink_proto::relay_client::{Client, ClientConfig, ClientEvent, LinkState};
 
 /// Benchmarks.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
-    /// Relay forwarding throughput and memory per idle client.
-    Relay,
+    /// Relay forwarding throughput and memory per idle client, toxlink vs
+    /// tox-bootstrapd.
+    Relay(RelayBenchArgs),
+}
+
+/// Options of `toxlink bench relay`.
+#[derive(Debug, clap::Args)]
+pub struct RelayBenchArgs {
+    /// Seconds of measured forwarding per relay.
+    #[arg(long, default_value_t = 4)]
+    pub seconds: u64,
+    /// Sender→receiver pairs.
+    #[arg(long, default_value_t = 1)]
+    pub pairs: usize,
+    /// Idle-client counts to measure memory at.
+    #[arg(long = "idle", default_values_t = vec![1000usize, 10000])]
+    pub idle: Vec<usize>,
+    /// Skip tox-bootstrapd.
+    #[arg(long)]
+    pub no_bootstrapd: bool,
+    /// Payload bytes a sender may have in flight (end-to-end window).
+    #[arg(long, default_value_t = 512 * 1024)]
+    pub window: u64,
+    /// Bytes per socket write of a sender (1419 = one frame per write).
+    #[arg(long, default_value_t = 32 * 1024)]
+    pub write_chunk: usize,
 }
 
 /// Runs a benchmark.
-pub async fn run(_b: BenchCommand) -> Result<(), String> {
+pub async fn run(b: BenchCommand) -> Result<(), String> {
+    match b {
+        BenchCommand::Relay(a) => relay(a).await,
+    }
+}
+
+/// A relay under test.
+struct Target {
+    name: &'static str,
+    pid: u32,
+    addr: SocketAddr,
+    pk: PublicKey,
+}
+
+fn rss_kib(pid: u32) -> Result<u64, String> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| "no VmRSS".to_string())
+}
+
+/// A toxlink relay child process; killed on drop.
+struct ToxlinkRelay {
+    child: tokio::process::Child,
+    _dir: tempfile_dir::Dir,
+}
+
+mod tempfile_dir {
+    //! A temporary directory removed on drop (std only).
+    pub struct Dir(pub std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl Drop for ToxlinkRelay {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+async fn start_toxlink() -> Result<(ToxlinkRelay, Target), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let dir = std::env::temp_dir().join(format!("toxlink-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let dir = tempfile_dir::Dir(dir);
+    let mut child = tokio::process::Command::new(exe)
+        .args([
+            "relay",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--threads",
+            "1",
+            "--keys-file",
+        ])
+        .arg(dir.0.join("keys"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let pid = child.id().ok_or("relay exited")?;
+    let out = child.stdout.take().ok_or("no stdout")?;
+    let mut lines = BufReader::new(out).lines();
+    let pk_line = next_line(&mut lines).await?;
+    let pk = pk_line
+        .strip_prefix("public key ")
+        .and_then(PublicKey::from_hex)
+        .ok_or("bad public key line")?;
+    let addr_line = next_line(&mut lines).await?;
+    let addr = addr_line
+        .strip_prefix("listening on ")
+        .and_then(|a| a.parse().ok())
+        .ok_or("bad address line")?;
+    // Keep draining stdout so the child never blocks on it.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((
+        ToxlinkRelay { child, _dir: dir },
+        Target {
+            name: "toxlink relay",
+            pid,
+            addr,
+            pk,
+        },
+    ))
+}
+
+async fn next_line(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+) -> Result<String, String> {
+    tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .map_err(|_| "relay start timed out".to_string())?
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "relay exited".to_string())
+}
+
+/// A raw relay link: sans-IO client on a socket.
+struct Link {
+    c: Client,
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Link {
+    async fn connect(t: &Target, kp: KeyPair) -> Result<Link, String> {
+        let s = TcpStream::connect(t.addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = s.set_nodelay(true);
+        let c = Client::new(
+            Instant::now(),
+            kp,
+            t.pk,
+            &mut OsRng,
+            ClientConfig::default(),
+        );
+        let mut l = Link {
+            c,
+            s,
+            buf: vec![0u8; 1 << 16],
+        };
+        l.pump_until(|c| c.state() == LinkState::Connected).await?;
+        // Flush the confirming PING.
+        l.flush().await?;
+        Ok(l)
+    }
+
+    async fn flush(&mut self) -> Result<(), String> {
+        let mut out = Vec::new();
+        self.c.drain_into(&mut out, usize::MAX);
+        self.s.write_all(&out).await.map_err(|e| e.to_string())
+    }
+
+    async fn pump_until(
+        &mut self,
+        mut done: impl FnMut(&mut Client) -> bool,
+    ) -> Result<(), String> {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                self.flush().await?;
+                if done(&mut self.c) {
+                    return Ok(());
+                }
+                if let LinkState::Disconnected(r) = self.c.state() {
+                    return Err(format!("link died: {r:?}"));
+                }
+                let n = self
+                    .s
+                    .read(&mut self.buf)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if n == 0 {
+                    return Err("relay closed the link".into());
+                }
+                self.c.handle_bytes(Instant::now(), &mut self.buf[..n]);
+            }
+        })
+        .await
+        .map_err(|_| "timed out".to_string())?
+    }
+}
+
+fn online(c: &mut Client) -> bool {
+    std::iter::from_fn(|| c.poll_event()).any(|e| matches!(e, ClientEvent::PeerOnline { .. }))
+}
+
+/// Forwarding throughput over `pairs` pairs: (total MB/s, per-pair MB/s).
+async fn throughput(
+    t: &Target,
+    pairs: usize,
+    secs: u64,
+    chunk: usize,
+    window: u64,
+) -> Result<(f64, Vec<f64>), String> {
+    let mut tasks = Vec::new();
+    let warmup = Duration::from_millis(700);
+    let start = Instant::now() + Duration::from_millis(300);
+    for _ in 0..pairs {
+        let (ka, kb) = (KeyPair::generate(&mut OsRng), KeyPair::generate(&mut OsRng));
+        let (pa, pb) = (ka.public, kb.public);
+        let mut a = Link::connect(t, ka).await?;
+        let mut b = Link::connect(t, kb).await?;
+        a.c.route(pb).map_err(|e| e.to_string())?;
+        b.c.route(pa).map_err(|e| e.to_string())?;
+        a.flush().await?;
+        b.pump_until(online).await?;
+        a.pump_until(|c| {
+            online(c)
+                || matches!(
+                    c.route_state(&pb),
+                    Some(toxlink_proto::relay_client::RouteState::Online { .. })
+                )
+        })
+        .await?;
+        let measure_from = start + warmup;
+        let end = measure_from + Duration::from_secs(secs);
+        let acked = Arc::new(AtomicU64::new(0));
+        let acked2 = acked.clone();
+        let sender = tokio::spawn(async move {
+            let payload = vec![0x5au8; 1400];
+            let mut out = Vec::with_capacity(chunk);
+            let mut written = 0usize;
+            let mut sent = 0u64;
+            let mut last_ack = (0u64, Instant::now());
+            while Instant::now() < end {
+                // An end-to-end window, as net_crypto's congestion control
+                // would keep: the relay forwards, it does not buffer. What
+                // the relay dropped is written off after 50 ms without
+                // progress.
+                let now_acked = acked.load(Ordering::Relaxed);
+                if now_acked != last_ack.0 {
+                    last_ack = (now_acked, Instant::now());
+                } else if last_ack.1.elapsed() > Duration::from_millis(50) {
+                    sent = now_acked;
+                    last_ack.1 = Instant::now();
+                }
+                if sent >= now_acked + window {
+                    tokio::time::sleep(Duration::from_micros(50)).await;
+                    continue;
+                }
+                while sent < acked.load(Ordering::Relaxed) + window
+                    && a.c.queued_bytes() < chunk
+                    && a.c.send_data(&pb, &payload).is_ok()
+                {
+                    sent += payload.len() as u64;
+                }
+                out.clear();
+                a.c.drain_into(&mut out, chunk);
+                written += out.len();
+                if a.s.write_all(&out).await.is_err() {
+                    break;
+                }
+            }
+            if std::env::var_os("TOXLINK_BENCH_DEBUG").is_some() {
+                eprintln!("sender wrote {written} bytes, state {:?}", a.c.state());
+            }
+            a
+        });
+        let receiver = tokio::spawn(async move {
+            let mut bytes = 0u64;
+            let mut buf = vec![0u8; 1 << 18];
+            while Instant::now() < end {
+                let n = match tokio::time::timeout(Duration::from_millis(200), b.s.read(&mut buf))
+                    .await
+                {
+                    Ok(Ok(0)) | Ok(Err(_)) => break,
+                    Ok(Ok(n)) => n,
+                    Err(_) => continue,
+                };
+                b.c.handle_bytes(Instant::now(), &mut buf[..n]);
+                let counting = Instant::now() >= measure_from;
+                while let Some(ev) = b.c.poll_event() {
+                    if let ClientEvent::Data { data, .. } = ev {
+                        acked2.fetch_add(data.len() as u64, Ordering::Relaxed);
+                        if counting {
+                            bytes += data.len() as u64;
+                        }
+                    }
+                }
+                // Answer pings so the relay keeps us.
+                let mut out = Vec::new();
+                b.c.drain_into(&mut out, 1 << 16);
+                if !out.is_empty() && b.s.write_all(&out).await.is_err() {
+                    break;
+                }
+            }
+            if std::env::var_os("TOXLINK_BENCH_DEBUG").is_some() {
+                eprintln!(
+                    "receiver counted {bytes} bytes, state {:?} {:?}",
+                    b.c.state(),
+                    b.c.counters()
+                );
+            }
+            (b, bytes)
+        });
+        tasks.push((sender, receiver));
+    }
+    let mut per = Vec::new();
+    for (s, r) in tasks {
+        let _ = s.await;
+        let (_, bytes) = r.await.map_err(|e| e.to_string())?;
+        per.push(bytes as f64 / secs as f64 / 1e6);
+    }
+    Ok((per.iter().sum(), per))
+}
+
+/// Opens `n` idle confirmed clients; returns the relay's RSS growth per
+/// client in bytes (the clients are kept until the measurement is done).
+async fn idle_memory(t: &Target, n: usize) -> Result<(f64, u64, u64), String> {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = rss_kib(t.pid)?;
+    let mut links = Vec::with_capacity(n);
+    let mut pending = tokio::task::JoinSet::new();
+    let mut opened = 0;
+    while links.len() < n {
+        while opened < n && pending.len() < 64 {
+            opened += 1;
+            let target = Target {
+                name: t.name,
+                pid: t.pid,
+                addr: t.addr,
+                pk: t.pk,
+            };
+            pending.spawn(async move {
+                let kp = KeyPair::generate(&mut OsRng);
+                Link::connect(&target, kp).await.map(|l| (l.s, l.c))
+            });
+        }
+        match pending.join_next().await {
+            Some(Ok(Ok((s, _c)))) => links.push(s),
+            Some(Ok(Err(e))) => return Err(format!("client {}: {e}", links.len())),
+            Some(Err(e)) => return Err(e.to_string()),
+            None => break,
+        }
+    }
+    // Let the relay settle (timers free idle buffers).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = rss_kib(t.pid)?;
+    drop(links);
+    let per = (after.saturating_sub(before) * 1024) as f64 / n as f64;
+    Ok((per, before, after))
+}
+
+fn jain(x: &[f64]) -> f64 {
+    let s: f64 = x.iter().sum();
+    let q: f64 = x.iter().map(|v| v * v).sum();
+    if q == 0.0 {
+        0.0
+    } else {
+        s * s / (x.len() as f64 * q)
+    }
+}
+
+async fn bench_target(t: &Target, a: &RelayBenchArgs) -> Result<Vec<String>, String> {
+    let mut rows = Vec::new();
+    let (total, per) = throughput(t, a.pairs, a.seconds, a.write_chunk, a.window).await?;
+    rows.push(format!(
+        "{:<16} forwarding {:>8.1} MB/s of 1400-byte DATA ({} pair(s), Jain {:.3}, per pair {:?})",
+        t.name,
+        total,
+        a.pairs,
+        jain(&per),
+        per.iter()
+            .map(|v| (v * 10.0).round() / 10.0)
+            .collect::<Vec<_>>()
+    ));
+    for &n in &a.idle {
+        let (per, before, after) = idle_memory(t, n).await?;
+        rows.push(format!(
+            "{:<16} {n:>6} idle clients: {:>7.0} B/client (RSS {before} KiB -> {after} KiB)",
+            t.name, per
+        ));
+    }
+    Ok(rows)
+}
+
+async fn relay(a: RelayBenchArgs) -> Result<(), String> {
+    crate::relay_cmd::raise_nofile_limit();
+    let mut rows = Vec::new();
+    {
+        let (_relay, t) = start_toxlink().await?;
+        println!("toxlink relay pid {} on {}", t.pid, t.addr);
+        rows.extend(bench_target(&t, &a).await?);
+    }
+    if !a.no_bootstrapd {
+        let d = tokio::task::spawn_blocking(toxlink_interop::Bootstrapd::start)
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let t = Target {
+            name: "tox-bootstrapd",
+            pid: d.pid(),
+            addr: d.tcp_addr(),
+            pk: PublicKey(d.public_key()),
+        };
+        println!("tox-bootstrapd pid {} on {}", t.pid, t.addr);
+        let r = bench_target(&t, &a).await;
+        drop(d);
+        rows.extend(r?);
+    }
+    println!();
+    for r in rows {
+        println!("{r}");
+    }
     Ok(())
 }

@@ -34,7 +34,15 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Runtime::new() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Command::Relay(relay_cmd::RelayArgs {
+        threads: Some(n), ..
+    }) = &cli.command
+    {
+        builder.worker_threads((*n).max(1));
+    }
+    let rt = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("toxlink: cannot start the runtime: {e}");

@@ -50,6 +50,9 @@ pub struct RelayArgs {
     /// Do not listen on IPv6.
     #[arg(long)]
     pub no_ipv6: bool,
+    /// Worker threads (default: one per core).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 /// Errors of `toxlink relay`.

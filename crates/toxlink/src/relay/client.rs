@@ -377,47 +377,59 @@ async fn link_task(
                 if r.is_err() {
                     break;
                 }
-                for _ in 0..4 {
-                    let outcome = READ_BUFFER.with(|b| {
-                        let mut buf = b.borrow_mut();
-                        match stream.try_read(&mut buf) {
-                            Ok(0) => Err(()),
-                            Ok(n) => {
-                                let mut g = shared.lock();
-                                g.set.handle_bytes(Instant::now(), &relay, &mut buf[..n]);
-                                let c = g.dispatch();
-                                Ok((n == buf.len(), c))
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok((false, false)),
-                            Err(_) => Err(()),
+                let outcome = READ_BUFFER.with(|b| {
+                    let mut buf = b.borrow_mut();
+                    match stream.try_read(&mut buf) {
+                        Ok(0) => Err(()),
+                        Ok(n) => {
+                            let mut g = shared.lock();
+                            g.set.handle_bytes(Instant::now(), &relay, &mut buf[..n]);
+                            Ok(g.dispatch())
                         }
-                    });
-                    match outcome {
-                        Ok((more, connects)) => {
-                            if connects {
-                                shared.driver.notify_one();
-                            }
-                            // Back-pressure: wait for the application.
-                            flush_events(&shared, &tx).await;
-                            if !more {
-                                break;
-                            }
-                        }
-                        Err(()) => {
-                            eof = true;
-                            break;
-                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+                        Err(_) => Err(()),
                     }
+                });
+                match outcome {
+                    Ok(connects) => {
+                        if connects {
+                            shared.driver.notify_one();
+                        }
+                        // Back-pressure: wait for the application.
+                        flush_events(&shared, &tx).await;
+                    }
+                    Err(()) => eof = true,
                 }
+                tokio::task::yield_now().await;
             }
             r = stream.writable(), if want_write => {
                 if r.is_err() {
                     break;
                 }
-                match stream.try_write(&wbuf[wpos..]) {
-                    Ok(n) => wpos += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => break,
+                let mut turns = 4;
+                loop {
+                    match stream.try_write(&wbuf[wpos..]) {
+                        Ok(n) => wpos += n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(_) => {
+                            eof = true;
+                            break;
+                        }
+                    }
+                    if wpos < wbuf.len() {
+                        continue;
+                    }
+                    turns -= 1;
+                    wbuf.clear();
+                    wpos = 0;
+                    if turns == 0 {
+                        break;
+                    }
+                    let n = shared.lock().set.drain_into(&relay, &mut wbuf, WRITE_BATCH);
+                    if n == 0 {
+                        break;
+                    }
+                    handle.drained.notify_waiters();
                 }
             }
             _ = handle.notify.notified() => {}

@@ -29,6 +29,8 @@ use toxlink_proto::relay_server::{ConnId, Counters, Server, ServerConfig};
 
 /// Largest batch drained from the server per write.
 const WRITE_BATCH: usize = 64 * 1024;
+/// Batches written per turn of a connection task.
+const WRITE_TURNS: usize = 4;
 /// Per-thread read buffer size.
 const READ_BUF: usize = 64 * 1024;
 
@@ -317,26 +319,38 @@ async fn conn_task(shared: Arc<Shared>, id: ConnId, stream: TcpStream, handle: A
                 if r.is_err() {
                     break;
                 }
-                // Read a bounded amount per wake-up, for fairness.
-                for _ in 0..4 {
-                    match read_once(&shared, id, &stream) {
-                        ReadOutcome::More => continue,
-                        ReadOutcome::WouldBlock => break,
-                        ReadOutcome::Eof => {
-                            eof = true;
-                            break;
-                        }
-                    }
+                match read_once(&shared, id, &stream) {
+                    ReadOutcome::More | ReadOutcome::WouldBlock => {}
+                    ReadOutcome::Eof => eof = true,
                 }
+                // One read buffer per turn, then let the others run: a fast
+                // sender must not starve the receivers it sends to.
+                tokio::task::yield_now().await;
             }
             r = stream.writable(), if want_write => {
                 if r.is_err() {
                     break;
                 }
-                match stream.try_write(&wbuf[wpos..]) {
-                    Ok(n) => wpos += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => break,
+                // Write up to WRITE_TURNS batches per turn.
+                let mut turns = WRITE_TURNS;
+                loop {
+                    match stream.try_write(&wbuf[wpos..]) {
+                        Ok(n) => wpos += n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(_) => {
+                            eof = true;
+                            break;
+                        }
+                    }
+                    if wpos < wbuf.len() {
+                        continue;
+                    }
+                    turns -= 1;
+                    wbuf.clear();
+                    wpos = 0;
+                    if turns == 0 || shared.lock().server.drain_into(id, &mut wbuf, WRITE_BATCH) == 0 {
+                        break;
+                    }
                 }
             }
             _ = handle.notify.notified() => {}

@@ -238,7 +238,7 @@ async fn throughput(
     secs: u64,
     chunk: usize,
     window: u64,
-) -> Result<(f64, Vec<f64>), String> {
+) -> Result<(f64, Vec<f64>, f64), String> {
     let mut tasks = Vec::new();
     let warmup = Duration::from_millis(700);
     let start = Instant::now() + Duration::from_millis(300);
@@ -342,13 +342,18 @@ async fn throughput(
         });
         tasks.push((sender, receiver));
     }
+    let wait = (start + warmup).saturating_duration_since(Instant::now());
+    tokio::time::sleep(wait).await;
+    let cpu0 = cpu_secs(t.pid);
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let cpu = (cpu_secs(t.pid) - cpu0) / secs as f64;
     let mut per = Vec::new();
     for (s, r) in tasks {
         let _ = s.await;
         let (_, bytes) = r.await.map_err(|e| e.to_string())?;
         per.push(bytes as f64 / secs as f64 / 1e6);
     }
-    Ok((per.iter().sum(), per))
+    Ok((per.iter().sum(), per, cpu))
 }
 
 /// Opens `n` idle confirmed clients; returns the relay's RSS growth per
@@ -388,6 +393,21 @@ async fn idle_memory(t: &Target, n: usize) -> Result<(f64, u64, u64), String> {
     Ok((per, before, after))
 }
 
+/// CPU time (user + system) of a process in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields overall.
+    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz.max(1.0)
+}
+
 fn jain(x: &[f64]) -> f64 {
     let s: f64 = x.iter().sum();
     let q: f64 = x.iter().map(|v| v * v).sum();
@@ -400,11 +420,12 @@ fn jain(x: &[f64]) -> f64 {
 
 async fn bench_target(t: &Target, a: &RelayBenchArgs) -> Result<Vec<String>, String> {
     let mut rows = Vec::new();
-    let (total, per) = throughput(t, a.pairs, a.seconds, a.write_chunk, a.window).await?;
+    let (total, per, cpu) = throughput(t, a.pairs, a.seconds, a.write_chunk, a.window).await?;
     rows.push(format!(
-        "{:<16} forwarding {:>8.1} MB/s of 1400-byte DATA ({} pair(s), Jain {:.3}, per pair {:?})",
+        "{:<16} forwarding {:>8.1} MB/s of 1400-byte DATA, relay CPU {:.0}% ({} pair(s), Jain {:.3}, per pair {:?})",
         t.name,
         total,
+        cpu * 100.0,
         a.pairs,
         jain(&per),
         per.iter()

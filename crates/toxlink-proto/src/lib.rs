@@ -14,4 +14,5 @@
 #![warn(missing_docs)]
 
 pub mod crypto;
+pub mod paths;
 pub mod wire;

@@ -119,6 +119,54 @@ fn c_toxcore_pair_over_tcp_relay() {
     run(Transport::TcpRelay);
 }
 
+/// `--echo`: every custom lossless packet comes back unchanged, so the
+/// sender's statistics see its own stream again, with round-trip latencies.
+#[test]
+fn c_toxcore_echo_over_udp() {
+    let bsd = Bootstrapd::start().expect("tox-bootstrapd");
+    let o = HarnessOptions::new();
+    let mut p = connect_pair(
+        &bsd,
+        Transport::Udp,
+        &o,
+        &o.clone().echo(true),
+        CONNECT_TIMEOUT,
+    )
+    .unwrap_or_else(|e| panic!("pair did not connect: {e}"));
+    let n = 300u32;
+    let r =
+        p.a.send_custom(p.a_friend, n, 100, 170, TRANSFER_TIMEOUT)
+            .expect("send");
+    assert_eq!((r.accepted, r.error), (n, None));
+    let want = u64::from(n);
+    let back =
+        p.a.wait_stats(
+            p.a_friend,
+            TRANSFER_TIMEOUT,
+            Duration::from_millis(100),
+            |s| s.custom.rx >= want,
+        )
+        .expect("echoes come back");
+    let c = &back.custom;
+    assert_eq!(
+        (c.rx, c.bad, c.dup, c.reordered, c.lost),
+        (want, 0, 0, 0, 0),
+        "{back:?}"
+    );
+    assert_eq!(c.bytes_rx, want * 100);
+    assert!(c.lat_avg_us > 0 && c.lat_max_us >= c.lat_avg_us, "{back:?}");
+    let at_b = p.b.stats(p.b_friend).expect("stats b");
+    assert_eq!(
+        (at_b.custom.rx, at_b.echo_tx, at_b.echo_dropped),
+        (want, want, 0)
+    );
+    println!(
+        "echo RTT avg {:.2} ms max {:.2} ms",
+        c.lat_avg_us as f64 / 1e3,
+        c.lat_max_us as f64 / 1e3
+    );
+}
+
 #[test]
 fn conn_kind_is_what_the_transport_promises() {
     assert_eq!(Transport::Udp.expected_kind(), ConnKind::Udp);

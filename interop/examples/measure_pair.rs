@@ -1,8 +1,8 @@
 //! Prints c-toxcore ↔ c-toxcore baseline figures (connection set-up time and
 //! custom-lossless throughput over UDP and over a TCP relay).
 //!
-//! `cargo run -p toxlink-interop --example measure_pair [PACKETS] [SIZE]`
-//! (defaults 20000 and 1373). Set `RUST_LOG=info` for progress.
+//! `cargo run -p toxlink-interop --example measure_pair [PACKETS] [SIZE] [udp|tcp|both]`
+//! (defaults 20000, 1373, both). Set `RUST_LOG=info` for progress.
 
 use toxlink_interop::{measure_pair, PairOptions};
 
@@ -17,6 +17,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(s) = args.next() {
         opts.packet_size = s.parse()?;
+    }
+    match args.next().as_deref() {
+        None | Some("both") => {}
+        Some("udp") => opts.tcp = false,
+        Some("tcp") => opts.udp = false,
+        Some(other) => return Err(format!("unknown transport {other:?}").into()),
     }
     println!(
         "c-toxcore pair, {} custom lossless packets of {} bytes, a → b:",

@@ -5,10 +5,22 @@
 //! each other with `tox_friend_add_norequest` (PROTOCOL.md §7.1) and waits
 //! until both report the friend connected. For [`Transport::TcpRelay`] both
 //! run with `--no-udp` and get the daemon as a TCP relay **and** as a
-//! bootstrap node: c-toxcore finds friends through the onion (PROTOCOL.md
-//! §7.2), and without UDP it builds onion paths only from nodes given to
-//! `tox_bootstrap`; with the relay alone neither side ever comes online
-//! (observed with libtoxcore 0.2.18).
+//! bootstrap node. Observed with libtoxcore 0.2.18: with the relay alone
+//! (`tox_add_tcp_relay` only) neither side reports itself online and the
+//! friends never connect within 60 s; with `tox_bootstrap` + relay on both
+//! sides they connect over TCP in about 9 s; if only one side has the relay,
+//! the other never comes online. Likely reason (inferred, not traced):
+//! friends are found through the onion (PROTOCOL.md §7.2), and a TCP-only
+//! node builds its onion paths from nodes passed to `tox_bootstrap`, which
+//! the relay call does not provide.
+//!
+//! Observed figures and caveats (loopback, shared 2-core machine): set-up
+//! takes 8.5–10 s either way (presumably mostly onion announce), 20 000 × 1373-byte packets
+//! move at about 2.3–2.9 MB/s, much of it c-toxcore's congestion-control
+//! ramp-up. Through the TCP relay a burst sometimes collapses (4 of 9
+//! runs): the rate falls to about 4–5 packets/s with about 560 ms latency,
+//! or the friend connection drops (`friend_not_connected` at the sender).
+//! Timeouts therefore bound every transfer.
 //!
 //! [`measure_pair`] then times connection set-up and a one-way burst of
 //! custom lossless packets. Times come from `CLOCK_MONOTONIC` in both this

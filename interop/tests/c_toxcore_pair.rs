@@ -122,7 +122,7 @@ fn c_toxcore_pair_over_tcp_relay() {
 /// `--echo`: every custom lossless packet comes back unchanged, so the
 /// sender's statistics see its own stream again, with round-trip latencies.
 #[test]
-fn c_toxcore_echo_over_udp() {
+fn c_toxcore_echo_and_lossy_over_udp() {
     let bsd = Bootstrapd::start().expect("tox-bootstrapd");
     let o = HarnessOptions::new();
     let mut p = connect_pair(
@@ -164,6 +164,34 @@ fn c_toxcore_echo_over_udp() {
         "echo RTT avg {:.2} ms max {:.2} ms",
         c.lat_avg_us as f64 / 1e3,
         c.lat_max_us as f64 / 1e3
+    );
+
+    // Lossy packets (200..=254) take the same checks; loss is allowed but
+    // counted, corruption and duplicates are not.
+    let r =
+        p.a.send_lossy(p.a_friend, n, 200, 222, TRANSFER_TIMEOUT)
+            .expect("send lossy");
+    assert_eq!((r.accepted, r.lossy, r.error), (n, true, None));
+    let l =
+        p.b.wait_stats(
+            p.b_friend,
+            TRANSFER_TIMEOUT,
+            Duration::from_millis(100),
+            |s| s.lossy.rx >= want / 2,
+        )
+        .expect("most lossy packets arrive on loopback");
+    std::thread::sleep(Duration::from_millis(500));
+    let l2 = p.b.stats(p.b_friend).expect("stats");
+    assert!(l2.lossy.rx >= l.lossy.rx && l2.lossy.rx <= want, "{l2:?}");
+    assert_eq!((l2.lossy.bad, l2.lossy.dup), (0, 0), "{l2:?}");
+    assert_eq!(l2.lossy.bytes_rx, l2.lossy.good() * 200);
+    assert_eq!(
+        l2.custom.rx, want,
+        "lossy packets must not count as lossless"
+    );
+    println!(
+        "lossy: {} of {n} arrived, lost {}, reordered {}",
+        l2.lossy.rx, l2.lossy.lost, l2.lossy.reordered
     );
 }
 

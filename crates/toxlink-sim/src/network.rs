@@ -166,7 +166,12 @@ impl<A: Address> Network<A> {
     pub fn new(epoch: Instant, rng: SimRng) -> Self {
         Self {
             epoch,
-            horizon: add(epoch, Duration::from_secs(100 * 365 * 86_400), epoch),
+            // Far enough for any scenario; `Instant` can always represent a
+            // year past now on supported platforms.
+            horizon: [100 * 365, 365]
+                .iter()
+                .find_map(|days| epoch.checked_add(Duration::from_secs(days * 86_400)))
+                .unwrap_or(epoch),
             rng,
             links: Vec::new(),
             link_index: HashMap::new(),

@@ -551,6 +551,13 @@ impl<A: Address> Sim<A> {
             match ev {
                 NetEvent::Datagram(d) => match self.owners.get(&d.to) {
                     Some(id) => {
+                        tracing::trace!(
+                            t = ?self.clock.elapsed(),
+                            from = ?d.from,
+                            to = ?d.to,
+                            len = d.data.len(),
+                            "deliver datagram"
+                        );
                         self.stats.datagrams += 1;
                         if let Some(node) = self.nodes.get_mut(id.0) {
                             node.handle_datagram(now, d.from, d.to, d.data);
@@ -560,6 +567,13 @@ impl<A: Address> Sim<A> {
                 },
                 NetEvent::Stream(s) => match self.owners.get(&s.info.local) {
                     Some(id) => {
+                        tracing::trace!(
+                            t = ?self.clock.elapsed(),
+                            stream = ?s.info.id,
+                            to = ?s.info.local,
+                            event = ?s.event,
+                            "deliver stream event"
+                        );
                         self.stats.stream_events += 1;
                         if let Some(node) = self.nodes.get_mut(id.0) {
                             node.handle_stream(now, s.info, s.event);

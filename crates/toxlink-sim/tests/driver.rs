@@ -35,7 +35,7 @@ fn actions_run_at_their_time_before_deliveries_at_that_time() {
     sim.add_node(Recorder::default(), [1]);
     sim.inject(1, 2, &b"a"[..]); // arrives at 100 ms
                                  // At exactly 100 ms the link goes down: the arriving datagram is dropped.
-    sim.at(ms(100), |s| s.network.set_path_up(1, 2, false));
+    sim.at(ms(100), |s| s.network.link_mut(1, 2).set_up(false));
     sim.at(ms(150), |s| {
         s.network.set_path_up(1, 2, true);
         s.inject(1, 2, &b"b"[..]);

@@ -51,7 +51,28 @@ impl Hasher for TraceHasher {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
+        // Four independent lanes over 32-byte blocks (the multiply chains run
+        // in parallel), then the tail word by word.
+        let mut blocks = bytes.chunks_exact(32);
+        if bytes.len() >= 32 {
+            let mut lanes = [
+                self.state,
+                self.state ^ 0x1357_9BDF_2468_ACE0,
+                self.state ^ 0x0F1E_2D3C_4B5A_6978,
+                self.state ^ 0x7766_5544_3322_1100,
+            ];
+            for b in &mut blocks {
+                for (lane, w) in lanes.iter_mut().zip(b.chunks_exact(8)) {
+                    let mut x = [0u8; 8];
+                    x.copy_from_slice(w);
+                    *lane = (lane.rotate_left(5) ^ u64::from_le_bytes(x)).wrapping_mul(K);
+                }
+            }
+            for lane in lanes {
+                self.mix(lane);
+            }
+        }
+        let mut chunks = blocks.remainder().chunks_exact(8);
         for c in &mut chunks {
             let mut w = [0u8; 8];
             w.copy_from_slice(c);
@@ -98,5 +119,12 @@ mod tests {
         assert_ne!(h(b"hello world"), h(b"hello worle"));
         assert_ne!(h(b""), h(b"\0"));
         assert_ne!(h(b"\0"), h(b"\0\0"));
+        // Every position of a long input matters (lanes and tail).
+        let base = vec![7u8; 100];
+        for i in 0..100 {
+            let mut v = base.clone();
+            v[i] ^= 0x10;
+            assert_ne!(h(&v), h(&base), "byte {i}");
+        }
     }
 }

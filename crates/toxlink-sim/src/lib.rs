@@ -21,7 +21,9 @@
 //! * [`Sim`] and [`SimNode`]: the driver. Nodes are sans-IO endpoints that
 //!   own addresses; `Sim` moves their output into the network, advances the
 //!   clock to the next delivery or timeout, and runs scripted actions
-//!   ([`Sim::at`]) so that scenario tests read like a story.
+//!   ([`Sim::at`]) so that scenario tests read like a story. [`Intercept`]
+//!   wraps a node with fault injection (a relay that corrupts or drops what
+//!   it forwards).
 //! * [`run_seeds`]: runs a scenario for many seeds and, on failure, panics
 //!   with the one command that replays the failing seed.
 //!
@@ -97,7 +99,9 @@ pub use link::{Corruption, DropReason, GilbertElliott, Jitter, Link, LinkConfig,
 pub use network::{Delivery, NetEvent, NetStats, Network, SendResult};
 pub use replay::{replay_command, run_seeds, seeds_from_env};
 pub use rng::SimRng;
-pub use sim::{Limits, NodeId, Output, Sim, SimError, SimNode, SimStats, StepOutcome};
+pub use sim::{
+    Filter, Intercept, Limits, NodeId, Output, Sim, SimError, SimNode, SimStats, StepOutcome,
+};
 pub use stream::{
     StreamConfig, StreamDelivery, StreamError, StreamEvent, StreamId, StreamInfo, StreamSide,
     StreamStats,

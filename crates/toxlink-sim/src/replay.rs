@@ -20,16 +20,20 @@ use std::sync::Mutex;
 /// The seeds to run: `TOXLINK_SEED` (one seed) beats `TOXLINK_SEEDS` (a
 /// count from `default.start`) beats `default`.
 pub fn seeds_from_env(default: Range<u64>) -> Range<u64> {
-    if let Some(s) = std::env::var("TOXLINK_SEED")
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-    {
+    seeds_from(
+        default,
+        std::env::var("TOXLINK_SEED").ok().as_deref(),
+        std::env::var("TOXLINK_SEEDS").ok().as_deref(),
+    )
+}
+
+/// [`seeds_from_env`] with the variables passed in (unparsable values are
+/// ignored).
+fn seeds_from(default: Range<u64>, seed: Option<&str>, count: Option<&str>) -> Range<u64> {
+    if let Some(s) = seed.and_then(|v| v.trim().parse::<u64>().ok()) {
         return s..s.saturating_add(1);
     }
-    if let Some(n) = std::env::var("TOXLINK_SEEDS")
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-    {
+    if let Some(n) = count.and_then(|v| v.trim().parse::<u64>().ok()) {
         return default.start..default.start.saturating_add(n);
     }
     default
@@ -123,6 +127,15 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn environment_selects_seeds() {
+        assert_eq!(seeds_from(0..100, None, None), 0..100);
+        assert_eq!(seeds_from(10..100, None, Some("1000")), 10..1010);
+        assert_eq!(seeds_from(10..100, Some("1234"), Some("5")), 1234..1235);
+        assert_eq!(seeds_from(0..8, Some("x"), Some(" 3 ")), 0..3);
+        assert_eq!(seeds_from(0..8, Some(""), Some("-1")), 0..8);
+    }
 
     #[test]
     fn replay_command_names_seed_and_test() {

@@ -223,3 +223,61 @@ fn an_action_rescheduling_itself_now_forever_hits_the_action_limit() {
         Err(SimError::ActionLimit { limit: 500, .. })
     ));
 }
+
+#[test]
+fn sim_rng_drives_the_protocol_core_deterministically() {
+    use toxlink_proto::crypto::KeyPair;
+    let sim: Sim<u8> = Sim::new(9);
+    let a1 = KeyPair::generate(&mut sim.rng_for("alice"));
+    let a2 = KeyPair::generate(&mut Sim::<u8>::new(9).rng_for("alice"));
+    let b = KeyPair::generate(&mut sim.rng_for("bob"));
+    let a3 = KeyPair::generate(&mut Sim::<u8>::new(10).rng_for("alice"));
+    assert_eq!(a1.public, a2.public);
+    assert_ne!(a1.public, b.public);
+    assert_ne!(a1.public, a3.public);
+}
+
+#[test]
+fn intercept_corrupts_and_drops_what_a_node_forwards() {
+    use toxlink_sim::Intercept;
+    let mut sim: Sim<u8> = Sim::new(3);
+    sim.network
+        .set_default_link(Some(LinkConfig::new().latency(ms(1))));
+    // Node 2 echoes to 1; the wrapper drops every third echo and flips the
+    // first byte of the others.
+    let mut n = 0u32;
+    let relay = Intercept::new(
+        Recorder {
+            echo_to: Some(1),
+            ..Default::default()
+        },
+        sim.rng_for("tamper"),
+    )
+    .on_output(move |_now, _rng, out| {
+        n += 1;
+        if n % 3 == 0 {
+            return false;
+        }
+        if let Output::Datagram { data, .. } = out {
+            let mut v = data.to_vec();
+            v[0] ^= 0xFF;
+            *data = v.into();
+        }
+        true
+    });
+    let r = sim.add_node(relay, [2]);
+    let a = sim.add_node(Recorder::default(), [1]);
+    for i in 0..9u8 {
+        sim.inject(1, 2, vec![i]);
+    }
+    sim.run_until_idle(secs(1)).expect("idle");
+    let got: Vec<Vec<u8>> = sim
+        .node::<Recorder>(a)
+        .map(|r| r.got.iter().map(|g| g.1.clone()).collect())
+        .unwrap_or_default();
+    assert_eq!(got.len(), 6);
+    assert!(got.iter().all(|d| d[0] >= 0xF7), "{got:?}");
+    let wrapped = sim.node::<Intercept<u8, Recorder>>(r).expect("intercept");
+    assert_eq!(wrapped.dropped_outputs, 3);
+    assert_eq!(wrapped.inner.got.len(), 9);
+}

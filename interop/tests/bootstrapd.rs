@@ -111,6 +111,7 @@ fn daemon_dies_when_the_test_process_is_killed() {
         // Victim: start a daemon, report its PID, wait to be SIGKILLed
         // (bounded, in case the parent is gone).
         let b = Bootstrapd::start().expect("start");
+        println!("DAEMON_DIR {}", b.dir().display());
         println!("DAEMON_PID {}", b.pid());
         std::thread::sleep(Duration::from_secs(20));
         return;
@@ -131,15 +132,27 @@ fn daemon_dies_when_the_test_process_is_killed() {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(d) = line.strip_prefix("DAEMON_DIR ") {
+                let _ = tx.send(Err(std::path::PathBuf::from(d.trim())));
+            }
             if let Some(p) = line.strip_prefix("DAEMON_PID ") {
-                let _ = tx.send(p.trim().parse::<u32>().unwrap());
+                let _ = tx.send(Ok(p.trim().parse::<u32>().unwrap()));
             }
         }
     });
+    // The victim prints its temp dir (Err) first, then the daemon PID (Ok).
+    let dir = rx.recv_timeout(Duration::from_secs(15));
     let daemon = rx.recv_timeout(Duration::from_secs(15));
     victim.kill().unwrap(); // SIGKILL: no destructors run in the victim
     victim.wait().unwrap();
-    let daemon = daemon.expect("victim reported its daemon");
+    if let Ok(Err(dir)) = dir {
+        // Its TempDir never dropped; tidy up after it.
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let daemon = match daemon {
+        Ok(Ok(pid)) => pid,
+        other => panic!("victim did not report its daemon: {other:?}"),
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
     while pid_alive(daemon) && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));

@@ -53,6 +53,10 @@ pub enum InteropError {
     /// A child printed something that does not follow the documented protocol.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// An argument cannot be passed to the harness (e.g. a line break in a
+    /// message, a packet size out of range).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
     /// A command sent to the harness was answered with `ERR ...`.
     #[error("harness refused {command:?}: {reply}")]
     Refused {

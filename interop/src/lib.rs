@@ -7,8 +7,9 @@
 //! * [`harness`]: a small C program on libtoxcore's public API, driven line
 //!   by line over stdin/stdout (PROTOCOL.md §7 explains what such a peer
 //!   expects).
-//! * [`measure`]: connection set-up time and throughput between two
-//!   c-toxcore peers, as a baseline for toxlink's benchmarks.
+//! * [`measure`]: two befriended c-toxcore peers ([`measure::connect_pair`])
+//!   and their connection set-up time and throughput
+//!   ([`measure::measure_pair`]), the baseline for toxlink's benchmarks.
 //!
 //! Invariants: every wait is bounded by a timeout; every child process is
 //! stopped by its PID when its handle drops (also while a test panics) and is
@@ -19,7 +20,11 @@
 
 pub mod bootstrapd;
 mod error;
+pub mod harness;
+pub mod measure;
 mod process;
 
 pub use bootstrapd::{bootstrapd_available, Bootstrapd};
 pub use error::{InteropError, Result};
+pub use harness::{build_harness, ConnKind, Harness, HarnessOptions, Stats};
+pub use measure::{connect_pair, measure_pair, PairFigures, PairOptions, Transport};

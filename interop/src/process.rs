@@ -142,3 +142,20 @@ pub(crate) fn log_tail(path: &Path, max_lines: usize) -> String {
         Err(e) => format!("(cannot read {path:?}: {e})"),
     }
 }
+
+/// `CLOCK_MONOTONIC` in microseconds: the clock the harness stamps its
+/// events and packets with, so figures from both sides can be subtracted.
+pub(crate) fn mono_us() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes only into the timespec we pass.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let micros = u64::try_from(ts.tv_nsec).unwrap_or(0) / 1000;
+    secs.saturating_mul(1_000_000).saturating_add(micros)
+}

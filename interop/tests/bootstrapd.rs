@@ -86,3 +86,82 @@ fn drop_during_panic_stops_the_daemon() {
     let pid = rx.recv().unwrap();
     assert!(!pid_alive(pid), "daemon {pid} survived a panicking owner");
 }
+
+#[test]
+fn daemon_outlives_the_thread_that_started_it() {
+    // PR_SET_PDEATHSIG fires when the forking *thread* exits; spawning goes
+    // through a process-lifetime thread, so this must not kill the daemon.
+    let b = std::thread::spawn(|| Bootstrapd::start().expect("start"))
+        .join()
+        .expect("thread");
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = b.pid();
+    assert!(pid_alive(pid), "daemon died with its starting thread");
+    TcpStream::connect_timeout(&b.tcp_addr(), Duration::from_secs(2)).expect("still serving");
+    drop(b);
+    assert!(!pid_alive(pid));
+}
+
+/// Environment variable that turns this test binary into the victim process.
+const VICTIM_ENV: &str = "TOXLINK_INTEROP_VICTIM";
+
+#[test]
+fn daemon_dies_when_the_test_process_is_killed() {
+    if std::env::var_os(VICTIM_ENV).is_some() {
+        // Victim: start a daemon, report its PID, wait to be SIGKILLed
+        // (bounded, in case the parent is gone).
+        let b = Bootstrapd::start().expect("start");
+        println!("DAEMON_DIR {}", b.dir().display());
+        println!("DAEMON_PID {}", b.pid());
+        std::thread::sleep(Duration::from_secs(20));
+        return;
+    }
+    use std::io::BufRead;
+    let mut victim = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "daemon_dies_when_the_test_process_is_killed",
+            "--nocapture",
+        ])
+        .env(VICTIM_ENV, "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn victim");
+    let out = victim.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(d) = line.strip_prefix("DAEMON_DIR ") {
+                let _ = tx.send(Err(std::path::PathBuf::from(d.trim())));
+            }
+            if let Some(p) = line.strip_prefix("DAEMON_PID ") {
+                let _ = tx.send(Ok(p.trim().parse::<u32>().unwrap()));
+            }
+        }
+    });
+    // The victim prints its temp dir (Err) first, then the daemon PID (Ok).
+    let dir = rx.recv_timeout(Duration::from_secs(15));
+    let daemon = rx.recv_timeout(Duration::from_secs(15));
+    victim.kill().unwrap(); // SIGKILL: no destructors run in the victim
+    victim.wait().unwrap();
+    if let Ok(Err(dir)) = dir {
+        // Its TempDir never dropped; tidy up after it.
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let daemon = match daemon {
+        Ok(Ok(pid)) => pid,
+        other => panic!("victim did not report its daemon: {other:?}"),
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while pid_alive(daemon) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The daemon was reparented (to init or a subreaper) and, once dead, reaped
+    // there; a zombie would still have a /proc entry, so check its state too.
+    let state = std::fs::read_to_string(format!("/proc/{daemon}/stat")).unwrap_or_default();
+    assert!(
+        state.is_empty() || state.contains(") Z "),
+        "daemon {daemon} survived the death of its test process: {state}"
+    );
+}

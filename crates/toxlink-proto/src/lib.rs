@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod crypto;
+pub mod paths;
 pub mod relay_client;
 mod relay_queue;
 pub mod relay_server;

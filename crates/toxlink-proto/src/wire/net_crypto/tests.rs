@@ -232,7 +232,7 @@ fn sizes_and_ids_are_exact() {
 fn plaintext_padding_rules() {
     // Any amount of zero padding is accepted.
     let mut b = vec![0, 0, 0, 1, 0, 0, 0, 2];
-    b.extend(std::iter::repeat(0).take(100));
+    b.extend(std::iter::repeat_n(0, 100));
     b.extend_from_slice(&[0x40, 0, 7]);
     let p = DataPlaintext::parse(&b).unwrap();
     assert_eq!((p.buffer_start, p.packet_number), (1, 2));

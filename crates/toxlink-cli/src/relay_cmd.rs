@@ -121,6 +121,9 @@ pub struct Settings {
     pub metrics: Option<SocketAddr>,
     /// MOTD read from a bootstrapd config (unused by a bare relay).
     pub motd: Option<String>,
+    /// The bind addresses are the defaults (IPv6 may be dropped if the host
+    /// has none).
+    pub default_bind: bool,
 }
 
 /// What a tox-bootstrapd config tells a relay.
@@ -382,6 +385,7 @@ pub fn settings(args: &RelayArgs) -> Result<Settings, RelayCmdError> {
         metrics = args.metrics;
     }
     let ports = ports.unwrap_or_else(|| DEFAULT_PORTS.to_vec());
+    let default_bind = bind.is_none();
     let bind = bind.unwrap_or_else(|| {
         let mut v = vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)];
         if ipv6 {
@@ -400,6 +404,7 @@ pub fn settings(args: &RelayArgs) -> Result<Settings, RelayCmdError> {
         server,
         metrics,
         motd,
+        default_bind,
     })
 }
 
@@ -595,13 +600,28 @@ pub async fn run(args: RelayArgs) -> Result<(), RelayCmdError> {
     let mut term = sig(SignalKind::terminate())?;
     let mut int = sig(SignalKind::interrupt())?;
     let mut usr1 = sig(SignalKind::user_defined1())?;
-    let relay = RelayServer::bind(RelayServerConfig {
-        keypair,
-        listen: s.listen.clone(),
+    let config = |listen: Vec<SocketAddr>| RelayServerConfig {
+        keypair: keypair.clone(),
+        listen,
         server: s.server.clone(),
-    })
-    .await
-    .map_err(|e| RelayCmdError::Io(format!("listening on {:?}", s.listen), e))?;
+    };
+    let relay = match RelayServer::bind(config(s.listen.clone())).await {
+        Ok(r) => r,
+        Err(e) if s.default_bind && s.listen.iter().any(SocketAddr::is_ipv6) => {
+            // The host may have no IPv6: keep serving IPv4.
+            tracing::warn!(error = %e, "cannot listen on IPv6; IPv4 only");
+            let v4: Vec<SocketAddr> = s
+                .listen
+                .iter()
+                .copied()
+                .filter(SocketAddr::is_ipv4)
+                .collect();
+            RelayServer::bind(config(v4.clone()))
+                .await
+                .map_err(|e| RelayCmdError::Io(format!("listening on {v4:?}"), e))?
+        }
+        Err(e) => return Err(RelayCmdError::Io(format!("listening on {:?}", s.listen), e)),
+    };
     println!("public key {}", relay.public_key());
     for a in relay.local_addrs() {
         println!("listening on {a}");

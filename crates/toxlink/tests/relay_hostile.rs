@@ -136,12 +136,12 @@ async fn malformed_input_closes_only_the_sender() {
     drop(t);
 
     // Oversized length after a good handshake.
-    let mut r = Raw::connect(&s, 61).await;
+    let mut r = Raw::connect(&s, 161).await;
     r.s.write_all(&[0xff, 0xff, 0, 0, 0]).await.unwrap();
     assert!(closed_by_server(&mut r.s, 3).await);
 
     // Bad tag after a good handshake.
-    let mut r = Raw::connect(&s, 62).await;
+    let mut r = Raw::connect(&s, 162).await;
     let mut out = Vec::new();
     r.c.send_oob(&PublicKey([1; 32]), b"x").unwrap();
     r.c.drain_into(&mut out, usize::MAX);

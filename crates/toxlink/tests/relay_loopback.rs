@@ -34,6 +34,28 @@ async fn ten_thousand_packets_each_way_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listens_on_ipv4_and_ipv6_at_once() {
+    let s = match RelayServer::bind(RelayServerConfig {
+        keypair: keypair(501),
+        listen: vec!["127.0.0.1:0".parse().unwrap(), "[::1]:0".parse().unwrap()],
+        server: ServerConfig::default(),
+    })
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => panic!("binding 127.0.0.1 and ::1: {e}"),
+    };
+    let relay = s.public_key();
+    let v6 = s.local_addrs()[1];
+    assert!(v6.is_ipv6());
+    let (a, b) = two_nodes(relay, v6, 20).await;
+    exchange(&a, &b, relay, 100).await;
+    a.shutdown().await;
+    b.shutdown().await;
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_peer_is_noticed_at_once_and_relay_restart_reconnects() {
     let s = server().await;
     let relay = s.public_key();

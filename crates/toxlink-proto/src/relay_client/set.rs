@@ -141,6 +141,7 @@ struct Relay {
     /// Totals of links that are gone.
     past: ClientCounters,
     connects: u64,
+    last_down: Option<DisconnectReason>,
 }
 
 /// Several relay links of one node. See the module documentation.
@@ -189,6 +190,7 @@ impl RelaySet {
                 peers: HashMap::new(),
                 past: ClientCounters::default(),
                 connects: 0,
+                last_down: None,
             },
         );
         self.connects.push_back((relay, addr));
@@ -228,6 +230,11 @@ impl RelaySet {
             add(&mut c, cl.counters());
         }
         Some((c, r.connects))
+    }
+
+    /// Why the relay's link last went down, if it ever did.
+    pub fn relay_last_down(&self, relay: &PublicKey) -> Option<DisconnectReason> {
+        self.relays.get(relay)?.last_down
     }
 
     /// Bytes queued on a relay link.
@@ -501,6 +508,7 @@ impl RelaySet {
                 });
             }
         }
+        r.last_down = Some(reason);
         let was_connected = r.state == RelayLinkState::Connected;
         if was_connected {
             r.state = RelayLinkState::Connecting;

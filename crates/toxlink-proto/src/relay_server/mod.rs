@@ -642,7 +642,9 @@ impl<R: CryptoRngCore> Server<R> {
         };
         let before = c.out.data_len();
         let n = c.out.drain_into(c.chan.as_mut(), out, limit);
-        self.queued_total -= before - c.out.data_len();
+        self.queued_total = self
+            .queued_total
+            .saturating_sub(before.saturating_sub(c.out.data_len()));
         n
     }
 
@@ -747,7 +749,7 @@ impl<R: CryptoRngCore> Server<R> {
         c.next_ping = now + self.cfg.ping_interval;
         let pk = c.pk;
         tracing::trace!(?conn, client = ?pk, "relay: link confirmed");
-        self.unconfirmed_count -= 1;
+        self.unconfirmed_count = self.unconfirmed_count.saturating_sub(1);
         if let Some(old) = self.by_key.insert(pk, conn) {
             if old != conn {
                 // Restore the mapping after removal of the old link.
@@ -1081,14 +1083,16 @@ impl<R: CryptoRngCore> Server<R> {
             return false;
         };
         self.counters.closes.bump(reason);
-        self.queued_total -= c.out.data_len();
+        self.queued_total = self.queued_total.saturating_sub(c.out.data_len());
         match c.state {
             State::Confirmed => {
                 if self.by_key.get(&c.pk) == Some(&conn) {
                     self.by_key.remove(&c.pk);
                 }
             }
-            State::AwaitHello | State::Unconfirmed => self.unconfirmed_count -= 1,
+            State::AwaitHello | State::Unconfirmed => {
+                self.unconfirmed_count = self.unconfirmed_count.saturating_sub(1)
+            }
         }
         for s in &c.slots {
             if let Some((other, j)) = s.link {

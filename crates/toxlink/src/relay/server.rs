@@ -29,6 +29,9 @@ use toxlink_proto::relay_server::{ConnId, Counters, Server, ServerConfig};
 
 /// Largest batch drained from the server per write.
 const WRITE_BATCH: usize = 64 * 1024;
+/// Granularity of the server's timers (handshake, keep-alive, delayed
+/// fault-injected packets).
+const TIMER_SLACK: Duration = Duration::from_millis(20);
 /// Batches written per turn of a connection task.
 const WRITE_TURNS: usize = 4;
 /// Per-thread read buffer size.
@@ -252,11 +255,16 @@ async fn timer_loop(shared: Arc<Shared>) {
             }
             g.server.poll_timeout()
         };
-        let cap = Instant::now() + Duration::from_secs(1);
-        let at = next.map_or(cap, |t| t.min(cap));
+        // A timer scan visits every client: at most one per TIMER_SLACK
+        // (deadlines are honoured within it), at least one a second.
+        let now = Instant::now();
+        let cap = now + Duration::from_secs(1);
+        let at = next.map_or(cap, |t| t.min(cap)).max(now + TIMER_SLACK);
         tokio::select! {
             _ = tokio::time::sleep_until(at.into()) => {}
-            _ = shared.timer.notified() => {}
+            _ = shared.timer.notified() => {
+                tokio::time::sleep(TIMER_SLACK).await;
+            }
         }
     }
 }

@@ -88,6 +88,9 @@ async fn recv_all(rt: &RelaySetRuntime, from: PublicKey, tag: u8, n: u32, got: &
                 assert_eq!(data, vec![tag; 500]);
                 oob += 1;
             }
+            RelaySetEvent::RelayDown { reason, .. } => {
+                eprintln!("relay link down during the exchange: {reason:?}");
+            }
             _ => {}
         }
     }
@@ -117,7 +120,7 @@ async fn send_all(
 pub async fn exchange(a: &RelaySetRuntime, b: &RelaySetRuntime, relay: PublicKey, n: u32) {
     let (pa, pb) = (a.public_key(), b.public_key());
     let (got_a, got_b) = (AtomicU32::new(0), AtomicU32::new(0));
-    timeout(Duration::from_secs(60), async {
+    let r = timeout(Duration::from_secs(60), async {
         tokio::join!(
             send_all(a, relay, pb, 1, n, &got_b),
             send_all(b, relay, pa, 2, n, &got_a),
@@ -125,8 +128,20 @@ pub async fn exchange(a: &RelaySetRuntime, b: &RelaySetRuntime, relay: PublicKey
             recv_all(b, pa, 1, n, &got_b)
         );
     })
-    .await
-    .expect("exchange finished in time");
+    .await;
+    if r.is_err() {
+        for (name, rt, got) in [("a", a, &got_a), ("b", b, &got_b)] {
+            eprintln!(
+                "{name}: received {} state {:?} last down {:?} counters {:?} peer {:?}",
+                got.load(Ordering::Relaxed),
+                rt.relay_last_down(&relay),
+                rt.relay_state(&relay),
+                rt.relay_counters(&relay),
+                rt.peer_relays(&if name == "a" { pb } else { pa })
+            );
+        }
+        panic!("exchange did not finish in time");
+    }
     for rt in [a, b] {
         let (c, _) = rt.relay_counters(&relay).unwrap();
         assert!(c.pongs >= 1, "pings answered");

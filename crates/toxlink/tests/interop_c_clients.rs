@@ -19,23 +19,30 @@
 //! does not run the onion (it ignores ONION_REQUEST, PROTOCOL.md §2.5), so
 //! without tox-bootstrapd the peers never find each other.
 //!
-//! Why the toxlink relay is added first: a peer ties to a friend the relays
-//! named in the friend's DHT-PK announcement (PROTOCOL.md §7.2) and, when it
-//! accepts an incoming handshake that came as OOB (§3), the relay that
-//! handshake came through. When the connection is set up before a peer got
-//! the announcement, that peer ties only the relay of the first handshake it
-//! processes; c-toxcore polls its relay links in the order they were added.
-//! With the toxlink relay added second, in 2 of 7 runs one side never asked
-//! the toxlink relay for a route (the relay logged the other side's routing
-//! request, OOB cookie request, cookie response and handshake, then nothing
-//! from that side), so after tox-bootstrapd stopped, the packets went as OOB
-//! to a peer that dropped them. Added first, a route formed in every run.
+//! Why a set-up may be retried: a peer ties to a friend the relays named in
+//! the friend's DHT-PK announcement (PROTOCOL.md §7.2) and, when it accepts
+//! an incoming handshake that came as OOB (§3), the relay that handshake came
+//! through. When the connection is set up before a peer got the
+//! announcement, that peer ties only the relay of the first handshake it
+//! processed. Then it never asks the toxlink relay for a route (the relay's
+//! trace log shows the other side's routing request, OOB cookie request,
+//! the cookie response and the OOB handshake, then nothing from that side),
+//! and once tox-bootstrapd is gone the other side's packets reach it as OOB,
+//! which c-toxcore drops (no message arrived within 20 s in such a run).
+//! This is c-toxcore's choice, not something the relay can answer. Observed:
+//! with the toxlink relay added second, 2 of 7 set-ups had no route on it;
+//! added first (c-toxcore polls its relay links in the order they were
+//! added), 1 of 14. The test therefore adds it first and, if c-toxcore
+//! connected without routing on it, starts over with fresh processes (at most
+//! 3 attempts within 100 s; the attempts are printed). Everything after the
+//! set-up is checked strictly.
 //!
 //! Set-up time varies: usually about 9 s, but in about 1 of 4 runs 40–70 s,
 //! because c-toxcore also sends onion requests through the toxlink relay,
 //! which drops them (counted as `drop_onion`), and must wait for those paths
 //! to time out. The connect bound is therefore generous.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use toxlink::relay::{RelayServer, RelayServerConfig, RelayServerHandle};
 use toxlink_interop::harness::{harness_available, ConnEvent, MAX_CUSTOM_PACKET_SIZE};
@@ -45,6 +52,12 @@ use toxlink_proto::relay_server::{Counters, ServerConfig};
 
 /// Bound on befriend → both connected (see the module notes).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(90);
+/// Bound on all set-up attempts together.
+const SETUP_BUDGET: Duration = Duration::from_secs(100);
+/// Set-up attempts at most.
+const MAX_ATTEMPTS: u32 = 3;
+/// How long after connecting a route on the toxlink relay may take.
+const ROUTE_WAIT: Duration = Duration::from_secs(5);
 /// Bound on each wait during the exchange.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on waiting for relay counters to reach a value.
@@ -100,6 +113,84 @@ fn conn_events(h: &mut Harness, friend: u32) -> Vec<ConnEvent> {
         .collect()
 }
 
+/// A usable set-up: both peers connected over TCP relays and routed to each
+/// other on the toxlink relay.
+struct Setup {
+    bsd: Bootstrapd,
+    a: Harness,
+    b: Harness,
+    /// b's friend number at a.
+    af: u32,
+    /// a's friend number at b.
+    bf: u32,
+}
+
+/// One set-up attempt with fresh processes (see the module notes). `Err`
+/// (with the reason) when c-toxcore did not route on the toxlink relay;
+/// panics on anything else, including not connecting within `left`.
+fn set_up(
+    relay: &RelayServerHandle,
+    relay_addr: SocketAddr,
+    relay_pk: &[u8; 32],
+    left: Duration,
+) -> Result<Setup, String> {
+    // Links of an earlier attempt are gone first (their processes exited).
+    wait_counters(relay, "no clients", |c| c.clients == 0);
+    let c0 = relay.counters();
+    let bsd = Bootstrapd::start().expect("tox-bootstrapd starts");
+    let o = HarnessOptions::new().no_udp();
+    let mut a = Harness::start(&o.clone().name("a")).expect("harness a");
+    let mut b = Harness::start(&o.name("b")).expect("harness b");
+    for h in [&mut a, &mut b] {
+        h.add_tcp_relay(relay_addr, relay_pk)
+            .expect("RELAY toxlink");
+        h.bootstrap(bsd.udp_addr(), &bsd.public_key())
+            .expect("BOOTSTRAP");
+        h.add_tcp_relay(bsd.tcp_addr(), &bsd.public_key())
+            .expect("RELAY tox-bootstrapd");
+    }
+
+    // Handshakes: both c-toxcore nodes completed the relay handshake and
+    // confirmed their links (§2.2) right after RELAY.
+    let c = wait_counters(relay, "2 confirmed links", |c| c.confirmed >= 2);
+    assert_eq!(
+        (c.accepted - c0.accepted, c.handshakes - c0.handshakes),
+        (2, 2),
+        "{c:?}"
+    );
+
+    let t0 = Instant::now();
+    let af = a.add_friend(&b.public_key()).expect("a adds b");
+    let bf = b.add_friend(&a.public_key()).expect("b adds a");
+    let timeout = left.min(CONNECT_TIMEOUT);
+    let ea = a
+        .wait_connected_event(af, timeout)
+        .expect("a sees b connected");
+    let eb = b
+        .wait_connected_event(bf, timeout)
+        .expect("b sees a connected");
+    assert_eq!((ea.kind, eb.kind), (ConnKind::Tcp, ConnKind::Tcp));
+    println!(
+        "c-toxcore peers connected over TCP relays {:.2} s after befriending",
+        t0.elapsed().as_secs_f64()
+    );
+
+    // Routing: both asked the toxlink relay for each other (§2.5). c-toxcore
+    // asks right when it connects, or not at all.
+    let until = Instant::now() + ROUTE_WAIT;
+    while relay.counters().routes == 0 {
+        if Instant::now() >= until {
+            return Err(format!(
+                "connected, but no route on the toxlink relay: {:?}",
+                relay.counters()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(relay.counters().routes, 1);
+    Ok(Setup { bsd, a, b, af, bf })
+}
+
 #[test]
 fn c_toxcore_clients_through_the_toxlink_relay() {
     let _ = tracing_subscriber::fmt()
@@ -136,48 +227,36 @@ fn c_toxcore_clients_through_the_toxlink_relay() {
     let relay_addr = relay.local_addrs()[0];
     let relay_pk = relay.public_key().0;
 
-    let bsd = Bootstrapd::start().expect("tox-bootstrapd starts");
-    let o = HarnessOptions::new().no_udp();
-    let mut a = Harness::start(&o.clone().name("a")).expect("harness a");
-    let mut b = Harness::start(&o.name("b")).expect("harness b");
-    for h in [&mut a, &mut b] {
-        h.add_tcp_relay(relay_addr, &relay_pk)
-            .expect("RELAY toxlink");
-        h.bootstrap(bsd.udp_addr(), &bsd.public_key())
-            .expect("BOOTSTRAP");
-        h.add_tcp_relay(bsd.tcp_addr(), &bsd.public_key())
-            .expect("RELAY tox-bootstrapd");
-    }
-
-    // Handshakes: both c-toxcore nodes completed the relay handshake and
-    // confirmed their links (§2.2) right after RELAY.
-    let c = wait_counters(&relay, "2 confirmed links", |c| c.confirmed >= 2);
-    assert_eq!((c.accepted, c.handshakes), (2, 2), "{c:?}");
-
-    let t0 = Instant::now();
-    let af = a.add_friend(&b.public_key()).expect("a adds b");
-    let bf = b.add_friend(&a.public_key()).expect("b adds a");
-    let ea = a
-        .wait_connected_event(af, CONNECT_TIMEOUT)
-        .expect("a sees b connected");
-    let eb = b
-        .wait_connected_event(bf, CONNECT_TIMEOUT)
-        .expect("b sees a connected");
-    assert_eq!((ea.kind, eb.kind), (ConnKind::Tcp, ConnKind::Tcp));
-    println!(
-        "c-toxcore peers connected over TCP relays {:.2} s after befriending",
-        t0.elapsed().as_secs_f64()
-    );
-
-    // Routing: both asked the toxlink relay for each other (§2.5).
-    let c = wait_counters(&relay, "a route between the peers", |c| c.routes >= 1);
-    assert_eq!(c.routes, 1, "{c:?}");
+    let mut attempts = 0;
+    let deadline = Instant::now() + SETUP_BUDGET;
+    let Setup {
+        bsd,
+        mut a,
+        mut b,
+        af,
+        bf,
+    } = loop {
+        attempts += 1;
+        let left = deadline.saturating_duration_since(Instant::now());
+        match set_up(&relay, relay_addr, &relay_pk, left) {
+            Ok(s) => break s,
+            Err(why) => {
+                println!("set-up attempt {attempts}: {why}");
+                assert!(
+                    attempts < MAX_ATTEMPTS && Instant::now() < deadline,
+                    "no usable set-up in {attempts} attempts: {why}"
+                );
+            }
+        }
+    };
+    println!("set-up attempts: {attempts}");
     // Keep-alive: our PINGs got matching PONGs on both links (§2.5, §2.6);
     // c-toxcore's own PINGs got our PONGs, and no link was closed.
-    let c = wait_counters(&relay, "4 matching PONGs", |c| c.pongs_received >= 4);
+    let p0 = relay.counters().pongs_received;
+    let c = wait_counters(&relay, "4 matching PONGs", |c| c.pongs_received >= p0 + 4);
     assert!(c.pings_sent >= c.pongs_received, "{c:?}");
     assert!(c.pongs_sent >= 2, "c-toxcore pings at confirmation: {c:?}");
-    assert_eq!(c.closes, Default::default(), "no link closed: {c:?}");
+    assert_eq!(c.closes.ping_timeout, 0, "{c:?}");
     assert_eq!(c.confirmed, 2, "{c:?}");
     println!("toxlink relay before stopping tox-bootstrapd: {c:?}");
 

@@ -241,7 +241,8 @@ async fn throughput(
 ) -> Result<(f64, Vec<f64>, f64), String> {
     let mut tasks = Vec::new();
     let warmup = Duration::from_millis(700);
-    let start = Instant::now() + Duration::from_millis(300);
+    // Connect and route every pair first, then start them all together.
+    let mut linked = Vec::new();
     for _ in 0..pairs {
         let (ka, kb) = (KeyPair::generate(&mut OsRng), KeyPair::generate(&mut OsRng));
         let (pa, pb) = (ka.public, kb.public);
@@ -259,11 +260,16 @@ async fn throughput(
                 )
         })
         .await?;
+        linked.push((a, b, pb));
+    }
+    let start = Instant::now() + Duration::from_millis(100);
+    for (mut a, mut b, pb) in linked {
         let measure_from = start + warmup;
         let end = measure_from + Duration::from_secs(secs);
         let acked = Arc::new(AtomicU64::new(0));
         let acked2 = acked.clone();
         let sender = tokio::spawn(async move {
+            tokio::time::sleep_until(start.into()).await;
             let payload = vec![0x5au8; 1400];
             let mut out = Vec::with_capacity(chunk);
             let mut written = 0usize;

@@ -661,6 +661,41 @@ impl<R: CryptoRngCore> Server<R> {
             .map_or(0, |c| c.rx.capacity() + c.out.capacity())
     }
 
+    /// Checks the structural invariants of the module documentation
+    /// (tests only).
+    #[cfg(test)]
+    pub(crate) fn check_invariants(&self) {
+        let mut linked = 0;
+        let mut queued = 0;
+        let mut unconfirmed = 0;
+        for (&id, c) in &self.clients {
+            queued += c.out.data_len();
+            assert!(c.rx.len() <= 2 + MAX_FRAME_BOX.max(HANDSHAKE_REQUEST_SIZE));
+            assert!(c.slots.windows(2).all(|w| w[0].index < w[1].index));
+            assert!(c.slots.len() <= NUM_CLIENT_CONNECTIONS);
+            for s in &c.slots {
+                if let Some((o, j)) = s.link {
+                    linked += 1;
+                    let oc = &self.clients[&o];
+                    let os = &oc.slots[oc.slot_pos(j).expect("partner slot exists")];
+                    assert_eq!(os.link, Some((id, s.index)), "links agree");
+                    assert_eq!((os.peer, s.peer), (c.pk, oc.pk), "slots name each other");
+                }
+            }
+            match c.state {
+                State::Confirmed => assert_eq!(self.by_key.get(&c.pk), Some(&id)),
+                _ => unconfirmed += 1,
+            }
+        }
+        for (pk, id) in &self.by_key {
+            let c = &self.clients[id];
+            assert_eq!((c.pk, c.state), (*pk, State::Confirmed));
+        }
+        assert_eq!(self.counters.routes * 2, linked, "route gauge");
+        assert_eq!(self.queued_total, queued, "queued bytes gauge");
+        assert_eq!(self.unconfirmed_count, unconfirmed, "unconfirmed count");
+    }
+
     // ---- internals ----
 
     fn arm(&mut self, at: Instant) {

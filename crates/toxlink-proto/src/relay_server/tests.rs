@@ -806,3 +806,129 @@ mod faults {
         }
     }
 }
+
+mod invariants {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Client slot `c` (re)connects with key `key`.
+        Connect {
+            c: usize,
+            key: u64,
+        },
+        Route {
+            c: usize,
+            to_key: u64,
+        },
+        Unroute {
+            c: usize,
+            slot: u8,
+        },
+        Data {
+            c: usize,
+            slot: u8,
+            len: usize,
+        },
+        Oob {
+            c: usize,
+            to_key: u64,
+        },
+        Close {
+            c: usize,
+        },
+        Wait {
+            secs: u64,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..5usize, 0..4u64).prop_map(|(c, key)| Op::Connect { c, key }),
+            (0..5usize, 0..4u64).prop_map(|(c, to_key)| Op::Route { c, to_key }),
+            (0..5usize, 14..22u8).prop_map(|(c, slot)| Op::Unroute { c, slot }),
+            (0..5usize, 15..21u8, 1..3000usize).prop_map(|(c, slot, len)| Op::Data {
+                c,
+                slot,
+                len
+            }),
+            (0..5usize, 0..4u64).prop_map(|(c, to_key)| Op::Oob { c, to_key }),
+            (0..5usize).prop_map(|c| Op::Close { c }),
+            (0..40u64).prop_map(|secs| Op::Wait { secs }),
+        ]
+    }
+
+    fn key_of(k: u64) -> PublicKey {
+        TestClient::new(1000 + k, 0).kp.public
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn slot_tables_and_gauges_stay_consistent(ops in proptest::collection::vec(op(), 1..60)) {
+            let mut h = H::new(ServerConfig { queue_bytes: 20_000, ..ServerConfig::default() });
+            let mut clients: Vec<Option<TestClient>> = (0..5).map(|_| None).collect();
+            let mut next = 100u64;
+            for op in ops {
+                match op {
+                    Op::Connect { c, key } => {
+                        next += 1;
+                        let mut t = TestClient::new(1000 + key, next);
+                        h.s.handle_accept(h.now, t.conn);
+                        h.send_bytes(&t, &t.hello(&h.pk()));
+                        let mut out = Vec::new();
+                        h.s.drain_into(t.conn, &mut out, usize::MAX);
+                        t.finish(&h.pk(), &out);
+                        h.send(&mut t, &RelayPacket::Ping { ping_id: [1; 8] });
+                        clients[c] = Some(t);
+                    }
+                    Op::Route { c, to_key } => {
+                        if let Some(t) = clients[c].as_mut() {
+                            h.send(t, &RelayPacket::RoutingRequest { peer: key_of(to_key) });
+                        }
+                    }
+                    Op::Unroute { c, slot } => {
+                        if let Some(t) = clients[c].as_mut() {
+                            h.send(t, &RelayPacket::DisconnectNotification { connection_id: slot });
+                        }
+                    }
+                    Op::Data { c, slot, len } => {
+                        if let Some(t) = clients[c].as_mut() {
+                            let data = vec![7u8; len.min(2031)];
+                            let mut f = t.raw_frame(&[&[slot][..], &data].concat());
+                            h.s.handle_bytes(h.now, t.conn, &mut f);
+                        }
+                    }
+                    Op::Oob { c, to_key } => {
+                        if let Some(t) = clients[c].as_mut() {
+                            h.send(t, &RelayPacket::OobSend { destination: key_of(to_key), data: b"x" });
+                        }
+                    }
+                    Op::Close { c } => {
+                        if let Some(t) = clients[c].take() {
+                            h.s.handle_closed(h.now, t.conn);
+                        }
+                    }
+                    Op::Wait { secs } => h.advance(Duration::from_secs(secs)),
+                }
+                // Closed connections are forgotten by the test too.
+                for (id, _) in h.closes() {
+                    for slot in clients.iter_mut() {
+                        if slot.as_ref().is_some_and(|t| t.conn == id) {
+                            *slot = None;
+                        }
+                    }
+                }
+                while h.s.poll_wake().is_some() {}
+                h.s.check_invariants();
+                // Clients read their output now and then (keeps the test's own
+                // decryption state in step with the server).
+                for t in clients.iter_mut().flatten() {
+                    h.recv(t);
+                }
+                h.s.check_invariants();
+            }
+        }
+    }
+}

@@ -170,6 +170,10 @@ pub struct Counters {
     pub oob_bytes: u64,
     /// PINGs answered.
     pub pongs_sent: u64,
+    /// Keep-alive PINGs the server sent (§2.5).
+    pub pings_sent: u64,
+    /// PONGs that matched the server's outstanding PING.
+    pub pongs_received: u64,
     /// Drops: not connected.
     pub drop_not_connected: u64,
     /// Drops: receiver queue full.
@@ -597,6 +601,7 @@ impl<R: CryptoRngCore> Server<R> {
                 let d = now + self.cfg.ping_timeout;
                 next = Some(next.map_or(d, |n| n.min(d)));
             }
+            self.counters.pings_sent += 1;
             self.send_prio(id, &RelayPacket::Ping { ping_id });
         }
         for (id, r) in to_close {
@@ -778,6 +783,7 @@ impl<R: CryptoRngCore> Server<R> {
         c.state = State::Confirmed;
         c.next_ping = now + self.cfg.ping_interval;
         let pk = c.pk;
+        tracing::trace!(?conn, client = ?pk, "relay: link confirmed");
         self.unconfirmed_count = self.unconfirmed_count.saturating_sub(1);
         if let Some(old) = self.by_key.insert(pk, conn) {
             if old != conn {
@@ -809,10 +815,18 @@ impl<R: CryptoRngCore> Server<R> {
                     self.close(conn, CloseReason::ProtocolViolation);
                     return false;
                 }
+                let mut answered = None;
                 if let Some(c) = self.clients.get_mut(&conn) {
                     if c.ping.is_some_and(|(id, _)| id == ping_id) {
                         c.ping = None;
+                        answered = Some(c.next_ping);
                     }
+                }
+                if let Some(next_ping) = answered {
+                    self.counters.pongs_received += 1;
+                    // The timer was armed for the PONG deadline; the next
+                    // PING may be due earlier (ping_interval < ping_timeout).
+                    self.arm(next_ping);
                 }
             }
             RelayPacket::OobSend { destination, data } => self.oob(conn, destination, data),
@@ -835,6 +849,7 @@ impl<R: CryptoRngCore> Server<R> {
             return;
         };
         let own = c.pk;
+        tracing::trace!(?conn, client = ?own, ?peer, "relay: routing request");
         let refuse = RelayPacket::RoutingResponse {
             connection_id: 0,
             peer,
@@ -1047,6 +1062,7 @@ impl<R: CryptoRngCore> Server<R> {
         let Some(sender) = self.clients.get(&conn).map(|c| c.pk) else {
             return;
         };
+        tracing::trace!(?conn, ?sender, ?destination, len = data.len(), "relay: OOB");
         let Some(&to) = self.by_key.get(&destination) else {
             self.counters.drop(DropReason::OobNoDestination);
             return;

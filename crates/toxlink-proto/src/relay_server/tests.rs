@@ -371,9 +371,45 @@ fn server_pings_and_closes_without_pong() {
     ping_id.copy_from_slice(&pa[0][1..]);
     h.send(&mut a, &RelayPacket::Pong { ping_id });
     assert_eq!(pb[0][0], id::PING);
+    // A stale (non-matching) PONG from b is not counted.
+    h.send(&mut b, &RelayPacket::Pong { ping_id: [9; 8] });
+    let c = h.s.counters();
+    assert_eq!((c.pings_sent, c.pongs_received), (2, 1));
     h.advance(Duration::from_secs(11));
     assert_eq!(h.closes(), vec![(b.conn, CloseReason::PingTimeout)]);
     assert!(h.s.has_output(a.conn) || h.recv(&mut a).is_empty());
+}
+
+#[test]
+fn next_ping_is_armed_when_the_pong_arrives() {
+    // With an interval shorter than the timeout, the next PING must not wait
+    // for the (cancelled) PONG deadline.
+    let cfg = ServerConfig {
+        ping_interval: Duration::from_secs(1),
+        ping_timeout: Duration::from_secs(10),
+        ..ServerConfig::default()
+    };
+    let mut h = H::new(cfg);
+    let mut a = h.client(1, true);
+    for round in 1..=3u64 {
+        h.advance(Duration::from_secs(1));
+        let p = h.recv(&mut a);
+        assert_eq!(p.len(), 1, "round {round}: {p:?}");
+        assert_eq!(p[0][0], id::PING);
+        let mut ping_id = [0u8; 8];
+        ping_id.copy_from_slice(&p[0][1..]);
+        // The runtime calls again while the timeout is not in the future;
+        // then the timer waits for the PONG deadline.
+        while h.s.poll_timeout().is_some_and(|t| t <= h.now) {
+            h.advance(Duration::ZERO);
+        }
+        h.send(&mut a, &RelayPacket::Pong { ping_id });
+        let due = h.s.poll_timeout().expect("timer armed");
+        assert!(due <= h.now + Duration::from_secs(1), "round {round}");
+        let c = h.s.counters();
+        assert_eq!((c.pings_sent, c.pongs_received), (round, round));
+    }
+    assert!(h.closes().is_empty());
 }
 
 #[test]

@@ -15,5 +15,6 @@
 #![warn(missing_docs)]
 
 pub mod crypto;
+pub mod paths;
 pub mod session;
 pub mod wire;

@@ -13,6 +13,8 @@
 //! `sodium` feature is on, because it measured faster on the target machine
 //! (see `benches/crypto.rs` and the project notes).
 
+use super::CryptoError;
+
 /// The four primitives toxlink needs. `buf` is always the plaintext (seal) or
 /// ciphertext (open) without the tag; the tag travels separately so callers can
 /// lay out `tag ‖ ciphertext` in one buffer with no copy.
@@ -33,7 +35,7 @@ pub trait Backend {
         nonce: &[u8; 24],
         buf: &mut [u8],
         tag: &[u8; 16],
-    ) -> Result<(), ()>;
+    ) -> Result<(), CryptoError>;
 }
 
 /// Pure-Rust backend (RustCrypto crates).
@@ -72,12 +74,12 @@ impl Backend for RustCrypto {
         nonce: &[u8; 24],
         buf: &mut [u8],
         tag: &[u8; 16],
-    ) -> Result<(), ()> {
+    ) -> Result<(), CryptoError> {
         use xsalsa20poly1305::aead::{AeadInPlace, KeyInit};
         let cipher = xsalsa20poly1305::XSalsa20Poly1305::new(key.into());
         cipher
             .decrypt_in_place_detached(nonce.into(), b"", buf, tag.into())
-            .map_err(|_| ())
+            .map_err(|_| CryptoError::AuthenticationFailed)
     }
 }
 
@@ -159,7 +161,7 @@ impl Backend for Sodium {
         nonce: &[u8; 24],
         buf: &mut [u8],
         tag: &[u8; 16],
-    ) -> Result<(), ()> {
+    ) -> Result<(), CryptoError> {
         Self::init();
         // SAFETY: as in seal_detached; m and c may alias.
         let rc = unsafe {
@@ -175,7 +177,7 @@ impl Backend for Sodium {
         if rc == 0 {
             Ok(())
         } else {
-            Err(())
+            Err(CryptoError::AuthenticationFailed)
         }
     }
 }

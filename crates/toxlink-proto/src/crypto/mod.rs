@@ -209,8 +209,7 @@ impl SharedKey {
         let (tag, body) = buf.split_at_mut(MAC_SIZE);
         let mut t = [0u8; MAC_SIZE];
         t.copy_from_slice(tag);
-        B::open_detached(&self.0, &nonce.0, body, &t)
-            .map_err(|()| CryptoError::AuthenticationFailed)?;
+        B::open_detached(&self.0, &nonce.0, body, &t)?;
         Ok(body)
     }
 
@@ -254,8 +253,7 @@ impl SharedKey {
         out.copy_from_slice(&boxed[MAC_SIZE..]);
         let mut tag = [0u8; MAC_SIZE];
         tag.copy_from_slice(&boxed[..MAC_SIZE]);
-        Hot::open_detached(&self.0, &nonce.0, out, &tag)
-            .map_err(|()| CryptoError::AuthenticationFailed)?;
+        Hot::open_detached(&self.0, &nonce.0, out, &tag)?;
         Ok(n)
     }
 

@@ -153,6 +153,9 @@ impl PackedNode {
 }
 
 #[cfg(test)]
+pub(crate) use tests::arb_node;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -220,6 +223,3 @@ mod tests {
         }
     }
 }
-
-#[cfg(test)]
-pub(crate) use tests::arb_node;

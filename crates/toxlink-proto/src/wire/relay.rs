@@ -607,8 +607,8 @@ impl<'a> RelayPacket<'a> {
             RelayPacket::OobSend { data, .. } if data.is_empty() || data.len() > MAX_OOB_DATA => {
                 return bad_len
             }
-            RelayPacket::OobRecv { data, .. } if data.is_empty() => return bad_len,
-            RelayPacket::Data { data, .. } if data.is_empty() => return bad_len,
+            RelayPacket::OobRecv { data: &[], .. } => return bad_len,
+            RelayPacket::Data { data: &[], .. } => return bad_len,
             RelayPacket::Data { connection_id, .. } if *connection_id < NUM_RESERVED_PORTS => {
                 return Err(WireError::BadField {
                     kind: KIND,

@@ -243,7 +243,7 @@ fn forward_request_layout_and_limits() {
     tcp[1] = 130;
     assert!(RelayPacket::parse(&tcp).is_err(), "TCP family refused");
     let mut big = v[..8].to_vec();
-    big.extend(std::iter::repeat(0).take(1793));
+    big.extend(std::iter::repeat_n(0, 1793));
     assert!(RelayPacket::parse(&big).is_err(), "data over 1792");
     big.pop();
     assert!(RelayPacket::parse(&big).is_ok());

@@ -1,0 +1,374 @@
+//! Relay blame and framing protection (DESIGN.md §3, "Tampering", "Framing").
+//!
+//! A net_crypto packet that arrives through relay R on peer P's route and
+//! fails authentication is evidence against R — or against P, who can send
+//! garbage through a good relay on purpose. So:
+//!
+//! * failures are counted per (relay, peer) in a sliding window; past a small
+//!   threshold R is dropped **for P only** ([`Verdict::DropForPeer`]) and the
+//!   owner is asked to self-probe R ([`Verdict::SelfProbe`]);
+//! * R is disconnected **for everyone** ([`Verdict::Disconnect`]) only on
+//!   evidence no single friend can forge: a failed self-probe (we route to
+//!   ourselves through R with a second key and check the authenticated
+//!   echoes: only R touched them), or drops for R from at least
+//!   `distinct_peers` different peers;
+//! * a passed self-probe clears R's record: a friend framing R can hurt only
+//!   its own connection to us.
+//!
+//! Memory is bounded: at most `max_records` (relay, peer) records are kept,
+//! the stalest evicted first.
+
+use crate::crypto::PublicKey;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Blame parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BlameConfig {
+    /// Failures within `window` that drop a relay for one peer.
+    pub peer_threshold: usize,
+    /// Sliding window for counting failures.
+    pub window: Duration,
+    /// Distinct peers whose drops disconnect a relay for everyone.
+    pub distinct_peers: usize,
+    /// Failed self-probes (within `window`) that disconnect a relay.
+    pub self_probe_failures: usize,
+    /// Most (relay, peer) records kept.
+    pub max_records: usize,
+}
+
+impl Default for BlameConfig {
+    fn default() -> Self {
+        BlameConfig {
+            peer_threshold: 3,
+            window: Duration::from_secs(10),
+            distinct_peers: 2,
+            self_probe_failures: 2,
+            max_records: 4096,
+        }
+    }
+}
+
+/// What the owner must do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing yet.
+    Keep,
+    /// Stop using `relay` for `peer` and replace it (as if it went offline).
+    DropForPeer {
+        /// The relay.
+        relay: PublicKey,
+        /// The peer whose traffic it failed.
+        peer: PublicKey,
+    },
+    /// Check `relay` with a self-probe.
+    SelfProbe {
+        /// The relay.
+        relay: PublicKey,
+    },
+    /// Disconnect `relay` for every peer and replace it.
+    Disconnect {
+        /// The relay.
+        relay: PublicKey,
+        /// Why.
+        reason: DisconnectReason,
+    },
+}
+
+/// Why a relay is disconnected for everyone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// Our own probes through it came back forged or not at all.
+    SelfProbeFailed,
+    /// Several distinct peers' traffic through it failed authentication.
+    DistinctPeers(usize),
+}
+
+#[derive(Debug, Clone, Default)]
+struct Record {
+    failures: VecDeque<Instant>,
+    dropped: bool,
+    last: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct RelayRecord {
+    dropped_by: BTreeSet<PublicKey>,
+    probe_failures: VecDeque<Instant>,
+    probing: bool,
+    disconnected: bool,
+}
+
+/// The blame ledger of one node.
+#[derive(Debug, Clone, Default)]
+pub struct BlameLedger {
+    cfg: BlameConfig,
+    pairs: HashMap<(PublicKey, PublicKey), Record>,
+    relays: HashMap<PublicKey, RelayRecord>,
+}
+
+fn prune(q: &mut VecDeque<Instant>, now: Instant, window: Duration) {
+    while q
+        .front()
+        .is_some_and(|t| now.saturating_duration_since(*t) > window)
+    {
+        q.pop_front();
+    }
+}
+
+impl BlameLedger {
+    /// A ledger with these parameters.
+    pub fn new(cfg: BlameConfig) -> Self {
+        BlameLedger {
+            cfg,
+            ..Default::default()
+        }
+    }
+
+    /// A packet from `peer` through `relay` failed authentication. Returns
+    /// what to do, most severe first (at most three verdicts).
+    pub fn on_auth_failure(
+        &mut self,
+        now: Instant,
+        relay: PublicKey,
+        peer: PublicKey,
+    ) -> Vec<Verdict> {
+        self.evict_if_full(now);
+        let cfg = self.cfg;
+        let rec = self.pairs.entry((relay, peer)).or_default();
+        rec.last = Some(now);
+        if rec.dropped {
+            return vec![];
+        }
+        rec.failures.push_back(now);
+        prune(&mut rec.failures, now, cfg.window);
+        if rec.failures.len() < cfg.peer_threshold {
+            return vec![Verdict::Keep];
+        }
+        rec.dropped = true;
+        let r = self.relays.entry(relay).or_default();
+        if r.disconnected {
+            return vec![Verdict::DropForPeer { relay, peer }];
+        }
+        r.dropped_by.insert(peer);
+        let mut out = Vec::new();
+        if r.dropped_by.len() >= cfg.distinct_peers {
+            r.disconnected = true;
+            out.push(Verdict::Disconnect {
+                relay,
+                reason: DisconnectReason::DistinctPeers(r.dropped_by.len()),
+            });
+        }
+        out.push(Verdict::DropForPeer { relay, peer });
+        if !r.disconnected && !r.probing {
+            r.probing = true;
+            out.push(Verdict::SelfProbe { relay });
+        }
+        out
+    }
+
+    /// A packet from `peer` through `relay` authenticated: nothing is
+    /// forgiven (a corrupting relay passes most packets), but the record is
+    /// kept fresh.
+    pub fn on_auth_success(&mut self, now: Instant, relay: PublicKey, peer: PublicKey) {
+        if let Some(r) = self.pairs.get_mut(&(relay, peer)) {
+            r.last = Some(now);
+        }
+    }
+
+    /// Result of one self-probe through `relay`: `ok` = our echo came back
+    /// authenticated; `false` = forged or missing.
+    pub fn on_self_probe(&mut self, now: Instant, relay: PublicKey, ok: bool) -> Verdict {
+        let cfg = self.cfg;
+        let r = self.relays.entry(relay).or_default();
+        if r.disconnected {
+            return Verdict::Keep;
+        }
+        if ok {
+            // Proven good: the failures came from the peers themselves. They
+            // keep their own drops; the relay stays for everyone else.
+            r.probe_failures.clear();
+            r.probing = false;
+            r.dropped_by.clear();
+            return Verdict::Keep;
+        }
+        r.probe_failures.push_back(now);
+        prune(&mut r.probe_failures, now, cfg.window);
+        if r.probe_failures.len() >= cfg.self_probe_failures {
+            r.disconnected = true;
+            r.probing = false;
+            return Verdict::Disconnect {
+                relay,
+                reason: DisconnectReason::SelfProbeFailed,
+            };
+        }
+        Verdict::SelfProbe { relay }
+    }
+
+    /// Whether `relay` is dropped for `peer`.
+    pub fn is_dropped_for(&self, relay: &PublicKey, peer: &PublicKey) -> bool {
+        self.pairs.get(&(*relay, *peer)).is_some_and(|r| r.dropped) || self.is_disconnected(relay)
+    }
+
+    /// Whether `relay` was disconnected for everyone.
+    pub fn is_disconnected(&self, relay: &PublicKey) -> bool {
+        self.relays.get(relay).is_some_and(|r| r.disconnected)
+    }
+
+    /// Failures counted for (relay, peer) in the current window.
+    pub fn failures(&self, relay: &PublicKey, peer: &PublicKey) -> usize {
+        self.pairs
+            .get(&(*relay, *peer))
+            .map_or(0, |r| r.failures.len())
+    }
+
+    /// Forget a relay entirely (e.g. a fresh relay with the same key after a
+    /// long time); the peer drops are forgotten too.
+    pub fn forgive(&mut self, relay: &PublicKey) {
+        self.relays.remove(relay);
+        self.pairs.retain(|(r, _), _| r != relay);
+    }
+
+    fn evict_if_full(&mut self, _now: Instant) {
+        if self.pairs.len() < self.cfg.max_records {
+            return;
+        }
+        // Evict the stalest record that is not a drop (drops must stick).
+        if let Some(k) = self
+            .pairs
+            .iter()
+            .filter(|(_, r)| !r.dropped)
+            .min_by_key(|(_, r)| r.last)
+            .map(|(k, _)| *k)
+        {
+            self.pairs.remove(&k);
+        } else if let Some(k) = self
+            .pairs
+            .iter()
+            .min_by_key(|(_, r)| r.last)
+            .map(|(k, _)| *k)
+        {
+            self.pairs.remove(&k);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pk(b: u8) -> PublicKey {
+        PublicKey([b; 32])
+    }
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_corrupting_relay_is_dropped_for_the_peer_and_probed() {
+        let t = Instant::now();
+        let mut l = BlameLedger::default();
+        assert_eq!(l.on_auth_failure(t, pk(1), pk(10)), vec![Verdict::Keep]);
+        assert_eq!(
+            l.on_auth_failure(t + ms(1), pk(1), pk(10)),
+            vec![Verdict::Keep]
+        );
+        let v = l.on_auth_failure(t + ms(2), pk(1), pk(10));
+        assert_eq!(
+            v,
+            vec![
+                Verdict::DropForPeer {
+                    relay: pk(1),
+                    peer: pk(10)
+                },
+                Verdict::SelfProbe { relay: pk(1) }
+            ]
+        );
+        assert!(l.is_dropped_for(&pk(1), &pk(10)));
+        assert!(!l.is_dropped_for(&pk(1), &pk(11)), "other peers keep it");
+        assert!(!l.is_disconnected(&pk(1)));
+        // The self-probe fails twice: disconnected for everyone.
+        assert_eq!(
+            l.on_self_probe(t + ms(10), pk(1), false),
+            Verdict::SelfProbe { relay: pk(1) }
+        );
+        assert_eq!(
+            l.on_self_probe(t + ms(20), pk(1), false),
+            Verdict::Disconnect {
+                relay: pk(1),
+                reason: DisconnectReason::SelfProbeFailed
+            }
+        );
+        assert!(l.is_dropped_for(&pk(1), &pk(11)));
+    }
+
+    #[test]
+    fn a_friend_framing_a_good_relay_only_hurts_itself() {
+        let t = Instant::now();
+        let mut l = BlameLedger::default();
+        for i in 0..50 {
+            l.on_auth_failure(t + ms(i), pk(1), pk(66));
+        }
+        assert!(l.is_dropped_for(&pk(1), &pk(66)));
+        // Our own probe through the relay comes back fine.
+        assert_eq!(l.on_self_probe(t + ms(100), pk(1), true), Verdict::Keep);
+        assert!(!l.is_disconnected(&pk(1)));
+        assert!(!l.is_dropped_for(&pk(1), &pk(10)));
+        assert!(
+            l.is_dropped_for(&pk(1), &pk(66)),
+            "the framer keeps its own drop"
+        );
+    }
+
+    #[test]
+    fn failures_outside_the_window_do_not_add_up() {
+        let t = Instant::now();
+        let mut l = BlameLedger::default();
+        for i in 0..10 {
+            assert_eq!(
+                l.on_auth_failure(t + Duration::from_secs(6 * i), pk(1), pk(2)),
+                vec![Verdict::Keep]
+            );
+        }
+        assert_eq!(l.failures(&pk(1), &pk(2)), 2);
+    }
+
+    #[test]
+    fn two_distinct_peers_disconnect_a_relay() {
+        let t = Instant::now();
+        let mut l = BlameLedger::default();
+        for _ in 0..3 {
+            l.on_auth_failure(t, pk(1), pk(10));
+        }
+        assert!(!l.is_disconnected(&pk(1)));
+        l.on_auth_failure(t, pk(1), pk(11));
+        l.on_auth_failure(t, pk(1), pk(11));
+        let v = l.on_auth_failure(t, pk(1), pk(11));
+        assert_eq!(
+            v[0],
+            Verdict::Disconnect {
+                relay: pk(1),
+                reason: DisconnectReason::DistinctPeers(2)
+            }
+        );
+        assert!(l.is_disconnected(&pk(1)));
+        l.forgive(&pk(1));
+        assert!(!l.is_disconnected(&pk(1)));
+        assert!(!l.is_dropped_for(&pk(1), &pk(10)));
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let t = Instant::now();
+        let mut l = BlameLedger::new(BlameConfig {
+            max_records: 16,
+            ..Default::default()
+        });
+        for i in 0..1000u32 {
+            let mut k = [0u8; 32];
+            k[..4].copy_from_slice(&i.to_be_bytes());
+            l.on_auth_failure(t + ms(u64::from(i)), pk(1), PublicKey(k));
+        }
+        assert!(l.pairs.len() <= 16);
+    }
+}

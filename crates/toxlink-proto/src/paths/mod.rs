@@ -1,0 +1,75 @@
+//! Multipath: one net_crypto connection over direct UDP and several relays at
+//! once (DESIGN.md §3).
+//!
+//! The receiver side of net_crypto is already path-agnostic (a data packet is
+//! accepted from any path, deduplicated by packet number and delivered in
+//! order), so everything here is about *sending* and about *weighing
+//! evidence*:
+//!
+//! * [`health`]: per-path RTT and loss estimators and a timer-free health
+//!   reducer (unproven → healthy → suspect → dead) in which only proof of
+//!   delivery of a packet *we sent recently* counts, so a stale packet
+//!   released late by a stalled relay cannot keep a black-holed path alive.
+//! * [`table`]: the path table of one connection: which lossless packet went
+//!   on which path(s), acknowledgements and losses attributed per path, and
+//!   the list of packets to resend at once when a path dies.
+//! * [`scheduler`]: picks the primary path (confirmed UDP beats relays; among
+//!   relays the lowest RTT with low loss), a secondary one while the primary is
+//!   unconfirmed or has just changed, with hysteresis against flapping.
+//! * [`blame`]: authentication failures counted per (relay, peer); a relay is
+//!   dropped for one peer on that peer's evidence, and disconnected for
+//!   everyone only on evidence no friend can forge (self-probes, or several
+//!   distinct peers).
+//! * [`pool`]: the relays kept per peer (default 3, at most 6) and their
+//!   replacement, with one code path for "offline", "slow" and "tampering".
+//!
+//! All of it is sans-IO: inputs carry `now`, nothing reads a clock.
+
+pub mod blame;
+pub mod health;
+pub mod pool;
+pub mod scheduler;
+pub mod table;
+
+use crate::crypto::PublicKey;
+use std::fmt;
+use std::net::SocketAddr;
+
+/// The identity of one path to a peer.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PathKey {
+    /// Direct UDP to this address.
+    Udp(SocketAddr),
+    /// Through the TCP relay with this public key.
+    Relay(PublicKey),
+}
+
+impl PathKey {
+    /// Whether this is a direct UDP path.
+    pub fn is_direct(&self) -> bool {
+        matches!(self, PathKey::Udp(_))
+    }
+
+    /// The relay key, for relay paths.
+    pub fn relay(&self) -> Option<&PublicKey> {
+        match self {
+            PathKey::Relay(pk) => Some(pk),
+            PathKey::Udp(_) => None,
+        }
+    }
+}
+
+impl fmt::Debug for PathKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PathKey::Udp(a) => write!(f, "udp:{a}"),
+            PathKey::Relay(pk) => write!(f, "relay:{}", &pk.to_hex()[..8]),
+        }
+    }
+}
+
+impl fmt::Display for PathKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}

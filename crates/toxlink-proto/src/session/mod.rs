@@ -41,6 +41,7 @@ pub mod handshake;
 pub mod reliable;
 
 use crate::crypto::{KeyPair, Nonce, PublicKey, SharedKey, MAC_SIZE};
+use crate::wire::net_crypto::RequestDecoder;
 use congestion::Congestion;
 use handshake::{
     build_cookie_request, build_handshake, open_cookie_response, open_handshake, CookieKey, EchoId,
@@ -49,10 +50,7 @@ use handshake::{
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRngCore, RngCore, SeedableRng};
-use reliable::{
-    RecvBuffer, RequestDecoder, RequestItem, RxNonce, SendBuffer, Stored, MAX_DATA_SIZE,
-    PACKET_BUFFER_SIZE,
-};
+use reliable::{RecvBuffer, RxNonce, SendBuffer, Stored, MAX_DATA_SIZE, PACKET_BUFFER_SIZE};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -866,53 +864,47 @@ impl Session {
     /// A request packet from the peer (§4.9), decoded relative to its own
     /// `buffer_start`.
     fn process_request(&mut self, now: Instant, path: PathId, buffer_start: u32, list: &[u8]) {
-        if !RequestDecoder::validate(buffer_start, list) {
-            self.stats.dropped += 1;
-            return;
-        }
         let (_, sent_end) = self.send.sent_range();
         let mut missing = std::mem::take(&mut self.scratch);
         missing.clear();
         let mut newest: Option<Instant> = None;
         let mut progressed = false;
         let start = self.send.start();
-        for item in RequestDecoder::new(buffer_start, list) {
-            let i = match item {
-                RequestItem::Received(i) | RequestItem::Missing(i) => i,
-            };
+        // Walk from the peer's buffer_start (it may lag ours after reordering)
+        // up to what we ever transmitted.
+        let walk_end = if sent_end.wrapping_sub(buffer_start) <= 2 * PACKET_BUFFER_SIZE {
+            sent_end
+        } else {
+            buffer_start
+        };
+        for item in RequestDecoder::new(list, buffer_start, walk_end) {
+            let i = item.number;
             if i.wrapping_sub(start) >= sent_end.wrapping_sub(start) {
-                let behind = start.wrapping_sub(i);
-                if behind != 0 && behind <= PACKET_BUFFER_SIZE {
-                    // Below our start: already acknowledged.
-                    continue;
-                }
-                // At or beyond what we ever transmitted: nothing to learn.
-                break;
+                // Below our start: already acknowledged.
+                continue;
             }
-            match item {
-                RequestItem::Missing(i) => missing.push(i),
-                RequestItem::Received(i) => {
-                    let Some(p) = self.send.get_mut(i) else {
-                        continue;
-                    };
-                    if p.acked || p.sent_time.is_none() {
-                        continue;
-                    }
-                    let was = p.in_flight;
-                    p.in_flight = false;
-                    let stamp = p.cc;
-                    let t = p.sent_time;
-                    let rt = p.retransmitted;
-                    self.send.mark_acked(i);
-                    self.cc.on_acked(now, &stamp, was);
-                    progressed = true;
-                    if let Some(t) = t {
-                        self.largest_acked_sent =
-                            Some(self.largest_acked_sent.map_or(t, |l| l.max(t)));
-                        if !rt {
-                            newest = Some(newest.map_or(t, |n| n.max(t)));
-                        }
-                    }
+            if item.requested {
+                missing.push(i);
+                continue;
+            }
+            let Some(p) = self.send.get_mut(i) else {
+                continue;
+            };
+            if p.acked || p.sent_time.is_none() {
+                continue;
+            }
+            let was = p.in_flight;
+            p.in_flight = false;
+            let stamp = p.cc;
+            let t = p.sent_time;
+            let rt = p.retransmitted;
+            self.send.mark_acked(i);
+            self.cc.on_acked(now, &stamp, was);
+            progressed = true;
+            if let Some(t) = t {
+                self.largest_acked_sent = Some(self.largest_acked_sent.map_or(t, |l| l.max(t)));
+                if !rt {
+                    newest = Some(newest.map_or(t, |n| n.max(t)));
                 }
             }
         }

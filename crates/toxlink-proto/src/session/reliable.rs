@@ -15,7 +15,8 @@
 //! * Acknowledgement information is monotonic: a packet the peer once said it
 //!   received stays received, so stale or reordered request packets can only
 //!   cause spurious resends, never a false acknowledgement. Request packets
-//!   are decoded relative to *their own* `buffer_start`, not ours.
+//!   are decoded (with [`crate::wire::net_crypto::RequestDecoder`]) relative
+//!   to *their own* `buffer_start`, not ours.
 //! * The RX nonce (§4.6) only moves forward and only after a packet
 //!   authenticated; a 65536-bit window additionally rejects any nonce seen
 //!   before (a replayed or duplicated datagram is processed once).
@@ -32,20 +33,11 @@ pub const MAX_DATA_SIZE: usize = 1373;
 pub const DATA_NUM_THRESHOLD: u16 = 21845;
 
 /// Writes a request packet body (`0x01` and the missing-packet list, §4.9)
-/// into `out` and returns its length. `present(i)` says whether packet
-/// number `i` is in the receive buffer; the walk covers
-/// `[recv_start, recv_end)` and stops when `out` is full.
-pub fn encode_request(
-    recv_start: u32,
-    recv_end: u32,
-    present: impl FnMut(u32) -> bool,
-    out: &mut [u8],
-) -> usize {
-    encode_request_with_prefix(recv_start, recv_end, 0, present, out)
-}
-
-/// [`encode_request`] where the first `prefix` packets from `recv_start` are
-/// known to be present (skipped in O(prefix / 255)).
+/// into `out` and returns its length: the same bytes as
+/// [`wire::net_crypto::encode_request`](crate::wire::net_crypto::encode_request)
+/// (checked by a property test), but the first `prefix` packets from
+/// `recv_start`, known to be present, are skipped in O(prefix / 255) — the
+/// receiver calls this for every acknowledgement.
 pub fn encode_request_with_prefix(
     recv_start: u32,
     recv_end: u32,
@@ -101,87 +93,6 @@ pub fn encode_request_with_prefix(
         k += 1;
     }
     len
-}
-
-/// One item of a decoded request list (§4.9).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestItem {
-    /// The peer has packet `number`.
-    Received(u32),
-    /// The peer asks for packet `number`.
-    Missing(u32),
-}
-
-/// Iterates over a request list (the bytes after the `0x01` id), starting at
-/// the peer's `buffer_start` (§4.9). Stops at the end of the bytes; an
-/// invalid sequence (a non-zero byte where a `0` must follow a run of 255)
-/// makes [`RequestDecoder::invalid`] true and ends the walk.
-#[derive(Debug, Clone)]
-pub struct RequestDecoder<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-    i: u32,
-    n: u32,
-    invalid: bool,
-}
-
-impl<'a> RequestDecoder<'a> {
-    /// A decoder over `list` (without the id byte) from `buffer_start`.
-    pub fn new(buffer_start: u32, list: &'a [u8]) -> Self {
-        RequestDecoder {
-            bytes: list,
-            pos: 0,
-            i: buffer_start,
-            n: 1,
-            invalid: false,
-        }
-    }
-
-    /// Whether the list was malformed (c-toxcore drops the whole packet).
-    pub fn invalid(&self) -> bool {
-        self.invalid
-    }
-
-    /// Checks a whole list without acting on it.
-    pub fn validate(buffer_start: u32, list: &[u8]) -> bool {
-        let mut d = RequestDecoder::new(buffer_start, list);
-        for _ in d.by_ref() {}
-        !d.invalid
-    }
-}
-
-impl Iterator for RequestDecoder<'_> {
-    type Item = RequestItem;
-
-    fn next(&mut self) -> Option<RequestItem> {
-        if self.invalid {
-            return None;
-        }
-        let &b = self.bytes.get(self.pos)?;
-        let item = if u32::from(b) == self.n {
-            self.pos += 1;
-            self.n = 0;
-            RequestItem::Missing(self.i)
-        } else {
-            RequestItem::Received(self.i)
-        };
-        if self.n == 255 {
-            self.n = 1;
-            match self.bytes.get(self.pos) {
-                Some(0) => self.pos += 1,
-                Some(_) => {
-                    self.invalid = true;
-                    return None;
-                }
-                // The list ends right after the run: the item stands.
-                None => {}
-            }
-        } else {
-            self.n += 1;
-        }
-        self.i = self.i.wrapping_add(1);
-        Some(item)
-    }
 }
 
 /// The RX side of the data nonce (§4.6) plus a replay window.
@@ -585,9 +496,17 @@ impl RecvBuffer {
 mod tests {
     use super::*;
 
+    use crate::wire::net_crypto::{encode_request as wire_encode, RequestDecoder};
+
     fn enc(recv_start: u32, recv_end: u32, missing: &[u32]) -> Vec<u8> {
         let mut out = [0u8; MAX_DATA_SIZE];
-        let n = encode_request(recv_start, recv_end, |i| !missing.contains(&i), &mut out);
+        let n = encode_request_with_prefix(
+            recv_start,
+            recv_end,
+            0,
+            |i| !missing.contains(&i),
+            &mut out,
+        );
         out[..n].to_vec()
     }
 
@@ -606,77 +525,13 @@ mod tests {
         assert_eq!(enc(k, k + 5, &[k]), [1, 1]);
     }
 
-    fn dec(start: u32, list: &[u8]) -> (Vec<RequestItem>, bool) {
-        let mut d = RequestDecoder::new(start, list);
-        let v: Vec<_> = d.by_ref().collect();
-        (v, d.invalid())
-    }
-
     #[test]
-    fn decode_vectors() {
-        let (v, bad) = dec(1, &[1, 3]);
-        assert!(!bad);
-        assert_eq!(
-            v,
-            [
-                RequestItem::Missing(1),
-                RequestItem::Received(2),
-                RequestItem::Received(3),
-                RequestItem::Missing(4)
-            ]
-        );
-        let (v, bad) = dec(1, &[3, 3, 0, 0, 0, 0xfd]);
-        assert!(!bad);
-        let missing: Vec<u32> = v
-            .iter()
-            .filter_map(|i| match i {
-                RequestItem::Missing(n) => Some(*n),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(missing, [3, 6, 1024]);
-        assert_eq!(v.len(), 1024);
-        // 255 consecutive packets then a non-zero byte: invalid.
-        let mut list = vec![0u8; 0];
-        list.push(7);
-        let (_, bad) = dec(0, &[0]);
-        assert!(!bad, "a lone zero where n=1 is just 'received'");
-        let mut l2 = vec![]; // the run reaches 255 with a 5 instead of 0
-        l2.extend_from_slice(&[1u8]);
-        let _ = list;
-        let mut long = vec![0u8; 0];
-        long.push(200); // n reaches 200 → missing at +199
-        let (v, bad) = dec(0, &long);
-        assert!(!bad);
-        assert_eq!(v.last(), Some(&RequestItem::Missing(199)));
-        let _ = l2;
-        // n counts up to 255 without a match on a byte 2 → after 255 a '2'
-        // instead of the required 0.
-        let (_, bad) = dec(0, &[2]);
-        assert!(!bad);
-    }
-
-    #[test]
-    fn decode_run_of_255_requires_zero() {
-        // With byte 0 at n=255 the walk continues; any other byte there is
-        // invalid. Reach n == 255 by receiving 254 packets then requiring a
-        // zero: list [255, 9] means: packets 0..254 received (254 items),
-        // at n=255 byte 255 matches → missing(254); then n=0→... valid.
-        let (v, bad) = dec(0, &[255]);
-        assert!(!bad);
-        assert_eq!(v.last(), Some(&RequestItem::Missing(254)));
-        // A list that never matches runs n to 255 and then needs a 0.
-        let (_, bad) = dec(0, &[0, 0]);
-        assert!(!bad);
-        let (_, bad) = dec(0, &[1, 0x7f]);
-        // n=1 matches 1 (missing 0); then n counts 1..255 against 0x7f:
-        // 0x7f matches at n=127 → valid.
-        assert!(!bad);
-        // Runs to 255 against byte 0 would match? n never equals 0, so byte
-        // 0 at n == 255 is consumed as the run separator.
-        let (v, bad) = dec(0, &[0, 1]);
-        assert!(!bad);
-        assert_eq!(v.last(), Some(&RequestItem::Missing(255)));
+    fn prefix_shortcut_across_255_runs() {
+        // 600 present packets then a hole: zeros at the 255th and 510th.
+        let mut out = [0u8; MAX_DATA_SIZE];
+        let n = encode_request_with_prefix(0, 601, 600, |i| i != 600, &mut out);
+        assert_eq!(out[..n], enc(0, 601, &[600])[..]);
+        assert_eq!(out[..n], [1, 0, 0, 91]);
     }
 
     proptest::proptest! {
@@ -686,27 +541,31 @@ mod tests {
                              holes in proptest::collection::vec(0u32..3000, 0..200)) {
             let missing: Vec<u32> = holes.iter().filter(|&&h| h < len)
                 .map(|h| start.wrapping_add(*h)).collect();
+            let end = start.wrapping_add(len);
             let mut out = [0u8; MAX_DATA_SIZE];
-            let n = encode_request(start, start.wrapping_add(len), |i| !missing.contains(&i), &mut out);
-            let mut d = RequestDecoder::new(start, &out[1..n]);
-            let mut last_missing = None;
-            for item in d.by_ref() {
-                match item {
-                    RequestItem::Missing(i) => {
-                        proptest::prop_assert!(missing.contains(&i));
-                        last_missing = Some(i);
-                    }
-                    RequestItem::Received(i) => proptest::prop_assert!(!missing.contains(&i)),
-                }
-            }
-            proptest::prop_assert!(!d.invalid());
+            let n = encode_request_with_prefix(start, end, 0, |i| !missing.contains(&i), &mut out);
+            // Same bytes as the wire module's encoder.
+            let mut w = [0u8; MAX_DATA_SIZE];
+            let wn = wire_encode(start, end, |i| !missing.contains(&i), &mut w).expect("fits");
+            proptest::prop_assert_eq!(&out[..n], &w[..wn]);
             // The prefix shortcut encodes the same bytes.
-            let first_missing = (0..len).find(|k| missing.contains(&start.wrapping_add(*k))).unwrap_or(len);
+            let first_missing = (0..len)
+                .find(|k| missing.contains(&start.wrapping_add(*k)))
+                .unwrap_or(len);
             let mut out2 = [0u8; MAX_DATA_SIZE];
-            let n2 = encode_request_with_prefix(start, start.wrapping_add(len), first_missing,
+            let n2 = encode_request_with_prefix(start, end, first_missing,
                 |i| !missing.contains(&i), &mut out2);
             proptest::prop_assert_eq!(&out[..n], &out2[..n2]);
-            // Every missing packet is requested (the list fits here).
+            // Decoding reports exactly the missing packets, in order.
+            let mut last_missing = None;
+            for item in RequestDecoder::new(&out[1..n], start, end) {
+                if item.requested {
+                    proptest::prop_assert!(missing.contains(&item.number));
+                    last_missing = Some(item.number);
+                } else {
+                    proptest::prop_assert!(!missing.contains(&item.number));
+                }
+            }
             let want = missing.iter().max_by_key(|m| m.wrapping_sub(start)).copied();
             proptest::prop_assert_eq!(last_missing, want);
         }

@@ -912,3 +912,156 @@ proptest::proptest! {
         proptest::prop_assert!(p.stream(300, 10, Duration::from_secs(600)));
     }
 }
+
+/// Our builders and validators agree with the independent layouts of
+/// `wire::net_crypto` in both directions.
+#[test]
+fn handshake_packets_agree_with_wire_module() {
+    use crate::wire::net_crypto as w;
+    let now = Instant::now();
+    let mut rng = ChaCha20Rng::seed_from_u64(21);
+    let a_real = KeyPair::generate(&mut rng);
+    let a_dht = KeyPair::generate(&mut rng);
+    let b_real = KeyPair::generate(&mut rng);
+    let b_dht = KeyPair::generate(&mut rng);
+    let b_cookie_key = CookieKey::new(&mut rng, now);
+    // Cookie request: ours → wire.
+    let dht_shared = a_dht.precompute(&b_dht.public);
+    let req = build_cookie_request(
+        &mut rng,
+        &a_dht.public,
+        &dht_shared,
+        &a_real.public,
+        &[7; 8],
+    );
+    let parsed = w::CookieRequest::parse(&req).expect("parses");
+    assert_eq!(parsed.sender_dht_pk, a_dht.public);
+    let pl = parsed
+        .open(&b_dht.precompute(&parsed.sender_dht_pk))
+        .expect("opens");
+    assert_eq!(pl.sender_real_pk, a_real.public);
+    assert_eq!(pl.echo_id, [7; 8]);
+    // Cookie response: ours → wire.
+    let info = open_cookie_request(&b_dht, &req).expect("opens");
+    let mut out = [0u8; COOKIE_RESPONSE_SIZE];
+    let n = build_cookie_response(&mut rng, now, &b_cookie_key, &info, &mut out).expect("fits");
+    let resp = w::CookieResponse::parse(&out[..n]).expect("parses");
+    let rp = resp.open(&dht_shared).expect("opens");
+    assert_eq!(rp.echo_id, [7; 8]);
+    let cookie = open_cookie_response(&dht_shared, &[7; 8], &out[..n]).expect("ours opens");
+    assert_eq!(cookie, rp.cookie);
+    // Handshake: ours → wire.
+    let session = KeyPair::generate(&mut rng);
+    let base = Nonce::random(&mut rng);
+    let other = [9u8; COOKIE_SIZE];
+    let real_shared = a_real.precompute(&b_real.public);
+    let hs = build_handshake(
+        &mut rng,
+        &HandshakeParams {
+            real_shared: &real_shared,
+            peer_cookie: &cookie,
+            base_nonce: &base,
+            session_pk: &session.public,
+            other_cookie: &other,
+        },
+    );
+    let ph = w::Handshake::parse(&hs).expect("parses");
+    let hp = ph.open(&b_real.precompute(&a_real.public)).expect("opens");
+    assert_eq!(hp.base_nonce, base);
+    assert_eq!(hp.session_pk, session.public);
+    assert_eq!(hp.other_cookie, other);
+    let v = open_handshake(
+        &b_cookie_key,
+        now,
+        Some(&a_real.public),
+        |pk| b_real.precompute(pk),
+        &hs,
+    )
+    .expect("valid");
+    assert_eq!(v.peer_real, a_real.public);
+    assert_eq!(v.peer_dht, a_dht.public);
+    // Handshake: wire → ours.
+    let wh = w::Handshake::build(
+        cookie,
+        &real_shared,
+        Nonce::random(&mut rng),
+        base,
+        session.public,
+        other,
+    );
+    let v2 = open_handshake(
+        &b_cookie_key,
+        now,
+        None,
+        |pk| b_real.precompute(pk),
+        &wh.to_bytes(),
+    )
+    .expect("valid");
+    assert_eq!(v2.peer_base_nonce, base);
+    // Stale: 16 s later the cookie is refused; a wrong peer is refused.
+    assert_eq!(
+        open_handshake(
+            &b_cookie_key,
+            now + Duration::from_secs(16),
+            None,
+            |pk| b_real.precompute(pk),
+            &hs
+        )
+        .map(|_| ()),
+        Err(HandshakeError::StaleCookie)
+    );
+    assert_eq!(
+        open_handshake(
+            &b_cookie_key,
+            now,
+            Some(&b_real.public),
+            |pk| b_real.precompute(pk),
+            &hs
+        )
+        .map(|_| ()),
+        Err(HandshakeError::UnexpectedPeer)
+    );
+}
+
+#[test]
+fn cookie_responder_is_rate_limited() {
+    let now = Instant::now();
+    let mut rng = ChaCha20Rng::seed_from_u64(22);
+    let a_dht = KeyPair::generate(&mut rng);
+    let b_dht = KeyPair::generate(&mut rng);
+    let ck = CookieKey::new(&mut rng, now);
+    let req = build_cookie_request(
+        &mut rng,
+        &a_dht.public,
+        &a_dht.precompute(&b_dht.public),
+        &a_dht.public,
+        &[1; 8],
+    );
+    let mut r = CookieResponder::new(CookieResponderConfig {
+        rate: 10.0,
+        burst: 5.0,
+    });
+    let mut out = [0u8; COOKIE_RESPONSE_SIZE];
+    let answered = (0..100)
+        .filter(|_| {
+            r.respond(&mut rng, now, &b_dht, &ck, &req, &mut out)
+                .is_ok()
+        })
+        .count();
+    assert_eq!(answered, 5);
+    assert_eq!(r.rate_limited, 95);
+    // One second later, 10 more.
+    let later = now + Duration::from_secs(1);
+    let answered = (0..100)
+        .filter(|_| {
+            r.respond(&mut rng, later, &b_dht, &ck, &req, &mut out)
+                .is_ok()
+        })
+        .count();
+    assert_eq!(answered, 5, "bucket refills to its burst size");
+    // Malformed requests cost no token.
+    assert!(r
+        .respond(&mut rng, later, &b_dht, &ck, &req[..100], &mut out)
+        .is_err());
+    assert_eq!(r.invalid, 1);
+}

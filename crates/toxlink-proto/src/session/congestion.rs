@@ -290,15 +290,15 @@ impl Congestion {
                 self.rttvar = rtt / 2;
             }
             Some(s) => {
-                let d = if s > rtt { s - rtt } else { rtt - s };
+                let d = s.abs_diff(rtt);
                 self.rttvar = (self.rttvar * 3 + d) / 4;
                 self.srtt = Some((s * 7 + rtt) / 8);
             }
         }
         let expired = self
             .min_rtt_stamp
-            .map_or(true, |t| now.saturating_duration_since(t) > MIN_RTT_WINDOW);
-        if expired || self.min_rtt.map_or(true, |m| rtt <= m) {
+            .is_none_or(|t| now.saturating_duration_since(t) > MIN_RTT_WINDOW);
+        if expired || self.min_rtt.is_none_or(|m| rtt <= m) {
             self.min_rtt = Some(rtt);
             self.min_rtt_stamp = Some(now);
         }

@@ -813,9 +813,9 @@ impl Session {
 
     fn rtt_sample(&mut self, now: Instant, path: PathId, rtt: Duration) {
         self.cc.on_rtt(now, rtt);
-        let due = self.last_rtt_event.map_or(true, |t| {
-            now.saturating_duration_since(t) >= Duration::from_millis(50)
-        });
+        let due = self
+            .last_rtt_event
+            .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_millis(50));
         if due {
             self.last_rtt_event = Some(now);
             self.push_info(Event::RttSample { path, rtt });
@@ -1089,7 +1089,7 @@ impl Session {
             && self.request_at.is_none()
             && self
                 .last_request_sent
-                .map_or(true, |t| now >= t + self.cfg.ack_delay)
+                .is_none_or(|t| now >= t + self.cfg.ack_delay)
         {
             self.request_at = Some(now);
         }

@@ -10,11 +10,13 @@
 //! * [`crypto`]: keys, nonces, XSalsa20-Poly1305 boxes (PROTOCOL.md §1).
 //! * [`wire`]: byte layouts of every packet, parse and encode, no behaviour.
 //! * [`session`]: one net_crypto connection (PROTOCOL.md §4–§6).
+//! * [`node`]: the sans-IO endpoint owning the sessions by peer.
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
 pub mod crypto;
+pub mod node;
 pub mod paths;
 pub mod session;
 pub mod wire;

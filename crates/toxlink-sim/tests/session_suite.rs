@@ -246,7 +246,7 @@ fn scenario(
         eprintln!(
             "seed {seed}: {:?} virtual, link 1→2 {:?}, sender {:?}",
             sim.elapsed(),
-            sim.network.link(1, 2).map(|l| l.stats().clone()),
+            sim.network.link(1, 2).map(|l| *l.stats()),
             a.node.session(&b_pk).map(|s| s.stats().clone()),
         );
     }

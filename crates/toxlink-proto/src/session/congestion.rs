@@ -24,9 +24,12 @@
 //!   within a few RTTs (no c-toxcore-style 10 s ramp). *Drain*: gain 1/2.885
 //!   until in-flight ≤ BDP. *ProbeBw*: gains cycle
 //!   `[1.25, 0.75, 1, 1, 1, 1, 1, 1]`, one phase per `max(min_rtt, 1 ms)`,
-//!   which probes for more bandwidth and drains the queue it made; competing
-//!   flows converge to fair shares because every flow's probing inflates the
-//!   others' queues equally.
+//!   which probes for more bandwidth and drains the queue it made. The probe
+//!   phase also adds 8 packets per `min_rtt` (the same for every flow), and a
+//!   round in which even the fastest packet saw a queue (`min RTT of the
+//!   round > 1.1 · min_rtt + 1 ms`) scales the bandwidth estimate by 0.9: an
+//!   additive-increase / multiplicative-decrease overlay that makes competing
+//!   flows converge to equal shares and keeps the standing queue short.
 //! * **Window.** `cwnd = 2 · btl_bw · (min_rtt + ack_interval)`, at least 8
 //!   packets, and at most `inflight_hi`.
 //! * **Loss and queueing.** Random loss on its own does not reduce the rate
@@ -34,10 +37,18 @@
 //!   exceeds 10 % *and* whose RTT rose above `1.25 · min_rtt + 2 ms`
 //!   (packets dropped because a queue overflowed) sets
 //!   `inflight_hi = 0.85 · in_flight` and cuts `btl_bw` by the same factor; a
-//!   clean round raises `inflight_hi` by 1/8 again.
+//!   clean round raises `inflight_hi` by 1/8 again. In start-up, a round
+//!   with more than 2 % loss is enough (start-up overshoot, as in BBRv2).
 //! * **Pacing.** Packets leave at `pacing_gain · btl_bw` with a burst credit
 //!   of 1 ms worth (at least 4 packets), so timers of 1 ms granularity keep
 //!   up.
+//! * **Known limits.** A flow that starts while another already saturates a
+//!   shallow-buffered bottleneck leaves start-up early (the incumbent's queue
+//!   drops its packets) and then converges to its fair share only over
+//!   seconds (the additive probe is 8 packets per `min_rtt`), much like
+//!   BBRv1; flows starting together share fairly within a second (tested in
+//!   `toxlink-sim/tests/session_suite.rs`). Start-up on a shallow buffer
+//!   overshoots once (one round of losses) before it settles.
 //! * **Priority.** Only lossless data is governed. Request, kill and lossy
 //!   packets bypass the window and the pacer (they are small or
 //!   latency-sensitive) and are sent before queued bulk data, so they never
@@ -91,6 +102,7 @@ pub struct Congestion {
     round_lost: u64,
     round_delivered: u64,
     round_max_rtt: Duration,
+    round_min_rtt: Option<Duration>,
     full_bw: f64,
     full_bw_count: u32,
     cycle_idx: usize,
@@ -124,6 +136,7 @@ impl Congestion {
             round_lost: 0,
             round_delivered: 0,
             round_max_rtt: Duration::ZERO,
+            round_min_rtt: None,
             full_bw: 0.0,
             full_bw_count: 0,
             cycle_idx: 0,
@@ -201,7 +214,16 @@ impl Congestion {
         } else {
             0.0
         };
-        (self.pacing_gain() * bw).max(floor).max(4.0 * FULL_PACKET)
+        // Additive part of the probe: 8 packets per min_rtt, the same for
+        // every flow whatever its share.
+        let additive = if self.mode == Mode::ProbeBw && self.cycle_idx == 0 {
+            8.0 * FULL_PACKET / self.min_rtt().as_secs_f64().max(1e-3)
+        } else {
+            0.0
+        };
+        (self.pacing_gain() * bw + additive)
+            .max(floor)
+            .max(4.0 * FULL_PACKET)
     }
 
     fn bdp(&self) -> f64 {
@@ -214,12 +236,7 @@ impl Congestion {
         if self.btl_bw() <= 0.0 {
             return INITIAL_CWND.min(self.inflight_hi).max(MIN_CWND);
         }
-        let gain = if self.mode == Mode::Startup {
-            STARTUP_GAIN
-        } else {
-            2.0
-        };
-        (gain * self.bdp() + 4.0 * FULL_PACKET)
+        (2.0 * self.bdp() + 4.0 * FULL_PACKET)
             .max(INITIAL_CWND.min(self.inflight_hi))
             .min(self.inflight_hi)
             .max(MIN_CWND)
@@ -303,6 +320,7 @@ impl Congestion {
             self.min_rtt_stamp = Some(now);
         }
         self.round_max_rtt = self.round_max_rtt.max(rtt);
+        self.round_min_rtt = Some(self.round_min_rtt.map_or(rtt, |m| m.min(rtt)));
     }
 
     /// Start of an acknowledgement batch (one incoming packet).
@@ -365,7 +383,9 @@ impl Congestion {
         };
         let queueing =
             self.round_max_rtt.as_secs_f64() > self.min_rtt().as_secs_f64() * 1.25 + 0.002;
-        if loss > 0.10 && queueing {
+        // Start-up overshoot (BBRv2's rule): any real loss ends start-up.
+        let startup_loss = self.mode == Mode::Startup && loss > 0.02;
+        if (loss > 0.10 && queueing) || startup_loss {
             let cap = (self.in_flight as f64 * 0.85).max(MIN_CWND);
             self.inflight_hi = self.inflight_hi.min(cap.max(self.cwnd() * 0.85));
             for b in &mut self.bw_rounds {
@@ -380,9 +400,22 @@ impl Congestion {
                 self.inflight_hi = f64::INFINITY;
             }
         }
+        // Persistent queue: even the fastest packet of the round waited. Every
+        // flow on the bottleneck sees it and backs off multiplicatively, while
+        // probing adds the same amount to every flow (additive increase), so
+        // competing flows converge to equal shares (Chiu–Jain).
+        let persistent = self
+            .round_min_rtt
+            .is_some_and(|r| r.as_secs_f64() > self.min_rtt().as_secs_f64() * 1.1 + 0.001);
+        if self.mode == Mode::ProbeBw && persistent {
+            for b in &mut self.bw_rounds {
+                *b *= 0.9;
+            }
+        }
         self.round_lost = 0;
         self.round_delivered = 0;
         self.round_max_rtt = Duration::ZERO;
+        self.round_min_rtt = None;
         if self.mode == Mode::Startup {
             let bw = self.btl_bw();
             if bw >= self.full_bw * 1.25 {

@@ -913,7 +913,8 @@ impl Session {
         }
         // Loss: requested and either sent before a packet the peer has, or
         // older than one smoothed RTT.
-        let loss_delay = (self.cc.srtt() + self.cc.rttvar()).max(Duration::from_millis(1));
+        let loss_delay =
+            (self.cc.srtt() * 5 / 4 + self.cc.rttvar() * 4).max(Duration::from_millis(1));
         let slack = self.cc.min_rtt() / 8;
         for &i in &missing {
             let Some(p) = self.send.get(i) else { continue };

@@ -511,3 +511,108 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::TransmitKind;
+    use rand_chacha::ChaCha20Rng;
+    use std::time::Duration;
+
+    fn node(seed: u64, now: Instant) -> Node<u8> {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let real = KeyPair::generate(&mut rng);
+        Node::new(now, &mut rng, real, NodeConfig::default())
+    }
+
+    /// Moves datagrams between node 1 and node 2 (addresses 1 and 2) until
+    /// nothing is left, for at most `rounds` rounds; `drop_to_2` discards
+    /// everything addressed to node 2.
+    fn exchange(a: &mut Node<u8>, b: &mut Node<u8>, now: Instant, drop_to_2: bool) {
+        let mut buf = [0u8; MAX_PACKET_SIZE];
+        for _ in 0..20 {
+            let mut moved = false;
+            while let Some((to, t)) = a.poll_transmit(now, &mut buf) {
+                assert_eq!(to, 2);
+                moved = true;
+                if !drop_to_2 {
+                    let _ = b.handle_datagram(now, 1, &mut buf[..t.len]);
+                }
+            }
+            while let Some((to, t)) = b.poll_transmit(now, &mut buf) {
+                assert_eq!(to, 1);
+                moved = true;
+                let _ = a.handle_datagram(now, 2, &mut buf[..t.len]);
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    #[test]
+    fn connects_only_to_allowed_peers() {
+        let now = Instant::now();
+        let mut a = node(1, now);
+        let mut b = node(2, now);
+        a.connect(now, b.real_pk(), b.dht_pk(), 2);
+        exchange(&mut a, &mut b, now, false);
+        // b answered the cookie request (anybody gets one) but refused the
+        // handshake of a peer it does not know.
+        assert_eq!(b.stats().cookies_sent, 1);
+        assert_eq!(b.stats().handshakes_refused, 1);
+        assert!(b.session(&a.real_pk()).is_none());
+        // Once allowed, the next handshake re-send is accepted.
+        b.allow(a.real_pk());
+        let later = now + Duration::from_secs(1);
+        a.handle_timeout(later);
+        exchange(&mut a, &mut b, later, false);
+        assert!(a.session(&b.real_pk()).is_some_and(|s| s.is_established()));
+        assert!(b.session(&a.real_pk()).is_some_and(|s| s.is_established()));
+        let ev: Vec<_> = std::iter::from_fn(|| b.poll_event(later)).collect();
+        assert!(ev
+            .iter()
+            .any(|e| e.event == Event::Established && e.peer == a.real_pk()));
+        // Data flows through the node API.
+        assert_eq!(a.send_lossless(later, &b.real_pk(), &[160, 1]), Ok(0));
+        exchange(&mut a, &mut b, later, false);
+        let ev: Vec<_> = std::iter::from_fn(|| b.poll_event(later)).collect();
+        assert!(ev.iter().any(|e| e.event == Event::Lossless(vec![160, 1])));
+    }
+
+    #[test]
+    fn drops_data_from_unknown_addresses() {
+        let now = Instant::now();
+        let mut b = node(3, now);
+        let mut junk = [0x1bu8; 100];
+        assert!(b.handle_datagram(now, 9, &mut junk).is_err());
+        let mut junk = [0x19u8; 161];
+        assert!(b.handle_datagram(now, 9, &mut junk).is_err());
+        assert_eq!(b.stats().unknown_source, 2);
+        let mut buf = [0u8; MAX_PACKET_SIZE];
+        assert!(b.poll_transmit(now, &mut buf).is_none());
+    }
+
+    #[test]
+    fn initiator_restarts_after_a_handshake_timeout() {
+        let now = Instant::now();
+        let mut a = node(4, now);
+        let b = node(5, now);
+        a.connect(now, b.real_pk(), b.dht_pk(), 2);
+        let mut buf = [0u8; MAX_PACKET_SIZE];
+        let mut t = now;
+        let mut cookie_requests = 0;
+        for _ in 0..40 {
+            while let Some((_, tx)) = a.poll_transmit(t, &mut buf) {
+                assert_eq!(tx.kind, TransmitKind::CookieRequest);
+                cookie_requests += 1;
+            }
+            t += Duration::from_millis(500);
+            a.handle_timeout(t);
+            assert!(a.poll_event(t).is_none(), "no timeout reaches the owner");
+        }
+        assert!(a.stats().reconnects >= 1);
+        assert!(cookie_requests > 8);
+        assert!(a.session(&b.real_pk()).is_some());
+    }
+}

@@ -196,6 +196,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                 if p.addrs.len() >= MAX_ADDRS_PER_PEER {
                     let old = p.addrs.remove(0);
                     self.by_addr.remove(&old);
+                    self.path_ids.remove(&old);
                 }
                 p.addrs.push(addr);
                 p.current = p.addrs.len() - 1;
@@ -288,9 +289,9 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
     }
 
     fn on_handshake(&mut self, now: Instant, from: A, buf: &mut [u8]) -> Result<(), DropReason> {
-        let path = self.path_of(from);
         // Known address: the session validates it (§4.4, known connection).
         if let Some(peer) = self.by_addr.get(&from).copied() {
+            let path = self.path_of(from);
             if let Some(p) = self.peers.get_mut(&peer) {
                 if p.session.state() != State::Closed && p.session.state() != State::Established {
                     return p.session.handle_packet(now, path, buf);
@@ -308,6 +309,9 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
             buf,
         )
         .inspect_err(|_| self.stats.handshakes_refused += 1)?;
+        // Only an authenticated handshake from a new address earns a path id
+        // (so spoofed junk cannot grow the table).
+        let path = self.path_of(from);
         if let Some(p) = self.peers.get_mut(&hs.peer_real) {
             let state = p.session.state();
             if !hs.peer_dht.ct_eq(&p.dht) || state == State::Closed {
@@ -354,6 +358,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
         if let Some(p) = self.peers.remove(peer) {
             for a in p.addrs {
                 self.by_addr.remove(&a);
+                self.path_ids.remove(&a);
             }
         }
         self.order.retain(|k| k != peer);

@@ -18,6 +18,9 @@
 //! * A session that times out while we initiated is started again (as
 //!   c-toxcore's friend_connection does), so heavy loss never turns into a
 //!   spurious disconnect; a killed session is reported and removed.
+//! * An established session whose peer has been silent for 2 s gives way to
+//!   a valid handshake with a new session key from that peer (it restarted);
+//!   the old one is reported as [`Event::Killed`].
 //!
 //! Memory is bounded by the number of allowed peers (sessions) and by a cap
 //! on addresses per peer and on queued cookie responses.
@@ -40,6 +43,9 @@ use std::time::Instant;
 
 /// Addresses remembered per peer.
 const MAX_ADDRS_PER_PEER: usize = 8;
+/// Silence after which an ESTABLISHED session gives way to a new handshake
+/// from the same peer (the peer restarted).
+const RESTART_SILENCE: std::time::Duration = std::time::Duration::from_secs(2);
 /// Cookie responses queued before more requests are dropped.
 const MAX_QUEUED_RESPONSES: usize = 256;
 
@@ -315,7 +321,14 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
         if let Some(p) = self.peers.get_mut(&hs.peer_real) {
             let state = p.session.state();
             if !hs.peer_dht.ct_eq(&p.dht) || state == State::Closed {
-                // Different DHT key or a dead session: start over as new.
+                // Different DHT key (the peer restarted) or a dead session:
+                // start over as new (§4.4).
+                if state != State::Closed {
+                    self.events.push_back(NodeEvent {
+                        peer: hs.peer_real,
+                        event: Event::Killed,
+                    });
+                }
                 self.remove_peer(&hs.peer_real);
             } else if matches!(state, State::CookieRequesting | State::HandshakeSent) {
                 let r = p.session.handle_packet(now, path, buf);
@@ -332,7 +345,26 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                     }
                     return r;
                 }
-                return Err(DropReason::WrongState(state));
+                // ESTABLISHED. A handshake with a new session key, authenticated
+                // by the peer's long-term key on a fresh cookie, while the old
+                // session has been silent for a while, means the peer started
+                // over (restart, or it gave up on us): replace the dead
+                // session instead of ignoring the peer forever. A replayed
+                // handshake of the current session carries the same key and
+                // is dropped.
+                let silent = p.session.last_authenticated_any().map_or(true, |t| {
+                    now.saturating_duration_since(t) >= RESTART_SILENCE
+                });
+                let new_key = p.session.peer_session_pk() != Some(&hs.peer_session_pk);
+                if !(silent && new_key) {
+                    return Err(DropReason::WrongState(state));
+                }
+                tracing::debug!(peer = ?hs.peer_real, "peer restarted the connection");
+                self.events.push_back(NodeEvent {
+                    peer: hs.peer_real,
+                    event: Event::Killed,
+                });
+                self.remove_peer(&hs.peer_real);
             }
         }
         if !self.cfg.accept_all && !self.allowed.contains(&hs.peer_real) {
@@ -583,6 +615,80 @@ mod tests {
         exchange(&mut a, &mut b, later, false);
         let ev: Vec<_> = std::iter::from_fn(|| b.poll_event(later)).collect();
         assert!(ev.iter().any(|e| e.event == Event::Lossless(vec![160, 1])));
+    }
+
+    /// Established a → b; returns b's view of a's session key.
+    fn established_pair(now: Instant) -> (Node<u8>, Node<u8>, Option<PublicKey>) {
+        let mut a = node(6, now);
+        let mut b = node(7, now);
+        b.allow(a.real_pk());
+        a.connect(now, b.real_pk(), b.dht_pk(), 2);
+        exchange(&mut a, &mut b, now, false);
+        assert!(b.session(&a.real_pk()).is_some_and(|s| s.is_established()));
+        let key = b
+            .session(&a.real_pk())
+            .and_then(|s| s.peer_session_pk().copied());
+        while b.poll_event(now).is_some() {}
+        (a, b, key)
+    }
+
+    fn events(n: &mut Node<u8>, now: Instant) -> Vec<Event> {
+        std::iter::from_fn(|| n.poll_event(now))
+            .map(|e| e.event)
+            .collect()
+    }
+
+    #[test]
+    fn a_restarted_peer_with_a_new_dht_key_replaces_the_session() {
+        let now = Instant::now();
+        let (a, mut b, old_key) = established_pair(now);
+        // New process: same long-term key, new DHT key.
+        let real = KeyPair::generate(&mut ChaCha20Rng::seed_from_u64(6));
+        let mut a2 = Node::new(
+            now,
+            &mut ChaCha20Rng::seed_from_u64(66),
+            real,
+            NodeConfig::default(),
+        );
+        assert_eq!(a2.real_pk(), a.real_pk());
+        assert_ne!(a2.dht_pk(), a.dht_pk());
+        let soon = now + Duration::from_millis(100);
+        a2.connect(soon, b.real_pk(), b.dht_pk(), 2);
+        exchange(&mut a2, &mut b, soon, false);
+        let ev = events(&mut b, soon);
+        assert!(ev.contains(&Event::Killed), "{ev:?}");
+        assert!(ev.contains(&Event::Established), "{ev:?}");
+        assert!(a2.session(&b.real_pk()).is_some_and(|s| s.is_established()));
+        assert_ne!(
+            b.session(&a.real_pk())
+                .and_then(|s| s.peer_session_pk().copied()),
+            old_key
+        );
+    }
+
+    #[test]
+    fn a_new_session_of_the_same_peer_replaces_a_silent_one_only() {
+        let now = Instant::now();
+        let (mut a, mut b, old_key) = established_pair(now);
+        // Same process starts a new session (same DHT key, new session key).
+        let soon = now + Duration::from_millis(500);
+        a.connect(soon, b.real_pk(), b.dht_pk(), 2);
+        exchange(&mut a, &mut b, soon, false);
+        // Within 2 s of the last packet the old session stays.
+        assert_eq!(
+            b.session(&a.real_pk())
+                .and_then(|s| s.peer_session_pk().copied()),
+            old_key
+        );
+        assert!(events(&mut b, soon).is_empty());
+        // After 2 s of silence the re-sent handshake takes over.
+        let later = now + Duration::from_secs(3);
+        a.handle_timeout(later);
+        exchange(&mut a, &mut b, later, false);
+        let ev = events(&mut b, later);
+        assert!(ev.contains(&Event::Killed), "{ev:?}");
+        assert!(ev.contains(&Event::Established), "{ev:?}");
+        assert!(a.session(&b.real_pk()).is_some_and(|s| s.is_established()));
     }
 
     #[test]

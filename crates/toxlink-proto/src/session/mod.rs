@@ -336,6 +336,7 @@ pub struct Session {
     largest_acked_sent: Option<Instant>,
     last_now: Option<Instant>,
     paths: Vec<PathInfo>,
+    last_authenticated_any: Option<Instant>,
     scratch: Vec<u32>,
     last_rtt_event: Option<Instant>,
     stats: SessionStats,
@@ -427,6 +428,7 @@ impl Session {
             largest_acked_sent: None,
             last_now: Some(now),
             paths: Vec::new(),
+            last_authenticated_any: None,
             scratch: Vec::new(),
             last_rtt_event: None,
             stats: SessionStats::default(),
@@ -530,6 +532,16 @@ impl Session {
             .iter()
             .find(|p| p.path == path)
             .map(|p| p.last_auth)
+    }
+
+    /// When an authenticated packet last arrived on any path.
+    pub fn last_authenticated_any(&self) -> Option<Instant> {
+        self.last_authenticated_any
+    }
+
+    /// The peer's session public key, once its handshake was processed.
+    pub fn peer_session_pk(&self) -> Option<&PublicKey> {
+        self.peer_session_pk.as_ref()
     }
 
     // ---------------------------------------------------------------- input
@@ -748,6 +760,7 @@ impl Session {
     }
 
     fn note_path(&mut self, now: Instant, path: PathId) {
+        self.last_authenticated_any = Some(now);
         let report = match self.paths.iter_mut().find(|p| p.path == path) {
             Some(p) => {
                 p.last_auth = now;

@@ -352,9 +352,10 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                 // session instead of ignoring the peer forever. A replayed
                 // handshake of the current session carries the same key and
                 // is dropped.
-                let silent = p.session.last_authenticated_any().map_or(true, |t| {
-                    now.saturating_duration_since(t) >= RESTART_SILENCE
-                });
+                let silent = p
+                    .session
+                    .last_authenticated_any()
+                    .is_none_or(|t| now.saturating_duration_since(t) >= RESTART_SILENCE);
                 let new_key = p.session.peer_session_pk() != Some(&hs.peer_session_pk);
                 if !(silent && new_key) {
                     return Err(DropReason::WrongState(state));

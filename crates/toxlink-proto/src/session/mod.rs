@@ -1362,16 +1362,5 @@ impl Session {
     }
 }
 
-/// Maps the first byte of a datagram to what it is, for the node's routing.
-pub fn classify(datagram: &[u8]) -> Option<TransmitKind> {
-    match *datagram.first()? {
-        handshake::PACKET_COOKIE_REQUEST => Some(TransmitKind::CookieRequest),
-        PACKET_COOKIE_RESPONSE => Some(TransmitKind::CookieResponse),
-        PACKET_HANDSHAKE => Some(TransmitKind::Handshake),
-        PACKET_DATA => Some(TransmitKind::Data(DataKind::Lossy)),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests;

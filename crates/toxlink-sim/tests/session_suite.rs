@@ -485,23 +485,23 @@ impl SimNode<u8> for Router {
     }
 }
 
-/// Two connections through one 10 MB/s bottleneck (RTT 40 ms, 100-packet
-/// queue), the second starting up to 50 ms later: each gets a fair share
-/// while both are busy (Jain index ≥ 0.9 over one second), the link is used
-/// (≥ 60 %),
-/// the queue does not stay full (lossy probes sent every 10 ms arrive with a
-/// bounded delay: they are never stuck behind our own bulk data), and both
-/// transfers complete intact.
-#[test]
-fn two_connections_share_a_bottleneck_fairly() {
-    run_seeds("two_connections_share_a_bottleneck_fairly", 0..6, |seed| {
+/// Two connections through the [`Router`]'s 10 MB/s bottleneck; the second
+/// starts `stagger` after the first; shares are compared over the second
+/// that begins `window_start` after the second start. See the tests below.
+fn bottleneck(
+    seed: u64,
+    stagger: Duration,
+    mib: u64,
+    window_start: Duration,
+) -> Result<(), String> {
+    {
         let mut sim: Sim<u8> = Sim::new(seed);
         for a in 1..=4u8 {
             sim.network
                 .connect(a, 10, LinkConfig::new().latency(ms(10)));
         }
         let now = sim.now();
-        let count = packets_for(12 * MIB);
+        let count = packets_for(mib * MIB);
         let mut ids = Vec::new();
         let mut apps: Vec<App> = (1..=4u8)
             .map(|i| {
@@ -528,13 +528,12 @@ fn two_connections_share_a_bottleneck_fairly() {
         for (i, app) in apps.into_iter().enumerate() {
             ids.push(sim.add_node(app, [i as u8 + 1]));
         }
-        // The second flow starts 0, 25 or 50 ms later. (A flow joining a
-        // link already saturated by another converges far more slowly — several
-        // seconds, as with BBRv1 — see the congestion module's known limits.)
+        // The second flow starts `stagger` later.
         let s2 = ids[1];
+        let start2 = stagger;
         let single = std::env::var_os("TOXLINK_SUITE_SINGLE").is_some();
         if !single {
-            sim.at(ms((seed % 3) * 25), move |sim| {
+            sim.at(start2, move |sim| {
                 let now = sim.now();
                 if let Some(a) = sim.node_mut::<App>(s2) {
                     a.node.connect(now, s2_peer, s2_dht, 10);
@@ -580,13 +579,12 @@ fn two_connections_share_a_bottleneck_fairly() {
                 }
             }
         };
-        // Shares are compared over a window in which both flows are busy:
-        // from 0.5 s to 1.5 s after the second one started.
-        let start2 = ms((seed % 3) * 25);
+        // Shares are compared over one second in which both flows are busy,
+        // starting `window_start` after the second one started.
         sim.run_while(
             |s| {
                 trace(s);
-                s.elapsed() < start2 + ms(500)
+                s.elapsed() < start2 + window_start
             },
             secs(60),
         )
@@ -595,7 +593,7 @@ fn two_connections_share_a_bottleneck_fairly() {
         sim.run_while(
             |s| {
                 trace(s);
-                s.elapsed() < start2 + ms(1500)
+                s.elapsed() < start2 + window_start + secs(1)
             },
             secs(60),
         )
@@ -643,5 +641,28 @@ fn two_connections_share_a_bottleneck_fairly() {
             return Err(format!("unfair: {x} vs {y} bytes (Jain {jain:.3})"));
         }
         Ok(())
+    }
+}
+
+/// Two connections through one 10 MB/s bottleneck (RTT 40 ms, 100-packet
+/// queue), the second starting 0–50 ms later: each gets a fair share while
+/// both are busy (Jain index ≥ 0.9 over the second from 0.5 s to 1.5 s), the
+/// link is used (≥ 60 %), lossy probes sent every 10 ms arrive with a bounded
+/// delay (never stuck behind our own bulk data), and both transfers complete
+/// intact.
+#[test]
+fn two_connections_share_a_bottleneck_fairly() {
+    run_seeds("two_connections_share_a_bottleneck_fairly", 0..6, |seed| {
+        bottleneck(seed, ms((seed % 3) * 25), 12, ms(500))
+    });
+}
+
+/// A connection joining 300 or 400 ms after another saturated the
+/// bottleneck converges to a fair share within about 3 s (Jain ≥ 0.9 over the
+/// second from 3 s to 4 s after it started).
+#[test]
+fn late_comer_converges_to_a_fair_share() {
+    run_seeds("late_comer_converges_to_a_fair_share", 0..2, |seed| {
+        bottleneck(seed, ms(300 + 100 * seed), 40, secs(3))
     });
 }

@@ -11,13 +11,18 @@
 //! * [`wire`]: byte layouts of every packet, parse and encode, no behaviour.
 //! * [`relay_server`]: the TCP relay server state machine (§2.5).
 //! * [`relay_client`]: one relay link and a node's set of relays (§2.6, §3).
+//! * [`session`]: one net_crypto connection (PROTOCOL.md §4–§6).
+//! * [`node`]: the sans-IO endpoint owning the sessions by peer.
+//! * [`paths`]: multipath health, scheduling, relay blame and pool (DESIGN.md §3).
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
 pub mod crypto;
+pub mod node;
 pub mod paths;
 pub mod relay_client;
 mod relay_queue;
 pub mod relay_server;
+pub mod session;
 pub mod wire;

@@ -1,9 +1,457 @@
-//! tokio runtime for toxlink: sockets and timers around the sans-IO state
-//! machines of `toxlink-proto`.
+//! tokio runtime for toxlink: a [`Node`] bound to one UDP socket (IPv4 or
+//! IPv6) driving the sans-IO [`toxlink_proto::node::Node`], and
+//! [`Connection`]s to peers with `send_lossless`, `send_lossy`, `recv` and
+//! `close`.
 //!
-//! * [`relay`]: the TCP relay server ([`relay::RelayServer`]) and a node's
-//!   relay client links ([`relay::RelaySetRuntime`]).
+//! One driver task per node owns the socket and the protocol state (behind a
+//! short-held mutex shared with the connection handles). It reads datagrams in
+//! batches, feeds them to the core, writes everything the core wants to send,
+//! dispatches events to the connections and sleeps until the next datagram,
+//! timer or API call. The core never sees a clock or a socket.
+//!
+//! [`relay`] holds the TCP relay server ([`relay::RelayServer`]) and a node's
+//! relay client links ([`relay::RelaySetRuntime`]).
+//!
+//! Backpressure: [`Connection::send_lossless`] waits while the session's send
+//! buffer is full; the driver stops taking received data from the core while a
+//! connection's receive queue holds more than [`RECV_QUEUE_LIMIT`] packets, so
+//! a slow reader slows the sender instead of growing memory.
 
 #![warn(missing_docs)]
 
 pub mod relay;
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, Notify};
+use toxlink_proto::crypto::{KeyPair, PublicKey};
+use toxlink_proto::node::{Node as ProtoNode, NodeConfig};
+use toxlink_proto::session::{Event, SendError, MAX_PACKET_SIZE};
+
+pub use toxlink_proto;
+
+/// Received packets queued per connection before the driver stops taking
+/// more from the core.
+pub const RECV_QUEUE_LIMIT: usize = 4096;
+/// Datagrams read or written per batch.
+const BATCH: usize = 64;
+
+/// Errors of the runtime API.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Socket error.
+    #[error("io: {0}")]
+    Io(#[from] io::Error),
+    /// The connection is closed (killed by the peer, closed locally, or the
+    /// node shut down).
+    #[error("connection closed")]
+    Closed,
+    /// The handshake did not complete.
+    #[error("handshake timed out")]
+    HandshakeTimeout,
+    /// The data was refused (length or packet id).
+    #[error("send refused: {0}")]
+    Send(SendError),
+}
+
+/// A packet received on a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// A lossless packet, in order (id byte first).
+    Lossless(Vec<u8>),
+    /// A lossy packet (id byte first).
+    Lossy(Vec<u8>),
+}
+
+#[derive(Default)]
+struct ConnState {
+    queue: VecDeque<Received>,
+    established: bool,
+    closed: Option<Error>,
+    /// Woken when data arrives, on establishment and on close.
+    readable: Arc<Notify>,
+    /// Woken when the send buffer may have room.
+    writable: Arc<Notify>,
+    announced: bool,
+}
+
+struct State {
+    node: ProtoNode<SocketAddr>,
+    conns: HashMap<PublicKey, ConnState>,
+    incoming: mpsc::Sender<Connection>,
+    shutdown: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Notify,
+    local: SocketAddr,
+    real: PublicKey,
+    dht: PublicKey,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock is a bug; keep serving anyway.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A toxlink node on one UDP socket.
+pub struct Node {
+    shared: Arc<Shared>,
+    incoming: tokio::sync::Mutex<mpsc::Receiver<Connection>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("local", &self.shared.local)
+            .field("real", &self.shared.real)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Binds a node to `addr` (e.g. `127.0.0.1:0` or `[::1]:0`) with the
+    /// long-term key pair `real`.
+    pub async fn bind(addr: SocketAddr, real: KeyPair, cfg: NodeConfig) -> Result<Node, Error> {
+        let socket = UdpSocket::bind(addr).await?;
+        let sock2 = socket2::SockRef::from(&socket);
+        // Large buffers: bursts at hundreds of MB/s.
+        let _ = sock2.set_recv_buffer_size(8 << 20);
+        let _ = sock2.set_send_buffer_size(8 << 20);
+        let local = socket.local_addr()?;
+        let mut rng = rand_core::OsRng;
+        let node = ProtoNode::new(Instant::now(), &mut rng, real, cfg);
+        let (tx, rx) = mpsc::channel(64);
+        let shared = Arc::new(Shared {
+            real: node.real_pk(),
+            dht: node.dht_pk(),
+            state: Mutex::new(State {
+                node,
+                conns: HashMap::new(),
+                incoming: tx,
+                shutdown: false,
+            }),
+            wake: Notify::new(),
+            local,
+        });
+        let task = tokio::spawn(drive(shared.clone(), socket));
+        Ok(Node {
+            shared,
+            incoming: tokio::sync::Mutex::new(rx),
+            task,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local
+    }
+
+    /// Our long-term public key.
+    pub fn public_key(&self) -> PublicKey {
+        self.shared.real
+    }
+
+    /// Our DHT public key (a peer needs it to connect to us).
+    pub fn dht_key(&self) -> PublicKey {
+        self.shared.dht
+    }
+
+    /// Allows incoming connections from `peer`.
+    pub fn allow(&self, peer: PublicKey) {
+        self.shared.lock().node.allow(peer);
+    }
+
+    /// Connects to `peer` (real and DHT key) at `addr` and waits until the
+    /// connection is established (or the handshake fails, retried as long as
+    /// the returned future is polled).
+    pub async fn connect(
+        &self,
+        peer: PublicKey,
+        peer_dht: PublicKey,
+        addr: SocketAddr,
+    ) -> Result<Connection, Error> {
+        let readable = {
+            let mut st = self.shared.lock();
+            st.node.connect(Instant::now(), peer, peer_dht, addr);
+            let c = st.conns.entry(peer).or_default();
+            c.closed = None;
+            c.announced = true;
+            c.readable.clone()
+        };
+        self.shared.wake.notify_one();
+        loop {
+            let notified = readable.notified();
+            {
+                let mut st = self.shared.lock();
+                let c = st.conns.entry(peer).or_default();
+                if c.established {
+                    break;
+                }
+                if let Some(e) = c.closed.take() {
+                    return Err(e);
+                }
+            }
+            notified.await;
+        }
+        Ok(Connection {
+            shared: self.shared.clone(),
+            peer,
+        })
+    }
+
+    /// The next incoming connection (established, from an allowed peer).
+    pub async fn accept(&self) -> Option<Connection> {
+        self.incoming.lock().await.recv().await
+    }
+}
+
+/// A connection to one peer. Cheap to clone; all clones share the stream.
+#[derive(Clone)]
+pub struct Connection {
+    shared: Arc<Shared>,
+    peer: PublicKey,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("peer", &self.peer)
+            .finish()
+    }
+}
+
+impl Connection {
+    /// The peer's long-term public key.
+    pub fn peer(&self) -> PublicKey {
+        self.peer
+    }
+
+    /// Sends a lossless packet (id 16..=191 first, 1..=1373 bytes); waits
+    /// while the send buffer is full. Returns the packet number.
+    pub async fn send_lossless(&self, data: &[u8]) -> Result<u32, Error> {
+        loop {
+            let writable = {
+                let mut st = self.shared.lock();
+                if st.shutdown {
+                    return Err(Error::Closed);
+                }
+                let writable = match st.conns.get(&self.peer) {
+                    Some(c) if c.closed.is_none() => c.writable.clone(),
+                    _ => return Err(Error::Closed),
+                };
+                match st.node.send_lossless(Instant::now(), &self.peer, data) {
+                    Ok(n) => {
+                        drop(st);
+                        self.shared.wake.notify_one();
+                        return Ok(n);
+                    }
+                    Err(SendError::BufferFull) => writable,
+                    Err(SendError::Closed) => return Err(Error::Closed),
+                    Err(e) => return Err(Error::Send(e)),
+                }
+            };
+            // The permit of a notify_one() sent after our failed attempt is
+            // kept, so no wake-up is lost between the check and the await.
+            writable.notified().await;
+        }
+    }
+
+    /// Sends a lossy packet (id 192..=254 first); never waits (a full lossy
+    /// queue refuses the packet).
+    pub fn send_lossy(&self, data: &[u8]) -> Result<(), Error> {
+        let r = self
+            .shared
+            .lock()
+            .node
+            .send_lossy(Instant::now(), &self.peer, data);
+        self.shared.wake.notify_one();
+        r.map_err(|e| match e {
+            SendError::Closed => Error::Closed,
+            e => Error::Send(e),
+        })
+    }
+
+    /// The next received packet; `None` once the connection is closed and
+    /// everything received before was read.
+    pub async fn recv(&self) -> Option<Received> {
+        loop {
+            let readable = {
+                let mut st = self.shared.lock();
+                let c = st.conns.get_mut(&self.peer)?;
+                if let Some(r) = c.queue.pop_front() {
+                    let resume = c.queue.len() + 1 == RECV_QUEUE_LIMIT;
+                    drop(st);
+                    if resume {
+                        self.shared.wake.notify_one();
+                    }
+                    return Some(r);
+                }
+                if c.closed.is_some() {
+                    return None;
+                }
+                c.readable.clone()
+            };
+            readable.notified().await;
+        }
+    }
+
+    /// Closes the connection: one KILL goes to the peer.
+    pub fn close(&self) {
+        let mut st = self.shared.lock();
+        st.node.close(Instant::now(), &self.peer);
+        if let Some(c) = st.conns.get_mut(&self.peer) {
+            c.closed.get_or_insert(Error::Closed);
+            c.readable.notify_waiters();
+            c.writable.notify_waiters();
+        }
+        drop(st);
+        self.shared.wake.notify_one();
+    }
+}
+
+/// Moves core events into the connections; returns false when some receive
+/// queue is full (the rest stays in the core: backpressure).
+fn dispatch(st: &mut State, shared: &Arc<Shared>, now: Instant) {
+    loop {
+        if st.conns.values().any(|c| c.queue.len() >= RECV_QUEUE_LIMIT) {
+            return;
+        }
+        let Some(ev) = st.node.poll_event(now) else {
+            return;
+        };
+        let peer = ev.peer;
+        let c = st.conns.entry(peer).or_default();
+        match ev.event {
+            Event::Established => {
+                c.established = true;
+                c.closed = None;
+                c.readable.notify_one();
+                if !c.announced {
+                    c.announced = true;
+                    let conn = Connection {
+                        shared: shared.clone(),
+                        peer,
+                    };
+                    if st.incoming.try_send(conn).is_err() {
+                        tracing::warn!(?peer, "accept queue full, closing");
+                        st.node.close(now, &peer);
+                    }
+                }
+            }
+            Event::Lossless(d) => {
+                c.queue.push_back(Received::Lossless(d));
+                c.readable.notify_one();
+            }
+            Event::Lossy(d) => {
+                c.queue.push_back(Received::Lossy(d));
+                c.readable.notify_one();
+            }
+            Event::Killed => {
+                c.closed = Some(Error::Closed);
+                c.readable.notify_waiters();
+                c.readable.notify_one();
+                c.writable.notify_waiters();
+            }
+            Event::HandshakeTimeout => {
+                c.closed = Some(Error::HandshakeTimeout);
+                c.readable.notify_one();
+                c.writable.notify_waiters();
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn drive(shared: Arc<Shared>, socket: UdpSocket) {
+    let mut out = vec![0u8; BATCH * MAX_PACKET_SIZE];
+    let mut out_meta: Vec<(SocketAddr, usize)> = Vec::with_capacity(BATCH);
+    let mut inbuf = vec![0u8; 2048];
+    loop {
+        // 1. Everything the core wants to send, in batches.
+        loop {
+            out_meta.clear();
+            let timeout = {
+                let mut st = shared.lock();
+                if st.shutdown {
+                    return;
+                }
+                let now = Instant::now();
+                for i in 0..BATCH {
+                    let slot = &mut out[i * MAX_PACKET_SIZE..(i + 1) * MAX_PACKET_SIZE];
+                    match st.node.poll_transmit(now, slot) {
+                        Some((to, t)) => out_meta.push((to, t.len)),
+                        None => break,
+                    }
+                }
+                st.node.reap();
+                st.node.poll_timeout()
+            };
+            for (i, (to, len)) in out_meta.iter().enumerate() {
+                let pkt = &out[i * MAX_PACKET_SIZE..i * MAX_PACKET_SIZE + len];
+                if let Err(e) = socket.send_to(pkt, to).await {
+                    tracing::debug!(%to, error = %e, "send failed");
+                }
+            }
+            if out_meta.len() < BATCH {
+                // 2. Wait for input, a timer or an API call.
+                let sleep = async {
+                    match timeout {
+                        Some(t) => {
+                            tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                tokio::select! {
+                    r = socket.readable() => { let _ = r; }
+                    _ = sleep => {}
+                    _ = shared.wake.notified() => {}
+                }
+                break;
+            }
+        }
+        // 3. Read what is there, timers, events.
+        let mut st = shared.lock();
+        let now = Instant::now();
+        for _ in 0..BATCH * 4 {
+            match socket.try_recv_from(&mut inbuf) {
+                Ok((n, from)) => {
+                    let _ = st.node.handle_datagram(now, from, &mut inbuf[..n]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "recv failed");
+                    break;
+                }
+            }
+        }
+        if st.node.poll_timeout().is_some_and(|t| t <= now) {
+            st.node.handle_timeout(now);
+        }
+        dispatch(&mut st, &shared, now);
+        // Acks may have freed send-buffer space.
+        for (peer, c) in st.conns.iter() {
+            if st.node.send_buffer_free(peer) > 0 {
+                c.writable.notify_one();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,730 @@
+//! The sans-IO endpoint (DESIGN.md §2 "node"): owns our keys, the stateless
+//! cookie responder and one [`Session`] per peer (by real public key), maps
+//! every incoming datagram to its owner and gathers every outgoing one.
+//!
+//! The address type `A` is whatever the owner uses to name where a datagram
+//! came from or goes to (a `SocketAddr` in the tokio runtime, a small id in
+//! the simulator). Each distinct address of a peer becomes a [`PathId`] of
+//! its session, so the node is already shaped for several paths per peer;
+//! today it sends on the address that last delivered an authenticated packet
+//! (or the one given to [`Node::connect`]).
+//!
+//! Rules (PROTOCOL.md §4.3, §4.4, §6):
+//! * Cookie requests are answered for anybody, statelessly, rate limited.
+//! * From an unknown address only handshakes are processed; a valid one from
+//!   a peer we are connecting to is adopted, one from an unknown peer creates
+//!   a session only if the peer is allowed (friends list or accept-all).
+//! * Everything else from an unknown address is dropped and counted.
+//! * A session that times out while we initiated is started again (as
+//!   c-toxcore's friend_connection does), so heavy loss never turns into a
+//!   spurious disconnect; a killed session is reported and removed.
+//! * An established session whose peer has been silent for 2 s gives way to
+//!   a valid handshake with a new session key from that peer (it restarted);
+//!   the old one is reported as [`Event::Killed`].
+//!
+//! Memory is bounded by the number of allowed peers (sessions) and by a cap
+//! on addresses per peer and on queued cookie responses.
+
+use crate::crypto::{KeyPair, PublicKey};
+use crate::session::handshake::{
+    open_handshake, CookieKey, CookieResponder, CookieResponderConfig, COOKIE_RESPONSE_SIZE,
+    PACKET_COOKIE_REQUEST, PACKET_HANDSHAKE,
+};
+use crate::session::{
+    DropReason, Event, Identity, PathId, SendError, Session, SessionConfig, State, Transmit,
+    MAX_PACKET_SIZE,
+};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{CryptoRngCore, SeedableRng};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::time::Instant;
+
+/// Addresses remembered per peer.
+const MAX_ADDRS_PER_PEER: usize = 8;
+/// Silence after which an ESTABLISHED session gives way to a new handshake
+/// from the same peer (the peer restarted).
+const RESTART_SILENCE: std::time::Duration = std::time::Duration::from_secs(2);
+/// Cookie responses queued before more requests are dropped.
+const MAX_QUEUED_RESPONSES: usize = 256;
+
+/// Node configuration.
+#[derive(Debug, Clone, Default)]
+pub struct NodeConfig {
+    /// Configuration of every session.
+    pub session: SessionConfig,
+    /// Cookie responder rate limit.
+    pub cookie: CookieResponderConfig,
+    /// Accept handshakes from any peer (otherwise only from [`Node::allow`]ed
+    /// ones).
+    pub accept_all: bool,
+}
+
+/// What the node tells its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeEvent {
+    /// The peer (real public key).
+    pub peer: PublicKey,
+    /// What happened.
+    pub event: Event,
+}
+
+/// Node counters.
+#[derive(Debug, Clone, Default)]
+pub struct NodeStats {
+    /// Cookie requests answered.
+    pub cookies_sent: u64,
+    /// Datagrams from unknown addresses that were not handshakes.
+    pub unknown_source: u64,
+    /// Handshakes refused (invalid, or from a peer not allowed).
+    pub handshakes_refused: u64,
+    /// Sessions restarted after a handshake timeout.
+    pub reconnects: u64,
+}
+
+struct Peer<A> {
+    session: Session,
+    dht: PublicKey,
+    addrs: Vec<A>,
+    /// Index into `addrs` we send on.
+    current: usize,
+    /// We initiated (restart on timeout).
+    initiator: bool,
+}
+
+/// The sans-IO endpoint. See the module documentation.
+pub struct Node<A> {
+    cfg: NodeConfig,
+    id: Identity,
+    rng: ChaCha20Rng,
+    responder: CookieResponder,
+    peers: HashMap<PublicKey, Peer<A>>,
+    by_addr: HashMap<A, PublicKey>,
+    path_ids: HashMap<A, PathId>,
+    next_path: u32,
+    allowed: HashSet<PublicKey>,
+    responses: VecDeque<(A, [u8; COOKIE_RESPONSE_SIZE])>,
+    events: VecDeque<NodeEvent>,
+    order: Vec<PublicKey>,
+    rr: usize,
+    stats: NodeStats,
+}
+
+impl<A> Debug for Node<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("real", &self.id.real.public)
+            .field("peers", &self.peers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A: Copy + Eq + Hash + Debug> Node<A> {
+    /// A node with the given long-term key; the DHT key and the cookie key
+    /// are fresh (per process, §1).
+    pub fn new(now: Instant, rng: &mut impl CryptoRngCore, real: KeyPair, cfg: NodeConfig) -> Self {
+        let mut seed = [0u8; 32];
+        rng.fill_bytes(&mut seed);
+        let mut rng = ChaCha20Rng::from_seed(seed);
+        let dht = KeyPair::generate(&mut rng);
+        let cookie_key = CookieKey::new(&mut rng, now);
+        Node {
+            responder: CookieResponder::new(cfg.cookie),
+            cfg,
+            id: Identity {
+                real,
+                dht,
+                cookie_key,
+            },
+            rng,
+            peers: HashMap::new(),
+            by_addr: HashMap::new(),
+            path_ids: HashMap::new(),
+            next_path: 0,
+            allowed: HashSet::new(),
+            responses: VecDeque::new(),
+            events: VecDeque::new(),
+            order: Vec::new(),
+            rr: 0,
+            stats: NodeStats::default(),
+        }
+    }
+
+    /// Our long-term public key.
+    pub fn real_pk(&self) -> PublicKey {
+        self.id.real.public
+    }
+
+    /// Our DHT public key (peers need it to connect to us).
+    pub fn dht_pk(&self) -> PublicKey {
+        self.id.dht.public
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &NodeStats {
+        &self.stats
+    }
+
+    /// The session with `peer`, if any.
+    pub fn session(&self, peer: &PublicKey) -> Option<&Session> {
+        self.peers.get(peer).map(|p| &p.session)
+    }
+
+    /// Allows handshakes from `peer` (a friend).
+    pub fn allow(&mut self, peer: PublicKey) {
+        self.allowed.insert(peer);
+    }
+
+    fn path_of(&mut self, addr: A) -> PathId {
+        if let Some(p) = self.path_ids.get(&addr) {
+            return *p;
+        }
+        let p = PathId(self.next_path);
+        self.next_path = self.next_path.wrapping_add(1);
+        self.path_ids.insert(addr, p);
+        p
+    }
+
+    fn add_addr(&mut self, peer: PublicKey, addr: A) {
+        if let Some(prev) = self.by_addr.insert(addr, peer) {
+            if prev != peer {
+                if let Some(p) = self.peers.get_mut(&prev) {
+                    p.addrs.retain(|a| *a != addr);
+                    p.current = p.current.min(p.addrs.len().saturating_sub(1));
+                }
+            }
+        }
+        if let Some(p) = self.peers.get_mut(&peer) {
+            if let Some(i) = p.addrs.iter().position(|a| *a == addr) {
+                p.current = i;
+            } else {
+                if p.addrs.len() >= MAX_ADDRS_PER_PEER {
+                    let old = p.addrs.remove(0);
+                    self.by_addr.remove(&old);
+                    self.path_ids.remove(&old);
+                }
+                p.addrs.push(addr);
+                p.current = p.addrs.len() - 1;
+            }
+        }
+    }
+
+    fn insert_peer(&mut self, real: PublicKey, peer: Peer<A>) {
+        if self.peers.insert(real, peer).is_none() {
+            self.order.push(real);
+        }
+    }
+
+    /// Starts (or restarts) a connection to `peer` at `addr` (§4.3). The peer
+    /// is allowed implicitly.
+    pub fn connect(&mut self, now: Instant, peer: PublicKey, peer_dht: PublicKey, addr: A) {
+        self.allowed.insert(peer);
+        let session = Session::connect(
+            now,
+            &mut self.rng,
+            self.cfg.session.clone(),
+            &self.id,
+            peer,
+            peer_dht,
+        );
+        let old_addrs = self
+            .peers
+            .remove(&peer)
+            .map(|p| p.addrs)
+            .unwrap_or_default();
+        self.insert_peer(
+            peer,
+            Peer {
+                session,
+                dht: peer_dht,
+                addrs: old_addrs,
+                current: 0,
+                initiator: true,
+            },
+        );
+        self.add_addr(peer, addr);
+    }
+
+    /// Handles one datagram from `from`. `buf` may be modified (decrypted in
+    /// place).
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: A,
+        buf: &mut [u8],
+    ) -> Result<(), DropReason> {
+        match buf.first() {
+            Some(&PACKET_COOKIE_REQUEST) => {
+                if self.responses.len() >= MAX_QUEUED_RESPONSES {
+                    return Err(DropReason::Handshake(
+                        crate::session::handshake::HandshakeError::RateLimited,
+                    ));
+                }
+                let mut out = [0u8; COOKIE_RESPONSE_SIZE];
+                self.responder.respond(
+                    &mut self.rng,
+                    now,
+                    &self.id.dht,
+                    &self.id.cookie_key,
+                    buf,
+                    &mut out,
+                )?;
+                self.stats.cookies_sent += 1;
+                self.responses.push_back((from, out));
+                Ok(())
+            }
+            Some(&PACKET_HANDSHAKE) => self.on_handshake(now, from, buf),
+            Some(_) => {
+                let Some(peer) = self.by_addr.get(&from).copied() else {
+                    self.stats.unknown_source += 1;
+                    return Err(DropReason::Malformed);
+                };
+                let path = self.path_of(from);
+                let p = self.peers.get_mut(&peer).ok_or(DropReason::Malformed)?;
+                let r = p.session.handle_packet(now, path, buf);
+                if r.is_ok() {
+                    if let Some(i) = p.addrs.iter().position(|a| *a == from) {
+                        p.current = i;
+                    }
+                }
+                r
+            }
+            None => Err(DropReason::Malformed),
+        }
+    }
+
+    fn on_handshake(&mut self, now: Instant, from: A, buf: &mut [u8]) -> Result<(), DropReason> {
+        // Known address: the session validates it (§4.4, known connection).
+        if let Some(peer) = self.by_addr.get(&from).copied() {
+            let path = self.path_of(from);
+            if let Some(p) = self.peers.get_mut(&peer) {
+                if p.session.state() != State::Closed && p.session.state() != State::Established {
+                    return p.session.handle_packet(now, path, buf);
+                }
+            }
+        }
+        // Unknown path (§4.4): validate with our cookie key, then look up the
+        // peer by the real key in the cookie.
+        let real = self.id.real.clone();
+        let hs = open_handshake(
+            &self.id.cookie_key,
+            now,
+            None,
+            |pk| real.precompute(pk),
+            buf,
+        )
+        .inspect_err(|_| self.stats.handshakes_refused += 1)?;
+        // Only an authenticated handshake from a new address earns a path id
+        // (so spoofed junk cannot grow the table).
+        let path = self.path_of(from);
+        if let Some(p) = self.peers.get_mut(&hs.peer_real) {
+            let state = p.session.state();
+            if !hs.peer_dht.ct_eq(&p.dht) || state == State::Closed {
+                // Different DHT key (the peer restarted) or a dead session:
+                // start over as new (§4.4).
+                if state != State::Closed {
+                    self.events.push_back(NodeEvent {
+                        peer: hs.peer_real,
+                        event: Event::Killed,
+                    });
+                }
+                self.remove_peer(&hs.peer_real);
+            } else if matches!(state, State::CookieRequesting | State::HandshakeSent) {
+                let r = p.session.handle_packet(now, path, buf);
+                self.add_addr(hs.peer_real, from);
+                return r;
+            } else {
+                // NOT_CONFIRMED / ESTABLISHED on another path: a new path for
+                // a live session. Accept it as an address only if the session
+                // takes the handshake (NOT_CONFIRMED), else drop (§4.4).
+                if state == State::NotConfirmed {
+                    let r = p.session.handle_packet(now, path, buf);
+                    if r.is_ok() {
+                        self.add_addr(hs.peer_real, from);
+                    }
+                    return r;
+                }
+                // ESTABLISHED. A handshake with a new session key, authenticated
+                // by the peer's long-term key on a fresh cookie, while the old
+                // session has been silent for a while, means the peer started
+                // over (restart, or it gave up on us): replace the dead
+                // session instead of ignoring the peer forever. A replayed
+                // handshake of the current session carries the same key and
+                // is dropped.
+                let silent = p
+                    .session
+                    .last_authenticated_any()
+                    .is_none_or(|t| now.saturating_duration_since(t) >= RESTART_SILENCE);
+                let new_key = p.session.peer_session_pk() != Some(&hs.peer_session_pk);
+                if !(silent && new_key) {
+                    return Err(DropReason::WrongState(state));
+                }
+                tracing::debug!(peer = ?hs.peer_real, "peer restarted the connection");
+                self.events.push_back(NodeEvent {
+                    peer: hs.peer_real,
+                    event: Event::Killed,
+                });
+                self.remove_peer(&hs.peer_real);
+            }
+        }
+        if !self.cfg.accept_all && !self.allowed.contains(&hs.peer_real) {
+            self.stats.handshakes_refused += 1;
+            return Err(DropReason::WrongState(State::Closed));
+        }
+        let session = Session::accept(now, &mut self.rng, self.cfg.session.clone(), &self.id, &hs);
+        self.insert_peer(
+            hs.peer_real,
+            Peer {
+                session,
+                dht: hs.peer_dht,
+                addrs: Vec::new(),
+                current: 0,
+                initiator: false,
+            },
+        );
+        self.add_addr(hs.peer_real, from);
+        Ok(())
+    }
+
+    fn remove_peer(&mut self, peer: &PublicKey) {
+        if let Some(p) = self.peers.remove(peer) {
+            for a in p.addrs {
+                self.by_addr.remove(&a);
+                self.path_ids.remove(&a);
+            }
+        }
+        self.order.retain(|k| k != peer);
+    }
+
+    /// Processes timers of every session.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for p in self.peers.values_mut() {
+            if p.session.poll_timeout().is_some_and(|t| t <= now) {
+                p.session.handle_timeout(now);
+            }
+        }
+        self.collect_events(now);
+    }
+
+    fn collect_events(&mut self, now: Instant) {
+        let mut restart = Vec::new();
+        let mut dead = Vec::new();
+        for k in &self.order {
+            let Some(p) = self.peers.get_mut(k) else {
+                continue;
+            };
+            while let Some(e) = p.session.poll_event() {
+                match e {
+                    Event::HandshakeTimeout if p.initiator => {
+                        if let Some(&a) = p.addrs.get(p.current) {
+                            restart.push((*k, p.dht, a));
+                        }
+                    }
+                    Event::HandshakeTimeout | Event::Killed => {
+                        dead.push(*k);
+                        self.events.push_back(NodeEvent { peer: *k, event: e });
+                    }
+                    Event::PeerDhtKeyChanged { dht } if p.initiator => {
+                        if let Some(&a) = p.addrs.get(p.current) {
+                            restart.push((*k, dht, a));
+                        }
+                    }
+                    e => self.events.push_back(NodeEvent { peer: *k, event: e }),
+                }
+            }
+        }
+        for k in dead {
+            self.remove_peer(&k);
+        }
+        for (k, dht, a) in restart {
+            self.stats.reconnects += 1;
+            tracing::debug!(peer = ?k, "handshake timed out, connecting again");
+            self.connect(now, k, dht, a);
+        }
+    }
+
+    /// The earliest timer of any session.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let mut t: Option<Instant> = None;
+        for p in self.peers.values_mut() {
+            if let Some(x) = p.session.poll_timeout() {
+                t = Some(t.map_or(x, |t| t.min(x)));
+            }
+        }
+        t
+    }
+
+    /// Writes the next datagram into `buf` (≥ 1400 bytes) and returns its
+    /// destination and what it is. Sessions are served round-robin.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(A, Transmit)> {
+        if buf.len() < MAX_PACKET_SIZE {
+            return None;
+        }
+        if let Some((to, r)) = self.responses.pop_front() {
+            buf[..COOKIE_RESPONSE_SIZE].copy_from_slice(&r);
+            return Some((
+                to,
+                Transmit {
+                    len: COOKIE_RESPONSE_SIZE,
+                    kind: crate::session::TransmitKind::CookieResponse,
+                },
+            ));
+        }
+        let n = self.order.len();
+        for k in 0..n {
+            let idx = (self.rr + k) % n;
+            let key = self.order[idx];
+            let Some(p) = self.peers.get_mut(&key) else {
+                continue;
+            };
+            let Some(&to) = p.addrs.get(p.current) else {
+                continue;
+            };
+            if let Some(t) = p.session.poll_transmit(now, buf) {
+                self.rr = (idx + 1) % n.max(1);
+                return Some((to, t));
+            }
+        }
+        None
+    }
+
+    /// The next event of any peer (data in order per peer).
+    pub fn poll_event(&mut self, now: Instant) -> Option<NodeEvent> {
+        if let Some(e) = self.events.pop_front() {
+            return Some(e);
+        }
+        self.collect_events(now);
+        self.events.pop_front()
+    }
+
+    /// Queues lossless data to `peer` (see [`Session::send_lossless`]).
+    pub fn send_lossless(
+        &mut self,
+        now: Instant,
+        peer: &PublicKey,
+        data: &[u8],
+    ) -> Result<u32, SendError> {
+        let p = self.peers.get_mut(peer).ok_or(SendError::Closed)?;
+        p.session.send_lossless(now, data)
+    }
+
+    /// Queues lossy data to `peer` (see [`Session::send_lossy`]).
+    pub fn send_lossy(
+        &mut self,
+        now: Instant,
+        peer: &PublicKey,
+        data: &[u8],
+    ) -> Result<(), SendError> {
+        let p = self.peers.get_mut(peer).ok_or(SendError::Closed)?;
+        p.session.send_lossy(now, data)
+    }
+
+    /// Free send-buffer slots towards `peer`.
+    pub fn send_buffer_free(&self, peer: &PublicKey) -> u32 {
+        self.peers
+            .get(peer)
+            .map_or(0, |p| p.session.send_buffer_free())
+    }
+
+    /// Closes the connection to `peer` (one KILL goes out); the session is
+    /// removed once the KILL was sent.
+    pub fn close(&mut self, now: Instant, peer: &PublicKey) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.session.kill(now);
+            p.initiator = false;
+        }
+    }
+
+    /// Removes sessions that are closed and have nothing left to send.
+    pub fn reap(&mut self) {
+        let dead: Vec<PublicKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.session.is_closed())
+            .map(|(k, _)| *k)
+            .collect();
+        for k in dead {
+            self.remove_peer(&k);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::TransmitKind;
+    use rand_chacha::ChaCha20Rng;
+    use std::time::Duration;
+
+    fn node(seed: u64, now: Instant) -> Node<u8> {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let real = KeyPair::generate(&mut rng);
+        Node::new(now, &mut rng, real, NodeConfig::default())
+    }
+
+    /// Moves datagrams between node 1 and node 2 (addresses 1 and 2) until
+    /// nothing is left, for at most `rounds` rounds; `drop_to_2` discards
+    /// everything addressed to node 2.
+    fn exchange(a: &mut Node<u8>, b: &mut Node<u8>, now: Instant, drop_to_2: bool) {
+        let mut buf = [0u8; MAX_PACKET_SIZE];
+        for _ in 0..20 {
+            let mut moved = false;
+            while let Some((to, t)) = a.poll_transmit(now, &mut buf) {
+                assert_eq!(to, 2);
+                moved = true;
+                if !drop_to_2 {
+                    let _ = b.handle_datagram(now, 1, &mut buf[..t.len]);
+                }
+            }
+            while let Some((to, t)) = b.poll_transmit(now, &mut buf) {
+                assert_eq!(to, 1);
+                moved = true;
+                let _ = a.handle_datagram(now, 2, &mut buf[..t.len]);
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    #[test]
+    fn connects_only_to_allowed_peers() {
+        let now = Instant::now();
+        let mut a = node(1, now);
+        let mut b = node(2, now);
+        a.connect(now, b.real_pk(), b.dht_pk(), 2);
+        exchange(&mut a, &mut b, now, false);
+        // b answered the cookie request (anybody gets one) but refused the
+        // handshake of a peer it does not know.
+        assert_eq!(b.stats().cookies_sent, 1);
+        assert_eq!(b.stats().handshakes_refused, 1);
+        assert!(b.session(&a.real_pk()).is_none());
+        // Once allowed, the next handshake re-send is accepted.
+        b.allow(a.real_pk());
+        let later = now + Duration::from_secs(1);
+        a.handle_timeout(later);
+        exchange(&mut a, &mut b, later, false);
+        assert!(a.session(&b.real_pk()).is_some_and(|s| s.is_established()));
+        assert!(b.session(&a.real_pk()).is_some_and(|s| s.is_established()));
+        let ev: Vec<_> = std::iter::from_fn(|| b.poll_event(later)).collect();
+        assert!(ev
+            .iter()
+            .any(|e| e.event == Event::Established && e.peer == a.real_pk()));
+        // Data flows through the node API.
+        assert_eq!(a.send_lossless(later, &b.real_pk(), &[160, 1]), Ok(0));
+        exchange(&mut a, &mut b, later, false);
+        let ev: Vec<_> = std::iter::from_fn(|| b.poll_event(later)).collect();
+        assert!(ev.iter().any(|e| e.event == Event::Lossless(vec![160, 1])));
+    }
+
+    /// Established a → b; returns b's view of a's session key.
+    fn established_pair(now: Instant) -> (Node<u8>, Node<u8>, Option<PublicKey>) {
+        let mut a = node(6, now);
+        let mut b = node(7, now);
+        b.allow(a.real_pk());
+        a.connect(now, b.real_pk(), b.dht_pk(), 2);
+        exchange(&mut a, &mut b, now, false);
+        assert!(b.session(&a.real_pk()).is_some_and(|s| s.is_established()));
+        let key = b
+            .session(&a.real_pk())
+            .and_then(|s| s.peer_session_pk().copied());
+        while b.poll_event(now).is_some() {}
+        (a, b, key)
+    }
+
+    fn events(n: &mut Node<u8>, now: Instant) -> Vec<Event> {
+        std::iter::from_fn(|| n.poll_event(now))
+            .map(|e| e.event)
+            .collect()
+    }
+
+    #[test]
+    fn a_restarted_peer_with_a_new_dht_key_replaces_the_session() {
+        let now = Instant::now();
+        let (a, mut b, old_key) = established_pair(now);
+        // New process: same long-term key, new DHT key.
+        let real = KeyPair::generate(&mut ChaCha20Rng::seed_from_u64(6));
+        let mut a2 = Node::new(
+            now,
+            &mut ChaCha20Rng::seed_from_u64(66),
+            real,
+            NodeConfig::default(),
+        );
+        assert_eq!(a2.real_pk(), a.real_pk());
+        assert_ne!(a2.dht_pk(), a.dht_pk());
+        let soon = now + Duration::from_millis(100);
+        a2.connect(soon, b.real_pk(), b.dht_pk(), 2);
+        exchange(&mut a2, &mut b, soon, false);
+        let ev = events(&mut b, soon);
+        assert!(ev.contains(&Event::Killed), "{ev:?}");
+        assert!(ev.contains(&Event::Established), "{ev:?}");
+        assert!(a2.session(&b.real_pk()).is_some_and(|s| s.is_established()));
+        assert_ne!(
+            b.session(&a.real_pk())
+                .and_then(|s| s.peer_session_pk().copied()),
+            old_key
+        );
+    }
+
+    #[test]
+    fn a_new_session_of_the_same_peer_replaces_a_silent_one_only() {
+        let now = Instant::now();
+        let (mut a, mut b, old_key) = established_pair(now);
+        // Same process starts a new session (same DHT key, new session key).
+        let soon = now + Duration::from_millis(500);
+        a.connect(soon, b.real_pk(), b.dht_pk(), 2);
+        exchange(&mut a, &mut b, soon, false);
+        // Within 2 s of the last packet the old session stays.
+        assert_eq!(
+            b.session(&a.real_pk())
+                .and_then(|s| s.peer_session_pk().copied()),
+            old_key
+        );
+        assert!(events(&mut b, soon).is_empty());
+        // After 2 s of silence the re-sent handshake takes over.
+        let later = now + Duration::from_secs(3);
+        a.handle_timeout(later);
+        exchange(&mut a, &mut b, later, false);
+        let ev = events(&mut b, later);
+        assert!(ev.contains(&Event::Killed), "{ev:?}");
+        assert!(ev.contains(&Event::Established), "{ev:?}");
+        assert!(a.session(&b.real_pk()).is_some_and(|s| s.is_established()));
+    }
+
+    #[test]
+    fn drops_data_from_unknown_addresses() {
+        let now = Instant::now();
+        let mut b = node(3, now);
+        let mut junk = [0x1bu8; 100];
+        assert!(b.handle_datagram(now, 9, &mut junk).is_err());
+        let mut junk = [0x19u8; 161];
+        assert!(b.handle_datagram(now, 9, &mut junk).is_err());
+        assert_eq!(b.stats().unknown_source, 2);
+        let mut buf = [0u8; MAX_PACKET_SIZE];
+        assert!(b.poll_transmit(now, &mut buf).is_none());
+    }
+
+    #[test]
+    fn initiator_restarts_after_a_handshake_timeout() {
+        let now = Instant::now();
+        let mut a = node(4, now);
+        let b = node(5, now);
+        a.connect(now, b.real_pk(), b.dht_pk(), 2);
+        let mut buf = [0u8; MAX_PACKET_SIZE];
+        let mut t = now;
+        let mut cookie_requests = 0;
+        for _ in 0..40 {
+            while let Some((_, tx)) = a.poll_transmit(t, &mut buf) {
+                assert_eq!(tx.kind, TransmitKind::CookieRequest);
+                cookie_requests += 1;
+            }
+            t += Duration::from_millis(500);
+            a.handle_timeout(t);
+            assert!(a.poll_event(t).is_none(), "no timeout reaches the owner");
+        }
+        assert!(a.stats().reconnects >= 1);
+        assert!(cookie_requests > 8);
+        assert!(a.session(&b.real_pk()).is_some());
+    }
+}

@@ -1,0 +1,516 @@
+//! Cookie exchange and handshake of a net_crypto connection (PROTOCOL.md
+//! §4.2–§4.4): builders and validators of the four handshake-phase packets,
+//! the node's cookie key, and the stateless, rate-limited cookie responder.
+//!
+//! Invariants:
+//! * Every validator checks the exact length first and returns a typed
+//!   [`HandshakeError`]; nothing here panics on input or allocates.
+//! * Cookie timestamps are whole seconds since a node-local epoch (an
+//!   `Instant` given at start-up), so they are 8 opaque bytes that only this
+//!   node reads back (§4.2); a cookie is fresh iff `ts ≤ now ≤ ts + 15` (§4.3).
+//! * The responder answers anybody but spends at most `rate` X25519
+//!   computations per second (token bucket checked *before* any crypto), so a
+//!   flood of cookie requests cannot exhaust the CPU.
+
+use crate::crypto::{
+    sha512, CryptoError, KeyPair, Nonce, PublicKey, SharedKey, MAC_SIZE, NONCE_SIZE,
+    PUBLIC_KEY_SIZE, SHA512_SIZE,
+};
+use rand_core::CryptoRngCore;
+use std::time::{Duration, Instant};
+
+/// First byte of a cookie request (§4.1).
+pub const PACKET_COOKIE_REQUEST: u8 = 0x18;
+/// First byte of a cookie response (§4.1).
+pub const PACKET_COOKIE_RESPONSE: u8 = 0x19;
+/// First byte of a handshake (§4.1).
+pub const PACKET_HANDSHAKE: u8 = 0x1a;
+/// First byte of a data packet (§4.1).
+pub const PACKET_DATA: u8 = 0x1b;
+
+/// Size of a cookie request (§4.2).
+pub const COOKIE_REQUEST_SIZE: usize = 145;
+/// Size of a cookie (§4.2).
+pub const COOKIE_SIZE: usize = 112;
+/// Size of a cookie response (§4.2).
+pub const COOKIE_RESPONSE_SIZE: usize = 161;
+/// Size of a handshake (§4.2).
+pub const HANDSHAKE_SIZE: usize = 385;
+/// `COOKIE_TIMEOUT` in seconds (§4.3).
+pub const COOKIE_TIMEOUT_SECS: u64 = 15;
+
+/// An echo id: 8 opaque bytes only read back by their creator (§4.2).
+pub type EchoId = [u8; 8];
+/// A cookie as it travels: nonce ‖ box (§4.2).
+pub type Cookie = [u8; COOKIE_SIZE];
+
+const COOKIE_PLAIN: usize = 8 + 2 * PUBLIC_KEY_SIZE; // 72
+const COOKIE_REQ_PLAIN: usize = 2 * PUBLIC_KEY_SIZE + 8; // 72
+const COOKIE_RESP_PLAIN: usize = COOKIE_SIZE + 8; // 120
+const HANDSHAKE_PLAIN: usize = NONCE_SIZE + PUBLIC_KEY_SIZE + SHA512_SIZE + COOKIE_SIZE; // 232
+
+/// Why a handshake-phase packet was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HandshakeError {
+    /// Wrong length or first byte.
+    #[error("{kind}: malformed (length {len})")]
+    Malformed {
+        /// Which packet.
+        kind: &'static str,
+        /// The length seen.
+        len: usize,
+    },
+    /// A box did not open.
+    #[error("{0}: authentication failed")]
+    Auth(&'static str),
+    /// The cookie is older than 15 s or from the future.
+    #[error("stale cookie")]
+    StaleCookie,
+    /// The cookie names another peer than the one expected.
+    #[error("cookie for an unexpected peer")]
+    UnexpectedPeer,
+    /// The hash of the outer cookie does not match the inner one.
+    #[error("cookie hash mismatch")]
+    BadHash,
+    /// The echo id of a cookie response is not the one we sent.
+    #[error("echo id mismatch")]
+    EchoMismatch,
+    /// The cookie responder's token bucket is empty.
+    #[error("cookie requests rate limited")]
+    RateLimited,
+    /// The output buffer is too small.
+    #[error("output buffer too small")]
+    BufferTooSmall,
+}
+
+fn malformed(kind: &'static str, len: usize) -> HandshakeError {
+    HandshakeError::Malformed { kind, len }
+}
+
+fn pk_at(b: &[u8], at: usize) -> PublicKey {
+    let mut k = [0u8; PUBLIC_KEY_SIZE];
+    k.copy_from_slice(&b[at..at + PUBLIC_KEY_SIZE]);
+    PublicKey(k)
+}
+
+fn nonce_at(b: &[u8], at: usize) -> Nonce {
+    let mut n = [0u8; NONCE_SIZE];
+    n.copy_from_slice(&b[at..at + NONCE_SIZE]);
+    Nonce(n)
+}
+
+/// The node's cookie key and clock (§4.2): 32 random bytes made at start-up
+/// plus the epoch the cookie timestamps count from. Cloned into each session
+/// so a session can check cookies it issued.
+#[derive(Clone, Debug)]
+pub struct CookieKey {
+    key: SharedKey,
+    epoch: Instant,
+}
+
+impl CookieKey {
+    /// A fresh random cookie key; timestamps count whole seconds from `epoch`.
+    pub fn new(rng: &mut impl CryptoRngCore, epoch: Instant) -> Self {
+        CookieKey {
+            key: SharedKey::random(rng),
+            epoch,
+        }
+    }
+
+    /// Seconds since the epoch (the cookie clock).
+    pub fn secs(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_secs()
+    }
+
+    /// Makes a cookie over `(now, real pk, DHT pk)` (§4.2).
+    pub fn make_cookie(
+        &self,
+        rng: &mut impl CryptoRngCore,
+        now: Instant,
+        real: &PublicKey,
+        dht: &PublicKey,
+    ) -> Cookie {
+        let mut out = [0u8; COOKIE_SIZE];
+        let nonce = Nonce::random(rng);
+        out[..NONCE_SIZE].copy_from_slice(&nonce.0);
+        let body = &mut out[NONCE_SIZE..];
+        let plain = &mut body[MAC_SIZE..];
+        plain[..8].copy_from_slice(&self.secs(now).to_le_bytes());
+        plain[8..40].copy_from_slice(&real.0);
+        plain[40..72].copy_from_slice(&dht.0);
+        // Cannot fail: the plaintext is 72 bytes, not empty.
+        let _ = self.key.seal_in_place(&nonce, body);
+        out
+    }
+
+    /// Opens a cookie we issued and checks it is fresh (§4.3); returns the
+    /// (real pk, DHT pk) it names.
+    pub fn open_cookie(
+        &self,
+        now: Instant,
+        cookie: &Cookie,
+    ) -> Result<(PublicKey, PublicKey), HandshakeError> {
+        let nonce = nonce_at(cookie, 0);
+        let mut body = [0u8; COOKIE_SIZE - NONCE_SIZE];
+        body.copy_from_slice(&cookie[NONCE_SIZE..]);
+        let plain = self
+            .key
+            .open_in_place(&nonce, &mut body)
+            .map_err(|_| HandshakeError::Auth("cookie"))?;
+        debug_assert_eq!(plain.len(), COOKIE_PLAIN);
+        let mut ts = [0u8; 8];
+        ts.copy_from_slice(&plain[..8]);
+        let ts = u64::from_le_bytes(ts);
+        let now_s = self.secs(now);
+        if ts > now_s || now_s > ts.saturating_add(COOKIE_TIMEOUT_SECS) {
+            return Err(HandshakeError::StaleCookie);
+        }
+        Ok((pk_at(plain, 8), pk_at(plain, 40)))
+    }
+}
+
+/// Builds a cookie request (§4.2) into a fixed array: `dht_shared` is
+/// `K(our DHT sk, peer DHT pk)`.
+pub fn build_cookie_request(
+    rng: &mut impl CryptoRngCore,
+    our_dht_pk: &PublicKey,
+    dht_shared: &SharedKey,
+    our_real_pk: &PublicKey,
+    echo_id: &EchoId,
+) -> [u8; COOKIE_REQUEST_SIZE] {
+    let mut out = [0u8; COOKIE_REQUEST_SIZE];
+    out[0] = PACKET_COOKIE_REQUEST;
+    out[1..33].copy_from_slice(&our_dht_pk.0);
+    let nonce = Nonce::random(rng);
+    out[33..57].copy_from_slice(&nonce.0);
+    let body = &mut out[57..];
+    let plain = &mut body[MAC_SIZE..];
+    plain[..32].copy_from_slice(&our_real_pk.0);
+    // plain[32..64] stays zero (c-toxcore sends zeros, §4.2).
+    plain[64..72].copy_from_slice(echo_id);
+    // Cannot fail: 72-byte plaintext.
+    let _ = dht_shared.seal_in_place(&nonce, body);
+    out
+}
+
+/// A cookie request that opened (§4.3).
+#[derive(Clone, Debug)]
+pub struct CookieRequestInfo {
+    /// The requester's DHT public key (from the header).
+    pub sender_dht: PublicKey,
+    /// The requester's real public key (from the box).
+    pub sender_real: PublicKey,
+    /// The echo id to copy into the response.
+    pub echo_id: EchoId,
+    /// `K(our DHT sk, sender DHT pk)`, used again for the response.
+    pub shared: SharedKey,
+}
+
+/// Opens a cookie request addressed to our DHT key (§4.3). Costs one X25519.
+pub fn open_cookie_request(
+    our_dht: &KeyPair,
+    packet: &[u8],
+) -> Result<CookieRequestInfo, HandshakeError> {
+    const KIND: &str = "cookie request";
+    if packet.len() != COOKIE_REQUEST_SIZE || packet[0] != PACKET_COOKIE_REQUEST {
+        return Err(malformed(KIND, packet.len()));
+    }
+    let sender_dht = pk_at(packet, 1);
+    let nonce = nonce_at(packet, 33);
+    let shared = our_dht.precompute(&sender_dht);
+    let mut body = [0u8; COOKIE_REQUEST_SIZE - 57];
+    body.copy_from_slice(&packet[57..]);
+    let plain = shared
+        .open_in_place(&nonce, &mut body)
+        .map_err(|_| HandshakeError::Auth(KIND))?;
+    debug_assert_eq!(plain.len(), COOKIE_REQ_PLAIN);
+    let mut echo_id = [0u8; 8];
+    echo_id.copy_from_slice(&plain[64..72]);
+    Ok(CookieRequestInfo {
+        sender_dht,
+        sender_real: pk_at(plain, 0),
+        echo_id,
+        shared,
+    })
+}
+
+/// Writes the cookie response to `req` into `out` (161 bytes, §4.2/§4.3).
+pub fn build_cookie_response(
+    rng: &mut impl CryptoRngCore,
+    now: Instant,
+    cookie_key: &CookieKey,
+    req: &CookieRequestInfo,
+    out: &mut [u8],
+) -> Result<usize, HandshakeError> {
+    let out = out
+        .get_mut(..COOKIE_RESPONSE_SIZE)
+        .ok_or(HandshakeError::BufferTooSmall)?;
+    let cookie = cookie_key.make_cookie(rng, now, &req.sender_real, &req.sender_dht);
+    out[0] = PACKET_COOKIE_RESPONSE;
+    let nonce = Nonce::random(rng);
+    out[1..25].copy_from_slice(&nonce.0);
+    let body = &mut out[25..];
+    body[..MAC_SIZE].fill(0);
+    let plain = &mut body[MAC_SIZE..];
+    plain[..COOKIE_SIZE].copy_from_slice(&cookie);
+    plain[COOKIE_SIZE..].copy_from_slice(&req.echo_id);
+    // Cannot fail: 120-byte plaintext.
+    let _ = req.shared.seal_in_place(&nonce, body);
+    Ok(COOKIE_RESPONSE_SIZE)
+}
+
+/// Opens a cookie response with the DHT shared key we used for the request and
+/// checks its echo id (§4.3); returns the peer's cookie.
+pub fn open_cookie_response(
+    dht_shared: &SharedKey,
+    echo_id: &EchoId,
+    packet: &[u8],
+) -> Result<Cookie, HandshakeError> {
+    const KIND: &str = "cookie response";
+    if packet.len() != COOKIE_RESPONSE_SIZE || packet[0] != PACKET_COOKIE_RESPONSE {
+        return Err(malformed(KIND, packet.len()));
+    }
+    let nonce = nonce_at(packet, 1);
+    let mut body = [0u8; COOKIE_RESPONSE_SIZE - 25];
+    body.copy_from_slice(&packet[25..]);
+    let plain = dht_shared
+        .open_in_place(&nonce, &mut body)
+        .map_err(|_| HandshakeError::Auth(KIND))?;
+    debug_assert_eq!(plain.len(), COOKIE_RESP_PLAIN);
+    if !crate::crypto::ct_eq(&plain[COOKIE_SIZE..], echo_id) {
+        return Err(HandshakeError::EchoMismatch);
+    }
+    let mut cookie = [0u8; COOKIE_SIZE];
+    cookie.copy_from_slice(&plain[..COOKIE_SIZE]);
+    Ok(cookie)
+}
+
+/// What we put in our handshake (§4.4).
+#[derive(Clone, Debug)]
+pub struct HandshakeParams<'a> {
+    /// `K(our real sk, peer real pk)`.
+    pub real_shared: &'a SharedKey,
+    /// A cookie the peer issued (outer cookie).
+    pub peer_cookie: &'a Cookie,
+    /// Our own TX base nonce for data packets.
+    pub base_nonce: &'a Nonce,
+    /// Our per-connection session public key.
+    pub session_pk: &'a PublicKey,
+    /// A fresh cookie we made over (peer real pk, peer DHT pk).
+    pub other_cookie: &'a Cookie,
+}
+
+/// Builds a handshake (385 bytes, §4.2/§4.4).
+pub fn build_handshake(
+    rng: &mut impl CryptoRngCore,
+    p: &HandshakeParams<'_>,
+) -> [u8; HANDSHAKE_SIZE] {
+    let mut out = [0u8; HANDSHAKE_SIZE];
+    out[0] = PACKET_HANDSHAKE;
+    out[1..113].copy_from_slice(p.peer_cookie);
+    let nonce = Nonce::random(rng);
+    out[113..137].copy_from_slice(&nonce.0);
+    let hash = sha512(p.peer_cookie);
+    let body = &mut out[137..];
+    let plain = &mut body[MAC_SIZE..];
+    plain[..24].copy_from_slice(&p.base_nonce.0);
+    plain[24..56].copy_from_slice(&p.session_pk.0);
+    plain[56..120].copy_from_slice(&hash);
+    plain[120..232].copy_from_slice(p.other_cookie);
+    // Cannot fail: 232-byte plaintext.
+    let _ = p.real_shared.seal_in_place(&nonce, body);
+    out
+}
+
+/// A handshake that passed every check of §4.4.
+#[derive(Clone, Debug)]
+pub struct ValidHandshake {
+    /// The peer's real (long-term) public key, from the cookie we issued.
+    pub peer_real: PublicKey,
+    /// The peer's DHT public key, from the cookie we issued.
+    pub peer_dht: PublicKey,
+    /// The peer's TX base nonce (our RX nonce start).
+    pub peer_base_nonce: Nonce,
+    /// The peer's session public key.
+    pub peer_session_pk: PublicKey,
+    /// A cookie the peer issued for us (to build our handshake on).
+    pub other_cookie: Cookie,
+}
+
+/// Validates a handshake in the order of §4.4. `expected_peer` restricts the
+/// real key in the cookie; `real_shared` returns `K(our real sk, pk)` for the
+/// peer named in the cookie (a session passes its cached key, the node
+/// computes one).
+pub fn open_handshake(
+    cookie_key: &CookieKey,
+    now: Instant,
+    expected_peer: Option<&PublicKey>,
+    real_shared: impl FnOnce(&PublicKey) -> SharedKey,
+    packet: &[u8],
+) -> Result<ValidHandshake, HandshakeError> {
+    const KIND: &str = "handshake";
+    if packet.len() != HANDSHAKE_SIZE || packet[0] != PACKET_HANDSHAKE {
+        return Err(malformed(KIND, packet.len()));
+    }
+    let mut outer = [0u8; COOKIE_SIZE];
+    outer.copy_from_slice(&packet[1..113]);
+    let (peer_real, peer_dht) = cookie_key.open_cookie(now, &outer)?;
+    if let Some(exp) = expected_peer {
+        if !exp.ct_eq(&peer_real) {
+            return Err(HandshakeError::UnexpectedPeer);
+        }
+    }
+    let key = real_shared(&peer_real);
+    let nonce = nonce_at(packet, 113);
+    let mut body = [0u8; HANDSHAKE_SIZE - 137];
+    body.copy_from_slice(&packet[137..]);
+    let plain = key
+        .open_in_place(&nonce, &mut body)
+        .map_err(|_| HandshakeError::Auth(KIND))?;
+    debug_assert_eq!(plain.len(), HANDSHAKE_PLAIN);
+    if !crate::crypto::ct_eq(&plain[56..120], &sha512(&outer)) {
+        return Err(HandshakeError::BadHash);
+    }
+    let mut other_cookie = [0u8; COOKIE_SIZE];
+    other_cookie.copy_from_slice(&plain[120..232]);
+    Ok(ValidHandshake {
+        peer_real,
+        peer_dht,
+        peer_base_nonce: nonce_at(plain, 0),
+        peer_session_pk: pk_at(plain, 24),
+        other_cookie,
+    })
+}
+
+/// A token bucket: `rate` tokens per second, at most `burst` stored.
+#[derive(Clone, Debug)]
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Option<Instant>,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(rate: f64, burst: f64) -> Self {
+        TokenBucket {
+            rate: rate.max(0.0),
+            burst: burst.max(1.0),
+            tokens: burst.max(1.0),
+            last: None,
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(&mut self, now: Instant) -> bool {
+        if let Some(last) = self.last {
+            let dt = now.saturating_duration_since(last).as_secs_f64();
+            self.tokens = (self.tokens + dt * self.rate).min(self.burst);
+        }
+        self.last = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Configuration of the [`CookieResponder`].
+#[derive(Clone, Copy, Debug)]
+pub struct CookieResponderConfig {
+    /// Cookie requests answered per second (each costs one X25519).
+    pub rate: f64,
+    /// Requests answered in a burst.
+    pub burst: f64,
+}
+
+impl Default for CookieResponderConfig {
+    fn default() -> Self {
+        CookieResponderConfig {
+            rate: 2000.0,
+            burst: 200.0,
+        }
+    }
+}
+
+/// The node's stateless cookie responder (§4.3): answers any valid cookie
+/// request, from anybody, storing nothing, within a global rate limit.
+#[derive(Debug)]
+pub struct CookieResponder {
+    bucket: TokenBucket,
+    /// Requests refused by the rate limit.
+    pub rate_limited: u64,
+    /// Requests that were malformed or did not open.
+    pub invalid: u64,
+}
+
+impl CookieResponder {
+    /// A responder with a full bucket.
+    pub fn new(cfg: CookieResponderConfig) -> Self {
+        CookieResponder {
+            bucket: TokenBucket::new(cfg.rate, cfg.burst),
+            rate_limited: 0,
+            invalid: 0,
+        }
+    }
+
+    /// Answers `request` into `out`; returns the response length and the
+    /// request's content. The length is checked before spending a token, the
+    /// token before spending any crypto.
+    pub fn respond(
+        &mut self,
+        rng: &mut impl CryptoRngCore,
+        now: Instant,
+        our_dht: &KeyPair,
+        cookie_key: &CookieKey,
+        request: &[u8],
+        out: &mut [u8],
+    ) -> Result<(usize, CookieRequestInfo), HandshakeError> {
+        if request.len() != COOKIE_REQUEST_SIZE || request[0] != PACKET_COOKIE_REQUEST {
+            self.invalid += 1;
+            return Err(malformed("cookie request", request.len()));
+        }
+        if !self.bucket.take(now) {
+            self.rate_limited += 1;
+            return Err(HandshakeError::RateLimited);
+        }
+        let info = open_cookie_request(our_dht, request).inspect_err(|_| self.invalid += 1)?;
+        let n = build_cookie_response(rng, now, cookie_key, &info, out)?;
+        Ok((n, info))
+    }
+}
+
+/// Resend schedule of the handshake phase (§4.5): the current packet is
+/// re-sent every `interval`; after `tries` sends without progress the attempt
+/// fails.
+#[derive(Clone, Copy, Debug)]
+pub struct Retry {
+    /// Sends of the current packet so far.
+    pub sent: u32,
+    /// When the next send is due.
+    pub next: Instant,
+}
+
+impl Retry {
+    /// Due at once, nothing sent yet.
+    pub fn now(now: Instant) -> Self {
+        Retry { sent: 0, next: now }
+    }
+
+    /// Records a send at `now`.
+    pub fn on_sent(&mut self, now: Instant, interval: Duration) {
+        self.sent += 1;
+        self.next = now + interval;
+    }
+}
+
+/// Maps a crypto error of a box we built ourselves (cannot happen with our
+/// fixed sizes) to a handshake error.
+impl From<CryptoError> for HandshakeError {
+    fn from(_: CryptoError) -> Self {
+        HandshakeError::BufferTooSmall
+    }
+}

@@ -33,6 +33,9 @@ pub enum BenchCommand {
     /// Relay forwarding throughput and memory per idle client, toxlink vs
     /// tox-bootstrapd.
     Relay(RelayBenchArgs),
+    /// Lossless throughput, set-up time and CPU per GB of one connection over
+    /// loopback UDP, toxlink vs c-toxcore.
+    Udp(crate::bench_udp::UdpBenchArgs),
 }
 
 /// Options of `toxlink bench relay`.
@@ -62,6 +65,7 @@ pub struct RelayBenchArgs {
 pub async fn run(b: BenchCommand) -> Result<(), String> {
     match b {
         BenchCommand::Relay(a) => relay(a).await,
+        BenchCommand::Udp(a) => crate::bench_udp::run(a).await,
     }
 }
 

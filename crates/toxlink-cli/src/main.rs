@@ -1,8 +1,9 @@
 //! The `toxlink` command: `toxlink relay` (a Tox TCP relay server) and
-//! `toxlink bench relay` (relay benchmarks); more subcommands join the
+//! `toxlink bench relay|udp` (benchmarks); more subcommands join the
 //! [`Command`] enum as they are written.
 
 mod bench_cmd;
+mod bench_udp;
 mod relay_cmd;
 
 use clap::{Parser, Subcommand};

@@ -12,30 +12,29 @@
 //!   computations per second (token bucket checked *before* any crypto), so a
 //!   flood of cookie requests cannot exhaust the CPU.
 
-use crate::crypto::{
-    sha512, CryptoError, KeyPair, Nonce, PublicKey, SharedKey, MAC_SIZE, NONCE_SIZE,
-    PUBLIC_KEY_SIZE, SHA512_SIZE,
-};
+use crate::crypto::{CryptoError, KeyPair, Nonce, PublicKey, SharedKey};
+use crate::wire::net_crypto as wire;
+use crate::wire::WireError;
 use rand_core::CryptoRngCore;
 use std::time::{Duration, Instant};
 
 /// First byte of a cookie request (§4.1).
-pub const PACKET_COOKIE_REQUEST: u8 = 0x18;
+pub const PACKET_COOKIE_REQUEST: u8 = wire::kind::COOKIE_REQUEST;
 /// First byte of a cookie response (§4.1).
-pub const PACKET_COOKIE_RESPONSE: u8 = 0x19;
+pub const PACKET_COOKIE_RESPONSE: u8 = wire::kind::COOKIE_RESPONSE;
 /// First byte of a handshake (§4.1).
-pub const PACKET_HANDSHAKE: u8 = 0x1a;
+pub const PACKET_HANDSHAKE: u8 = wire::kind::HANDSHAKE;
 /// First byte of a data packet (§4.1).
-pub const PACKET_DATA: u8 = 0x1b;
+pub const PACKET_DATA: u8 = wire::kind::DATA;
 
 /// Size of a cookie request (§4.2).
-pub const COOKIE_REQUEST_SIZE: usize = 145;
+pub const COOKIE_REQUEST_SIZE: usize = wire::COOKIE_REQUEST_SIZE;
 /// Size of a cookie (§4.2).
-pub const COOKIE_SIZE: usize = 112;
+pub const COOKIE_SIZE: usize = wire::COOKIE_SIZE;
 /// Size of a cookie response (§4.2).
-pub const COOKIE_RESPONSE_SIZE: usize = 161;
+pub const COOKIE_RESPONSE_SIZE: usize = wire::COOKIE_RESPONSE_SIZE;
 /// Size of a handshake (§4.2).
-pub const HANDSHAKE_SIZE: usize = 385;
+pub const HANDSHAKE_SIZE: usize = wire::HANDSHAKE_SIZE;
 /// `COOKIE_TIMEOUT` in seconds (§4.3).
 pub const COOKIE_TIMEOUT_SECS: u64 = 15;
 
@@ -43,11 +42,6 @@ pub const COOKIE_TIMEOUT_SECS: u64 = 15;
 pub type EchoId = [u8; 8];
 /// A cookie as it travels: nonce ‖ box (§4.2).
 pub type Cookie = [u8; COOKIE_SIZE];
-
-const COOKIE_PLAIN: usize = 8 + 2 * PUBLIC_KEY_SIZE; // 72
-const COOKIE_REQ_PLAIN: usize = 2 * PUBLIC_KEY_SIZE + 8; // 72
-const COOKIE_RESP_PLAIN: usize = COOKIE_SIZE + 8; // 120
-const HANDSHAKE_PLAIN: usize = NONCE_SIZE + PUBLIC_KEY_SIZE + SHA512_SIZE + COOKIE_SIZE; // 232
 
 /// Why a handshake-phase packet was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -87,18 +81,6 @@ fn malformed(kind: &'static str, len: usize) -> HandshakeError {
     HandshakeError::Malformed { kind, len }
 }
 
-fn pk_at(b: &[u8], at: usize) -> PublicKey {
-    let mut k = [0u8; PUBLIC_KEY_SIZE];
-    k.copy_from_slice(&b[at..at + PUBLIC_KEY_SIZE]);
-    PublicKey(k)
-}
-
-fn nonce_at(b: &[u8], at: usize) -> Nonce {
-    let mut n = [0u8; NONCE_SIZE];
-    n.copy_from_slice(&b[at..at + NONCE_SIZE]);
-    Nonce(n)
-}
-
 /// The node's cookie key and clock (§4.2): 32 random bytes made at start-up
 /// plus the epoch the cookie timestamps count from. Cloned into each session
 /// so a session can check cookies it issued.
@@ -130,17 +112,12 @@ impl CookieKey {
         real: &PublicKey,
         dht: &PublicKey,
     ) -> Cookie {
-        let mut out = [0u8; COOKIE_SIZE];
-        let nonce = Nonce::random(rng);
-        out[..NONCE_SIZE].copy_from_slice(&nonce.0);
-        let body = &mut out[NONCE_SIZE..];
-        let plain = &mut body[MAC_SIZE..];
-        plain[..8].copy_from_slice(&self.secs(now).to_le_bytes());
-        plain[8..40].copy_from_slice(&real.0);
-        plain[40..72].copy_from_slice(&dht.0);
-        // Cannot fail: the plaintext is 72 bytes, not empty.
-        let _ = self.key.seal_in_place(&nonce, body);
-        out
+        let payload = wire::CookiePayload {
+            timestamp: self.secs(now),
+            real_pk: *real,
+            dht_pk: *dht,
+        };
+        wire::Cookie::seal(&self.key, Nonce::random(rng), &payload).to_bytes()
     }
 
     /// Opens a cookie we issued and checks it is fresh (§4.3); returns the
@@ -150,22 +127,14 @@ impl CookieKey {
         now: Instant,
         cookie: &Cookie,
     ) -> Result<(PublicKey, PublicKey), HandshakeError> {
-        let nonce = nonce_at(cookie, 0);
-        let mut body = [0u8; COOKIE_SIZE - NONCE_SIZE];
-        body.copy_from_slice(&cookie[NONCE_SIZE..]);
-        let plain = self
-            .key
-            .open_in_place(&nonce, &mut body)
+        let p = wire::Cookie::from_bytes(cookie)
+            .open(&self.key)
             .map_err(|_| HandshakeError::Auth("cookie"))?;
-        debug_assert_eq!(plain.len(), COOKIE_PLAIN);
-        let mut ts = [0u8; 8];
-        ts.copy_from_slice(&plain[..8]);
-        let ts = u64::from_le_bytes(ts);
         let now_s = self.secs(now);
-        if ts > now_s || now_s > ts.saturating_add(COOKIE_TIMEOUT_SECS) {
+        if p.timestamp > now_s || now_s > p.timestamp.saturating_add(COOKIE_TIMEOUT_SECS) {
             return Err(HandshakeError::StaleCookie);
         }
-        Ok((pk_at(plain, 8), pk_at(plain, 40)))
+        Ok((p.real_pk, p.dht_pk))
     }
 }
 
@@ -178,19 +147,11 @@ pub fn build_cookie_request(
     our_real_pk: &PublicKey,
     echo_id: &EchoId,
 ) -> [u8; COOKIE_REQUEST_SIZE] {
-    let mut out = [0u8; COOKIE_REQUEST_SIZE];
-    out[0] = PACKET_COOKIE_REQUEST;
-    out[1..33].copy_from_slice(&our_dht_pk.0);
-    let nonce = Nonce::random(rng);
-    out[33..57].copy_from_slice(&nonce.0);
-    let body = &mut out[57..];
-    let plain = &mut body[MAC_SIZE..];
-    plain[..32].copy_from_slice(&our_real_pk.0);
-    // plain[32..64] stays zero (c-toxcore sends zeros, §4.2).
-    plain[64..72].copy_from_slice(echo_id);
-    // Cannot fail: 72-byte plaintext.
-    let _ = dht_shared.seal_in_place(&nonce, body);
-    out
+    let payload = wire::CookieRequestPayload {
+        sender_real_pk: *our_real_pk,
+        echo_id: *echo_id,
+    };
+    wire::CookieRequest::seal(*our_dht_pk, dht_shared, Nonce::random(rng), &payload).to_bytes()
 }
 
 /// A cookie request that opened (§4.3).
@@ -212,24 +173,13 @@ pub fn open_cookie_request(
     packet: &[u8],
 ) -> Result<CookieRequestInfo, HandshakeError> {
     const KIND: &str = "cookie request";
-    if packet.len() != COOKIE_REQUEST_SIZE || packet[0] != PACKET_COOKIE_REQUEST {
-        return Err(malformed(KIND, packet.len()));
-    }
-    let sender_dht = pk_at(packet, 1);
-    let nonce = nonce_at(packet, 33);
-    let shared = our_dht.precompute(&sender_dht);
-    let mut body = [0u8; COOKIE_REQUEST_SIZE - 57];
-    body.copy_from_slice(&packet[57..]);
-    let plain = shared
-        .open_in_place(&nonce, &mut body)
-        .map_err(|_| HandshakeError::Auth(KIND))?;
-    debug_assert_eq!(plain.len(), COOKIE_REQ_PLAIN);
-    let mut echo_id = [0u8; 8];
-    echo_id.copy_from_slice(&plain[64..72]);
+    let req = wire::CookieRequest::parse(packet).map_err(|_| malformed(KIND, packet.len()))?;
+    let shared = our_dht.precompute(&req.sender_dht_pk);
+    let p = req.open(&shared).map_err(|_| HandshakeError::Auth(KIND))?;
     Ok(CookieRequestInfo {
-        sender_dht,
-        sender_real: pk_at(plain, 0),
-        echo_id,
+        sender_dht: req.sender_dht_pk,
+        sender_real: p.sender_real_pk,
+        echo_id: p.echo_id,
         shared,
     })
 }
@@ -246,16 +196,13 @@ pub fn build_cookie_response(
         .get_mut(..COOKIE_RESPONSE_SIZE)
         .ok_or(HandshakeError::BufferTooSmall)?;
     let cookie = cookie_key.make_cookie(rng, now, &req.sender_real, &req.sender_dht);
-    out[0] = PACKET_COOKIE_RESPONSE;
-    let nonce = Nonce::random(rng);
-    out[1..25].copy_from_slice(&nonce.0);
-    let body = &mut out[25..];
-    body[..MAC_SIZE].fill(0);
-    let plain = &mut body[MAC_SIZE..];
-    plain[..COOKIE_SIZE].copy_from_slice(&cookie);
-    plain[COOKIE_SIZE..].copy_from_slice(&req.echo_id);
-    // Cannot fail: 120-byte plaintext.
-    let _ = req.shared.seal_in_place(&nonce, body);
+    let payload = wire::CookieResponsePayload {
+        cookie,
+        echo_id: req.echo_id,
+    };
+    out.copy_from_slice(
+        &wire::CookieResponse::seal(&req.shared, Nonce::random(rng), &payload).to_bytes(),
+    );
     Ok(COOKIE_RESPONSE_SIZE)
 }
 
@@ -267,22 +214,14 @@ pub fn open_cookie_response(
     packet: &[u8],
 ) -> Result<Cookie, HandshakeError> {
     const KIND: &str = "cookie response";
-    if packet.len() != COOKIE_RESPONSE_SIZE || packet[0] != PACKET_COOKIE_RESPONSE {
-        return Err(malformed(KIND, packet.len()));
-    }
-    let nonce = nonce_at(packet, 1);
-    let mut body = [0u8; COOKIE_RESPONSE_SIZE - 25];
-    body.copy_from_slice(&packet[25..]);
-    let plain = dht_shared
-        .open_in_place(&nonce, &mut body)
+    let p = wire::CookieResponse::parse(packet)
+        .map_err(|_| malformed(KIND, packet.len()))?
+        .open(dht_shared)
         .map_err(|_| HandshakeError::Auth(KIND))?;
-    debug_assert_eq!(plain.len(), COOKIE_RESP_PLAIN);
-    if !crate::crypto::ct_eq(&plain[COOKIE_SIZE..], echo_id) {
+    if !crate::crypto::ct_eq(&p.echo_id, echo_id) {
         return Err(HandshakeError::EchoMismatch);
     }
-    let mut cookie = [0u8; COOKIE_SIZE];
-    cookie.copy_from_slice(&plain[..COOKIE_SIZE]);
-    Ok(cookie)
+    Ok(p.cookie)
 }
 
 /// What we put in our handshake (§4.4).
@@ -305,21 +244,15 @@ pub fn build_handshake(
     rng: &mut impl CryptoRngCore,
     p: &HandshakeParams<'_>,
 ) -> [u8; HANDSHAKE_SIZE] {
-    let mut out = [0u8; HANDSHAKE_SIZE];
-    out[0] = PACKET_HANDSHAKE;
-    out[1..113].copy_from_slice(p.peer_cookie);
-    let nonce = Nonce::random(rng);
-    out[113..137].copy_from_slice(&nonce.0);
-    let hash = sha512(p.peer_cookie);
-    let body = &mut out[137..];
-    let plain = &mut body[MAC_SIZE..];
-    plain[..24].copy_from_slice(&p.base_nonce.0);
-    plain[24..56].copy_from_slice(&p.session_pk.0);
-    plain[56..120].copy_from_slice(&hash);
-    plain[120..232].copy_from_slice(p.other_cookie);
-    // Cannot fail: 232-byte plaintext.
-    let _ = p.real_shared.seal_in_place(&nonce, body);
-    out
+    wire::Handshake::build(
+        *p.peer_cookie,
+        p.real_shared,
+        Nonce::random(rng),
+        *p.base_nonce,
+        *p.session_pk,
+        *p.other_cookie,
+    )
+    .to_bytes()
 }
 
 /// A handshake that passed every check of §4.4.
@@ -349,36 +282,23 @@ pub fn open_handshake(
     packet: &[u8],
 ) -> Result<ValidHandshake, HandshakeError> {
     const KIND: &str = "handshake";
-    if packet.len() != HANDSHAKE_SIZE || packet[0] != PACKET_HANDSHAKE {
-        return Err(malformed(KIND, packet.len()));
-    }
-    let mut outer = [0u8; COOKIE_SIZE];
-    outer.copy_from_slice(&packet[1..113]);
-    let (peer_real, peer_dht) = cookie_key.open_cookie(now, &outer)?;
+    let hs = wire::Handshake::parse(packet).map_err(|_| malformed(KIND, packet.len()))?;
+    let (peer_real, peer_dht) = cookie_key.open_cookie(now, &hs.cookie)?;
     if let Some(exp) = expected_peer {
         if !exp.ct_eq(&peer_real) {
             return Err(HandshakeError::UnexpectedPeer);
         }
     }
-    let key = real_shared(&peer_real);
-    let nonce = nonce_at(packet, 113);
-    let mut body = [0u8; HANDSHAKE_SIZE - 137];
-    body.copy_from_slice(&packet[137..]);
-    let plain = key
-        .open_in_place(&nonce, &mut body)
-        .map_err(|_| HandshakeError::Auth(KIND))?;
-    debug_assert_eq!(plain.len(), HANDSHAKE_PLAIN);
-    if !crate::crypto::ct_eq(&plain[56..120], &sha512(&outer)) {
-        return Err(HandshakeError::BadHash);
-    }
-    let mut other_cookie = [0u8; COOKIE_SIZE];
-    other_cookie.copy_from_slice(&plain[120..232]);
+    let p = hs.open(&real_shared(&peer_real)).map_err(|e| match e {
+        WireError::BadField { .. } => HandshakeError::BadHash,
+        _ => HandshakeError::Auth(KIND),
+    })?;
     Ok(ValidHandshake {
         peer_real,
         peer_dht,
-        peer_base_nonce: nonce_at(plain, 0),
-        peer_session_pk: pk_at(plain, 24),
-        other_cookie,
+        peer_base_nonce: p.base_nonce,
+        peer_session_pk: p.session_pk,
+        other_cookie: p.other_cookie,
     })
 }
 

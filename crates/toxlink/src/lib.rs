@@ -377,36 +377,111 @@ fn dispatch(st: &mut State, shared: &Arc<Shared>, now: Instant) {
     }
 }
 
+/// Datagrams of one GSO send at most (and at most 64 KiB in all).
+const MAX_GSO_BYTES: usize = 65_000;
+/// Receive buffers per `recvmmsg` batch, each large enough for a GRO train.
+const RECV_BUFS: usize = 8;
+const RECV_BUF_SIZE: usize = 65_536;
+
+/// Sends `out` (packets laid end to end, `meta` = destination and length of
+/// each) with as few system calls as the socket allows: consecutive packets
+/// to the same destination with the same size (the last of a run may be
+/// shorter) go as one UDP GSO send where the kernel offers it.
+async fn send_batch(
+    socket: &UdpSocket,
+    state: &quinn_udp::UdpSocketState,
+    out: &[u8],
+    meta: &[(SocketAddr, usize)],
+) {
+    let max_segments = state.max_gso_segments().max(1);
+    let mut i = 0;
+    let mut offset = 0;
+    while i < meta.len() {
+        let (to, seg) = meta[i];
+        let mut n = 1;
+        let mut bytes = seg;
+        while i + n < meta.len()
+            && n < max_segments
+            && meta[i + n].0 == to
+            && meta[i + n].1 <= seg
+            && bytes + meta[i + n].1 <= MAX_GSO_BYTES
+        {
+            bytes += meta[i + n].1;
+            n += 1;
+            if meta[i + n - 1].1 < seg {
+                break; // a shorter packet ends a GSO run
+            }
+        }
+        let transmit = quinn_udp::Transmit {
+            destination: to,
+            ecn: None,
+            contents: &out[offset..offset + bytes],
+            segment_size: (n > 1).then_some(seg),
+            src_ip: None,
+        };
+        loop {
+            match socket.try_io(tokio::io::Interest::WRITABLE, || {
+                state.try_send((&socket).into(), &transmit)
+            }) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if socket.writable().await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(%to, error = %e, "send failed");
+                    break;
+                }
+            }
+        }
+        i += n;
+        offset += bytes;
+    }
+}
+
 async fn drive(shared: Arc<Shared>, socket: UdpSocket) {
+    let state = match quinn_udp::UdpSocketState::new((&socket).into()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "UDP socket set-up failed");
+            return;
+        }
+    };
+    tracing::debug!(
+        gso = state.max_gso_segments(),
+        gro = state.gro_segments(),
+        "UDP offloads"
+    );
     let mut out = vec![0u8; BATCH * MAX_PACKET_SIZE];
     let mut out_meta: Vec<(SocketAddr, usize)> = Vec::with_capacity(BATCH);
-    let mut inbuf = vec![0u8; 2048];
+    let mut inbufs = vec![0u8; RECV_BUFS * RECV_BUF_SIZE];
+    let mut recv_meta = [quinn_udp::RecvMeta::default(); RECV_BUFS];
     loop {
         // 1. Everything the core wants to send, in batches.
         loop {
             out_meta.clear();
+            let mut used = 0;
             let timeout = {
                 let mut st = shared.lock();
                 if st.shutdown {
                     return;
                 }
                 let now = Instant::now();
-                for i in 0..BATCH {
-                    let slot = &mut out[i * MAX_PACKET_SIZE..(i + 1) * MAX_PACKET_SIZE];
+                for _ in 0..BATCH {
+                    let slot = &mut out[used..used + MAX_PACKET_SIZE];
                     match st.node.poll_transmit(now, slot) {
-                        Some((to, t)) => out_meta.push((to, t.len)),
+                        Some((to, t)) => {
+                            out_meta.push((to, t.len));
+                            used += t.len;
+                        }
                         None => break,
                     }
                 }
                 st.node.reap();
                 st.node.poll_timeout()
             };
-            for (i, (to, len)) in out_meta.iter().enumerate() {
-                let pkt = &out[i * MAX_PACKET_SIZE..i * MAX_PACKET_SIZE + len];
-                if let Err(e) = socket.send_to(pkt, to).await {
-                    tracing::debug!(%to, error = %e, "send failed");
-                }
-            }
+            send_batch(&socket, &state, &out[..used], &out_meta).await;
             if out_meta.len() < BATCH {
                 // 2. Wait for input, a timer or an API call.
                 let sleep = async {
@@ -425,13 +500,31 @@ async fn drive(shared: Arc<Shared>, socket: UdpSocket) {
                 break;
             }
         }
-        // 3. Read what is there, timers, events.
+        // 3. Read what is there (GRO trains split into datagrams), timers,
+        //    events.
         let mut st = shared.lock();
         let now = Instant::now();
-        for _ in 0..BATCH * 4 {
-            match socket.try_recv_from(&mut inbuf) {
-                Ok((n, from)) => {
-                    let _ = st.node.handle_datagram(now, from, &mut inbuf[..n]);
+        for _ in 0..BATCH / 2 {
+            let mut slices: Vec<io::IoSliceMut<'_>> = inbufs
+                .chunks_mut(RECV_BUF_SIZE)
+                .map(io::IoSliceMut::new)
+                .collect();
+            let r = socket.try_io(tokio::io::Interest::READABLE, || {
+                state.recv((&socket).into(), &mut slices, &mut recv_meta)
+            });
+            drop(slices);
+            match r {
+                Ok(msgs) => {
+                    for (m, buf) in recv_meta
+                        .iter()
+                        .zip(inbufs.chunks_mut(RECV_BUF_SIZE))
+                        .take(msgs)
+                    {
+                        let stride = m.stride.max(1);
+                        for dgram in buf[..m.len.min(RECV_BUF_SIZE)].chunks_mut(stride) {
+                            let _ = st.node.handle_datagram(now, m.addr, dgram);
+                        }
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {

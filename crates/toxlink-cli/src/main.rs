@@ -1,9 +1,11 @@
-//! The `toxlink` command: `toxlink relay` (a Tox TCP relay server) and
+//! The `toxlink` command: `toxlink keygen` (keys file, public key, Tox ID),
+//! `toxlink relay` (a Tox TCP relay server) and
 //! `toxlink bench relay|udp` (benchmarks); more subcommands join the
 //! [`Command`] enum as they are written.
 
 mod bench_cmd;
 mod bench_udp;
+mod keygen_cmd;
 mod relay_cmd;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +21,8 @@ struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create (or read) a keys file and print its public key and Tox ID.
+    Keygen(keygen_cmd::KeygenArgs),
     /// Run a Tox TCP relay server (c-toxcore and toxlink clients can use it).
     Relay(relay_cmd::RelayArgs),
     /// Benchmarks.
@@ -52,6 +56,7 @@ fn main() -> std::process::ExitCode {
     };
     let result: Result<(), String> = rt.block_on(async {
         match cli.command {
+            Command::Keygen(args) => keygen_cmd::run(args),
             Command::Relay(args) => relay_cmd::run(args).await.map_err(|e| e.to_string()),
             Command::Bench(b) => bench_cmd::run(b).await,
         }

@@ -5,9 +5,24 @@
 //! The address type `A` is whatever the owner uses to name where a datagram
 //! came from or goes to (a `SocketAddr` in the tokio runtime, a small id in
 //! the simulator). Each distinct address of a peer becomes a [`PathId`] of
-//! its session, so the node is already shaped for several paths per peer;
-//! today it sends on the address that last delivered an authenticated packet
-//! (or the one given to [`Node::connect`]).
+//! its session.
+//!
+//! Multipath (DESIGN.md §3): a peer may have several addresses (IPv4 and
+//! IPv6, two interfaces; [`Node::add_path`]). Each session has a
+//! [`PathTable`] and a [`Scheduler`]: every lossless transmit is recorded per
+//! path copy with its packet number, acknowledgements reported by the
+//! session ([`Session::drain_acked`]) prove paths, and data goes on
+//! `Choice.primary` plus a copy on `Choice.secondary` when the scheduler asks
+//! for redundancy. A path that dies hands its stranded packets back to the
+//! session, which resends them at once ([`Session::mark_lost`]). Paths that
+//! are not proven by traffic of their own (unproven, dead, standby) get a
+//! *probe* now and then: a new lossless packet sent on that path alone, the
+//! only kind of evidence that proves one path (an acknowledged packet that
+//! went on two paths proves neither). Handshake-phase packets go to the
+//! address that last delivered an authenticated packet (or the one given to
+//! [`Node::connect`]), so a c-toxcore peer at one address sees exactly the
+//! single-path behaviour. Path health changes and primary switches are
+//! reported through [`Node::poll_path_event`].
 //!
 //! Rules (PROTOCOL.md §4.3, §4.4, §6):
 //! * Cookie requests are answered for anybody, statelessly, rate limited.
@@ -26,20 +41,25 @@
 //! on addresses per peer and on queued cookie responses.
 
 use crate::crypto::{KeyPair, PublicKey};
+use crate::paths::health::{Health, HealthConfig};
+use crate::paths::scheduler::{Scheduler, SchedulerConfig};
+use crate::paths::table::PathTable;
+use crate::paths::PathKey;
 use crate::session::handshake::{
     open_handshake, CookieKey, CookieResponder, CookieResponderConfig, COOKIE_RESPONSE_SIZE,
     PACKET_COOKIE_REQUEST, PACKET_HANDSHAKE,
 };
 use crate::session::{
-    DropReason, Event, Identity, PathId, SendError, Session, SessionConfig, State, Transmit,
-    MAX_PACKET_SIZE,
+    DataKind, DropReason, Event, Identity, PathId, SendError, Session, SessionConfig, State,
+    Transmit, TransmitKind, MAX_PACKET_SIZE,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRngCore, SeedableRng};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt::Debug;
 use std::hash::Hash;
-use std::time::Instant;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
 
 /// Addresses remembered per peer.
 const MAX_ADDRS_PER_PEER: usize = 8;
@@ -48,6 +68,115 @@ const MAX_ADDRS_PER_PEER: usize = 8;
 const RESTART_SILENCE: std::time::Duration = std::time::Duration::from_secs(2);
 /// Cookie responses queued before more requests are dropped.
 const MAX_QUEUED_RESPONSES: usize = 256;
+/// Path events queued for the owner (the oldest are dropped beyond).
+const MAX_PATH_EVENTS: usize = 1024;
+/// Probe interval of a path that is unproven or suspect.
+const PROBE_UNPROVEN: Duration = Duration::from_millis(200);
+/// Probe interval of a dead (not closed) or standby path.
+const PROBE_STANDBY: Duration = Duration::from_secs(1);
+
+/// The table key of a node path. The node's address type is opaque, so each
+/// address is named to the path table by its [`PathId`] packed into an IPv6
+/// address (a direct path; relay paths will use [`PathKey::Relay`]).
+fn key_of(id: PathId) -> PathKey {
+    PathKey::Udp(SocketAddr::from((Ipv6Addr::from(u128::from(id.0)), 0)))
+}
+
+/// Why a path changed state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathReason {
+    /// A packet sent on this path alone was acknowledged.
+    Proven,
+    /// Packets sent on it were not acknowledged within its timeout.
+    NoProof,
+    /// The owner reported the path closed ([`Node::path_closed`]).
+    Closed,
+}
+
+/// What happened to a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathEventKind<A> {
+    /// The path's health changed. On `Dead`, `resent` packets that were
+    /// stranded on it were handed back to the session for resending at once.
+    Health {
+        /// Previous state.
+        old: Health,
+        /// New state.
+        new: Health,
+        /// Why.
+        reason: PathReason,
+        /// Lossless packets resent at once because of this change.
+        resent: usize,
+    },
+    /// The primary path changed (from `from`, if there was one).
+    Primary {
+        /// Previous primary address.
+        from: Option<A>,
+    },
+}
+
+/// A path event of one peer (see [`Node::poll_path_event`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathEvent<A> {
+    /// The peer.
+    pub peer: PublicKey,
+    /// The path (the peer's address).
+    pub addr: A,
+    /// When.
+    pub at: Instant,
+    /// What.
+    pub kind: PathEventKind<A>,
+}
+
+/// Multipath state of one session.
+struct Paths {
+    table: PathTable,
+    sched: Scheduler,
+    /// Last probe per path key.
+    probed: Vec<(PathKey, Instant)>,
+    primary: Option<PathKey>,
+}
+
+impl Paths {
+    fn new(cfg: &NodeConfig) -> Self {
+        Paths {
+            table: PathTable::new(cfg.health),
+            sched: Scheduler::new(cfg.scheduler),
+            probed: Vec::new(),
+            primary: None,
+        }
+    }
+
+    /// A path (other than a healthy primary) due for a probe at `now`.
+    fn probe_due(&self, now: Instant) -> Option<PathKey> {
+        self.table.paths().map(|p| p.key()).find(|k| {
+            let Some(entry) = self.table.path(k) else {
+                return false;
+            };
+            if entry.health().is_closed() {
+                return false;
+            }
+            let h = self.table.health(now, k).unwrap_or(Health::Dead);
+            let every = match h {
+                Health::Healthy if Some(*k) == self.primary => return false,
+                Health::Unproven | Health::Suspect => PROBE_UNPROVEN,
+                Health::Healthy | Health::Dead => PROBE_STANDBY,
+            };
+            self.probed
+                .iter()
+                .find(|(pk, _)| pk == k)
+                .is_none_or(|(_, t)| now.saturating_duration_since(*t) >= every)
+        })
+    }
+
+    fn probed_at(&mut self, key: PathKey, now: Instant) {
+        if let Some(e) = self.probed.iter_mut().find(|(k, _)| *k == key) {
+            e.1 = now;
+        } else {
+            self.probed.push((key, now));
+        }
+    }
+}
 
 /// Node configuration.
 #[derive(Debug, Clone, Default)]
@@ -59,6 +188,10 @@ pub struct NodeConfig {
     /// Accept handshakes from any peer (otherwise only from [`Node::allow`]ed
     /// ones).
     pub accept_all: bool,
+    /// Path health timeouts (multipath).
+    pub health: HealthConfig,
+    /// Path scheduler parameters (multipath).
+    pub scheduler: SchedulerConfig,
 }
 
 /// What the node tells its owner.
@@ -91,6 +224,8 @@ struct Peer<A> {
     current: usize,
     /// We initiated (restart on timeout).
     initiator: bool,
+    /// Path table and scheduler.
+    paths: Paths,
 }
 
 /// The sans-IO endpoint. See the module documentation.
@@ -109,6 +244,10 @@ pub struct Node<A> {
     order: Vec<PublicKey>,
     rr: usize,
     stats: NodeStats,
+    path_events: VecDeque<PathEvent<A>>,
+    /// A redundant copy of the last datagram, for the secondary path.
+    copy: Option<(A, Transmit, Box<[u8; MAX_PACKET_SIZE]>)>,
+    last_now: Option<Instant>,
 }
 
 impl<A> Debug for Node<A> {
@@ -148,6 +287,9 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
             order: Vec::new(),
             rr: 0,
             stats: NodeStats::default(),
+            path_events: VecDeque::new(),
+            copy: None,
+            last_now: Some(now),
         }
     }
 
@@ -187,11 +329,13 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
     }
 
     fn add_addr(&mut self, peer: PublicKey, addr: A) {
+        let key = key_of(self.path_of(addr));
         if let Some(prev) = self.by_addr.insert(addr, peer) {
             if prev != peer {
                 if let Some(p) = self.peers.get_mut(&prev) {
                     p.addrs.retain(|a| *a != addr);
                     p.current = p.current.min(p.addrs.len().saturating_sub(1));
+                    p.paths.table.remove_path(&key);
                 }
             }
         }
@@ -202,15 +346,133 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                 if p.addrs.len() >= MAX_ADDRS_PER_PEER {
                     let old = p.addrs.remove(0);
                     self.by_addr.remove(&old);
-                    self.path_ids.remove(&old);
+                    if let Some(id) = self.path_ids.remove(&old) {
+                        p.paths.table.remove_path(&key_of(id));
+                    }
                 }
                 p.addrs.push(addr);
                 p.current = p.addrs.len() - 1;
             }
+            p.paths.table.add_path(key);
         }
     }
 
-    fn insert_peer(&mut self, real: PublicKey, peer: Peer<A>) {
+    /// Adds `addr` as another direct path to `peer` (which must have a
+    /// session): data from it is accepted once authenticated, and the
+    /// scheduler may send on it. Returns false if there is no session.
+    pub fn add_path(&mut self, now: Instant, peer: &PublicKey, addr: A) -> bool {
+        self.last_now = Some(now);
+        if !self.peers.contains_key(peer) {
+            return false;
+        }
+        let current = self.peers.get(peer).map(|p| p.current);
+        self.add_addr(*peer, addr);
+        // A new path does not become the handshake-phase address.
+        if let (Some(p), Some(c)) = (self.peers.get_mut(peer), current) {
+            if p.addrs.len() > 1 {
+                p.current = c.min(p.addrs.len() - 1);
+            }
+        }
+        true
+    }
+
+    /// The transport reports `addr` unusable (interface down, route gone):
+    /// the path is dead at once and its packets in flight are resent.
+    pub fn path_closed(&mut self, now: Instant, addr: A) {
+        self.last_now = Some(now);
+        let (Some(peer), Some(id)) = (self.by_addr.get(&addr).copied(), self.path_ids.get(&addr))
+        else {
+            return;
+        };
+        let key = key_of(*id);
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.paths.table.on_closed(now, &key);
+        }
+        self.path_changes(now, peer);
+    }
+
+    /// The path table of the session with `peer` (per-path bytes, health).
+    pub fn path_table(&self, peer: &PublicKey) -> Option<&PathTable> {
+        self.peers.get(peer).map(|p| &p.paths.table)
+    }
+
+    /// The next path event of any peer (health changes, primary switches).
+    pub fn poll_path_event(&mut self) -> Option<PathEvent<A>> {
+        self.path_events.pop_front()
+    }
+
+    fn push_path_event(&mut self, e: PathEvent<A>) {
+        if self.path_events.len() >= MAX_PATH_EVENTS {
+            self.path_events.pop_front();
+        }
+        tracing::debug!(peer = ?e.peer, addr = ?e.addr, kind = ?e.kind, "path event");
+        self.path_events.push_back(e);
+    }
+
+    fn addr_of(&self, peer: &Peer<A>, key: PathKey) -> Option<A> {
+        peer.addrs
+            .iter()
+            .copied()
+            .find(|a| self.path_ids.get(a).is_some_and(|id| key_of(*id) == key))
+    }
+
+    /// Applies path health changes of `peer`: stranded packets are resent at
+    /// once, every change becomes a [`PathEvent`].
+    fn path_changes(&mut self, now: Instant, peer: PublicKey) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let changes = p.paths.table.poll_changes(now);
+        if changes.is_empty() {
+            return;
+        }
+        for c in &changes {
+            if !c.resend.is_empty() {
+                p.session.mark_lost(&c.resend);
+            }
+        }
+        let Some(p) = self.peers.get(&peer) else {
+            return;
+        };
+        let mut out = Vec::with_capacity(changes.len());
+        for c in changes {
+            let Some(addr) = self.addr_of(p, c.key) else {
+                continue;
+            };
+            let closed = p
+                .paths
+                .table
+                .path(&c.key)
+                .is_some_and(|e| e.health().is_closed());
+            let reason = match c.new {
+                Health::Dead if closed => PathReason::Closed,
+                Health::Dead | Health::Suspect => PathReason::NoProof,
+                Health::Healthy | Health::Unproven => PathReason::Proven,
+            };
+            out.push(PathEvent {
+                peer,
+                addr,
+                at: now,
+                kind: PathEventKind::Health {
+                    old: c.old,
+                    new: c.new,
+                    reason,
+                    resent: c.resend.len(),
+                },
+            });
+        }
+        for e in out {
+            self.push_path_event(e);
+        }
+    }
+
+    fn insert_peer(&mut self, real: PublicKey, mut peer: Peer<A>) {
+        peer.session.record_acks();
+        for a in &peer.addrs {
+            if let Some(id) = self.path_ids.get(a) {
+                peer.paths.table.add_path(key_of(*id));
+            }
+        }
         if self.peers.insert(real, peer).is_none() {
             self.order.push(real);
         }
@@ -241,6 +503,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                 addrs: old_addrs,
                 current: 0,
                 initiator: true,
+                paths: Paths::new(&self.cfg),
             },
         );
         self.add_addr(peer, addr);
@@ -280,6 +543,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                     self.stats.unknown_source += 1;
                     return Err(DropReason::Malformed);
                 };
+                self.last_now = Some(now);
                 let path = self.path_of(from);
                 let p = self.peers.get_mut(&peer).ok_or(DropReason::Malformed)?;
                 let r = p.session.handle_packet(now, path, buf);
@@ -287,6 +551,10 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                     if let Some(i) = p.addrs.iter().position(|a| *a == from) {
                         p.current = i;
                     }
+                    let table = &mut p.paths.table;
+                    table.on_received(now, &key_of(path));
+                    p.session.drain_acked(|n| table.on_acked(now, n));
+                    self.path_changes(now, peer);
                 }
                 r
             }
@@ -381,6 +649,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                 addrs: Vec::new(),
                 current: 0,
                 initiator: false,
+                paths: Paths::new(&self.cfg),
             },
         );
         self.add_addr(hs.peer_real, from);
@@ -399,10 +668,15 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
 
     /// Processes timers of every session.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = Some(now);
         for p in self.peers.values_mut() {
             if p.session.poll_timeout().is_some_and(|t| t <= now) {
                 p.session.handle_timeout(now);
             }
+        }
+        for i in 0..self.order.len() {
+            let k = self.order[i];
+            self.path_changes(now, k);
         }
         self.collect_events(now);
     }
@@ -448,7 +722,8 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let mut t: Option<Instant> = None;
         for p in self.peers.values_mut() {
-            if let Some(x) = p.session.poll_timeout() {
+            let path_t = self.last_now.and_then(|n| p.paths.table.poll_timeout(n));
+            for x in p.session.poll_timeout().into_iter().chain(path_t) {
                 t = Some(t.map_or(x, |t| t.min(x)));
             }
         }
@@ -460,6 +735,11 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(A, Transmit)> {
         if buf.len() < MAX_PACKET_SIZE {
             return None;
+        }
+        self.last_now = Some(now);
+        if let Some((to, t, data)) = self.copy.take() {
+            buf[..t.len].copy_from_slice(&data[..t.len]);
+            return Some((to, t));
         }
         if let Some((to, r)) = self.responses.pop_front() {
             buf[..COOKIE_RESPONSE_SIZE].copy_from_slice(&r);
@@ -478,15 +758,80 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
             let Some(p) = self.peers.get_mut(&key) else {
                 continue;
             };
-            let Some(&to) = p.addrs.get(p.current) else {
+            let Some(&fallback) = p.addrs.get(p.current) else {
                 continue;
             };
             if let Some(t) = p.session.poll_transmit(now, buf) {
                 self.rr = (idx + 1) % n.max(1);
+                let (to, second) = self.route(now, key, fallback, t);
+                if let Some(second) = second {
+                    let mut data = Box::new([0u8; MAX_PACKET_SIZE]);
+                    data[..t.len].copy_from_slice(&buf[..t.len]);
+                    self.copy = Some((second, t, data));
+                }
                 return Some((to, t));
             }
         }
         None
+    }
+
+    /// Where one transmit of `peer` goes: the scheduler's primary (and a copy
+    /// on its secondary) for data, a probe path alone for some new lossless
+    /// packets, the handshake-phase address otherwise. Records lossless
+    /// copies in the path table.
+    fn route(&mut self, now: Instant, peer: PublicKey, fallback: A, t: Transmit) -> (A, Option<A>) {
+        let TransmitKind::Data(kind) = t.kind else {
+            return (fallback, None);
+        };
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return (fallback, None);
+        };
+        let choice = p.paths.sched.choose(&p.paths.table, now);
+        let switched = choice.primary.filter(|k| Some(*k) != p.paths.primary);
+        let old_primary = p.paths.primary;
+        p.paths.primary = choice.primary;
+        let (first, second) = match kind {
+            DataKind::Lossless {
+                number,
+                retransmission,
+            } => {
+                let probe = if retransmission {
+                    None
+                } else {
+                    p.paths.probe_due(now)
+                };
+                let (first, second) = match probe {
+                    Some(k) => {
+                        p.paths.probed_at(k, now);
+                        (Some(k), None)
+                    }
+                    None => (choice.primary, choice.secondary),
+                };
+                for k in first.iter().chain(second.iter()) {
+                    p.paths.table.on_sent(now, k, number, t.len);
+                }
+                (first, second)
+            }
+            DataKind::Request | DataKind::Kill => (choice.primary, choice.secondary),
+            DataKind::Lossy => (choice.primary, None),
+        };
+        let Some(p) = self.peers.get(&peer) else {
+            return (fallback, None);
+        };
+        let to = first.and_then(|k| self.addr_of(p, k)).unwrap_or(fallback);
+        let second = second.and_then(|k| self.addr_of(p, k)).filter(|a| *a != to);
+        if let Some(k) = switched {
+            let from = old_primary.and_then(|k| self.addr_of(p, k));
+            if let Some(addr) = self.addr_of(p, k) {
+                self.push_path_event(PathEvent {
+                    peer,
+                    addr,
+                    at: now,
+                    kind: PathEventKind::Primary { from },
+                });
+            }
+        }
+        (to, second)
     }
 
     /// The next event of any peer (data in order per peer).

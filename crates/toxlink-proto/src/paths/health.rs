@@ -158,6 +158,11 @@ pub struct PathHealth {
     newest_proof_at: Option<Instant>,
     last_recv: Option<Instant>,
     closed_at: Option<Instant>,
+    /// Declared dead for want of proof of packets sent at or after this
+    /// time: dead until a proof about a packet sent later arrives (so a path
+    /// whose stranded packets were handed back does not look healthy again
+    /// just because nothing is in flight on it any more).
+    dead_since_sent: Option<Instant>,
 }
 
 impl PathHealth {
@@ -185,6 +190,12 @@ impl PathHealth {
         self.last_recv = Some(now);
     }
 
+    /// The path was declared dead because nothing sent on it at or after
+    /// `sent` was proven in time; it stays dead until a later packet is.
+    pub fn on_declared_dead(&mut self, sent: Instant) {
+        self.dead_since_sent = Some(self.dead_since_sent.map_or(sent, |t| t.max(sent)));
+    }
+
     /// The transport closed this path (TCP reset, relay route gone).
     pub fn on_closed(&mut self, now: Instant) {
         self.closed_at.get_or_insert(now);
@@ -193,6 +204,7 @@ impl PathHealth {
     /// The transport re-opened this path: forget closure and the old proofs.
     pub fn on_reopened(&mut self) {
         self.closed_at = None;
+        self.dead_since_sent = None;
         self.newest_proof_sent = None;
         self.newest_proof_at = None;
     }
@@ -247,6 +259,11 @@ impl PathHealth {
     ) -> Health {
         if self.closed_at.is_some() {
             return Health::Dead;
+        }
+        if let Some(d) = self.dead_since_sent {
+            if self.newest_proof_sent.is_none_or(|p| p < d) {
+                return Health::Dead;
+            }
         }
         if let Some(t0) = oldest_unproven {
             let waited = now.saturating_duration_since(t0);

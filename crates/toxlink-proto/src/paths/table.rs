@@ -218,15 +218,30 @@ impl PathTable {
         }
     }
 
-    /// Lossless packet `number` was acknowledged by the peer: every path that
-    /// carried it gets a delivery proof (with an RTT sample if it was the only
-    /// copy), and earlier copies on the same paths still unacknowledged are
-    /// counted lost there.
+    /// Lossless packet `number` was acknowledged by the peer. If it went on
+    /// one path only, that path gets a delivery proof with an RTT sample and
+    /// earlier packets still unacknowledged on it are counted lost there. If
+    /// copies went on several paths the acknowledgement is ambiguous: the
+    /// copies are cleared without proof or loss verdict (only sole packets,
+    /// e.g. the node's probes, prove a path).
     pub fn on_acked(&mut self, now: Instant, number: u32) {
         let Some(rec) = self.in_flight.remove(&number) else {
             return;
         };
         let sole = rec.copies().count() == 1;
+        if !sole {
+            // Ambiguous: some copy arrived, we cannot tell which, so no path
+            // earns a proof or a loss verdict (a black-holed path must not
+            // be kept alive by copies that went through another one).
+            for c in rec.copies() {
+                let p = &mut self.paths[c.path];
+                if let Some(pos) = p.queue.iter().position(|(n, _)| *n == number) {
+                    p.queue.remove(pos);
+                }
+                p.bytes_in_flight = p.bytes_in_flight.saturating_sub(rec.bytes);
+            }
+            return;
+        }
         let in_flight = &self.in_flight;
         for c in rec.copies() {
             let p = &mut self.paths[c.path];
@@ -335,6 +350,11 @@ impl PathTable {
                 continue;
             }
             self.paths[i].last_state = new;
+            if new == Health::Dead {
+                if let Some(t0) = self.oldest_unproven(i) {
+                    self.paths[i].health.on_declared_dead(t0);
+                }
+            }
             let resend = if new == Health::Dead {
                 self.take_stranded(now, i)
             } else {
@@ -435,7 +455,7 @@ mod tests {
     }
 
     #[test]
-    fn duplicated_packets_prove_both_paths_without_rtt() {
+    fn duplicated_packets_prove_no_path() {
         let t = Instant::now();
         let mut tab = PathTable::new(HealthConfig::default());
         tab.add_path(relay(1));
@@ -445,9 +465,45 @@ mod tests {
         tab.on_acked(t + ms(10), 5);
         for k in [relay(1), udp()] {
             let p = tab.path(&k).unwrap();
-            assert!(p.health().newest_proof_sent().is_some());
-            assert_eq!(p.health().rtt().srtt(), None, "ambiguous: no sample");
+            assert!(p.health().newest_proof_sent().is_none(), "ambiguous");
+            assert_eq!(p.health().rtt().srtt(), None);
+            assert_eq!(p.bytes_in_flight(), 0);
         }
+        assert_eq!(tab.in_flight_len(), 0);
+        // A black-holed path is not kept alive by copies delivered elsewhere.
+        tab.on_sent(t + ms(20), &udp(), 6, 100);
+        tab.on_acked(t + ms(30), 6);
+        for n in 7..40u32 {
+            let at = t + ms(30 + u64::from(n) * 10);
+            tab.on_sent(at, &relay(1), n, 100);
+            tab.on_sent(at, &udp(), n, 100);
+            tab.on_acked(at + ms(10), n);
+        }
+        assert_eq!(tab.health(t + ms(3000), &relay(1)), Some(Health::Unproven));
+        assert_eq!(tab.health(t + ms(3000), &udp()), Some(Health::Healthy));
+    }
+
+    #[test]
+    fn a_timed_out_path_stays_dead_until_a_later_packet_is_proven() {
+        let t = Instant::now();
+        let mut tab = PathTable::new(HealthConfig::default());
+        tab.add_path(udp());
+        tab.on_sent(t, &udp(), 0, 10);
+        tab.on_acked(t + ms(10), 0);
+        tab.on_sent(t + ms(20), &udp(), 1, 10);
+        let c = tab.poll_changes(t + ms(2000));
+        assert_eq!(c.last().map(|c| c.new), Some(Health::Dead));
+        assert_eq!(c.last().map(|c| c.resend.clone()), Some(vec![1]));
+        // Nothing in flight any more, yet still dead.
+        assert_eq!(tab.health(t + ms(2100), &udp()), Some(Health::Dead));
+        assert!(tab.poll_changes(t + ms(2100)).is_empty());
+        // A probe sent later and acknowledged revives it.
+        tab.on_sent(t + ms(2200), &udp(), 2, 10);
+        tab.on_acked(t + ms(2210), 2);
+        assert_eq!(tab.health(t + ms(2210), &udp()), Some(Health::Healthy));
+        // Packet 1 (resent elsewhere) acknowledged late proves nothing now.
+        tab.on_acked(t + ms(2300), 1);
+        assert_eq!(tab.health(t + ms(2300), &udp()), Some(Health::Healthy));
     }
 
     #[test]

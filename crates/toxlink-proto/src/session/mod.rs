@@ -339,8 +339,15 @@ pub struct Session {
     last_authenticated_any: Option<Instant>,
     scratch: Vec<u32>,
     last_rtt_event: Option<Instant>,
+    /// Lossless packet numbers acknowledged since the owner last drained
+    /// them (`None`: not recorded; see [`Session::record_acks`]).
+    acked_log: Option<Vec<u32>>,
     stats: SessionStats,
 }
+
+/// Most acknowledged numbers kept for an owner that does not drain them
+/// (two send buffers' worth); later ones are not recorded.
+const MAX_ACKED_LOG: usize = 65_536;
 
 #[derive(Debug, Clone, Copy)]
 struct PathInfo {
@@ -431,6 +438,7 @@ impl Session {
             last_authenticated_any: None,
             scratch: Vec::new(),
             last_rtt_event: None,
+            acked_log: None,
             stats: SessionStats::default(),
             cfg,
         }
@@ -841,8 +849,12 @@ impl Session {
         let mut newest: Option<Instant> = None;
         let mut progressed = false;
         let mut largest = self.largest_acked_sent;
-        self.send.ack_below(buffer_start, |_, p| {
+        let log = &mut self.acked_log;
+        self.send.ack_below(buffer_start, |n, p| {
             progressed = true;
+            if let Some(l) = log.as_mut().filter(|l| l.len() < MAX_ACKED_LOG) {
+                l.push(n);
+            }
             cc.on_acked(now, &p.cc, p.in_flight);
             if let Some(t) = p.sent_time {
                 largest = Some(largest.map_or(t, |l| l.max(t)));
@@ -914,6 +926,9 @@ impl Session {
             self.send.mark_acked(i);
             self.cc.on_acked(now, &stamp, was);
             progressed = true;
+            if let Some(l) = self.acked_log.as_mut().filter(|l| l.len() < MAX_ACKED_LOG) {
+                l.push(i);
+            }
             if let Some(t) = t {
                 self.largest_acked_sent = Some(self.largest_acked_sent.map_or(t, |l| l.max(t)));
                 if !rt {
@@ -1340,6 +1355,24 @@ impl Session {
             i = i.wrapping_add(1);
         }
         count
+    }
+
+    /// Starts recording the numbers of acknowledged lossless packets (by
+    /// `buffer_start` or by a request packet, §4.7, §4.9) for
+    /// [`drain_acked`](Self::drain_acked). Off by default: one `u32` push per
+    /// acknowledged packet when on.
+    pub fn record_acks(&mut self) {
+        self.acked_log.get_or_insert_with(Vec::new);
+    }
+
+    /// Calls `f` with every lossless packet number acknowledged since the
+    /// last call, in the order the acknowledgements were processed.
+    pub fn drain_acked(&mut self, mut f: impl FnMut(u32)) {
+        if let Some(l) = self.acked_log.as_mut() {
+            for n in l.drain(..) {
+                f(n);
+            }
+        }
     }
 
     /// Marks the given lossless packets as lost (retransmitted at once).

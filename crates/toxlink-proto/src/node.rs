@@ -214,6 +214,12 @@ pub struct NodeStats {
     pub handshakes_refused: u64,
     /// Sessions restarted after a handshake timeout.
     pub reconnects: u64,
+    /// Redundant copies sent on a secondary path.
+    pub copies_sent: u64,
+    /// Bytes of those copies.
+    pub copy_bytes: u64,
+    /// Lossless packets sent alone on a path to probe it.
+    pub probes_sent: u64,
 }
 
 struct Peer<A> {
@@ -803,6 +809,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                 let (first, second) = match probe {
                     Some(k) => {
                         p.paths.probed_at(k, now);
+                        self.stats.probes_sent += 1;
                         (Some(k), None)
                     }
                     None => (choice.primary, choice.secondary),
@@ -820,6 +827,10 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
         };
         let to = first.and_then(|k| self.addr_of(p, k)).unwrap_or(fallback);
         let second = second.and_then(|k| self.addr_of(p, k)).filter(|a| *a != to);
+        if second.is_some() {
+            self.stats.copies_sent += 1;
+            self.stats.copy_bytes += t.len as u64;
+        }
         if let Some(k) = switched {
             let from = old_primary.and_then(|k| self.addr_of(p, k));
             if let Some(addr) = self.addr_of(p, k) {

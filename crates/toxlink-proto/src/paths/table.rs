@@ -31,6 +31,8 @@ const REORDER_WINDOW: Duration = Duration::from_millis(5);
 struct Copy_ {
     path: usize,
     sent_at: Instant,
+    /// Sent more than once on this path.
+    resent: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -181,12 +183,18 @@ impl PathTable {
         });
         // Replace this path's older copy, else take a free slot, else the
         // oldest slot.
-        let slot = rec
-            .copies
-            .iter()
-            .position(|c| c.is_some_and(|c| c.path == i))
-            .or_else(|| rec.copies.iter().position(Option::is_none))
-            .unwrap_or(0);
+        if let Some(c) = rec.copies.iter_mut().flatten().find(|c| c.path == i) {
+            // Sent again on the same path: the first copy's send time stays
+            // (a path must not look fresh because we keep re-sending on it
+            // into a black hole), and the acknowledgement will not be an RTT
+            // sample (we cannot tell which transmission it answers).
+            c.resent = true;
+            let p = &mut self.paths[i];
+            p.bytes_sent += bytes as u64;
+            p.packets_sent += 1;
+            return;
+        }
+        let slot = rec.copies.iter().position(Option::is_none).unwrap_or(0);
         if let Some(old) = rec.copies[slot] {
             let p = &mut self.paths[old.path];
             p.bytes_in_flight = p.bytes_in_flight.saturating_sub(rec.bytes);
@@ -195,6 +203,7 @@ impl PathTable {
         rec.copies[slot] = Some(Copy_ {
             path: i,
             sent_at: now,
+            resent: false,
         });
         let p = &mut self.paths[i];
         p.queue.push_back((number, now));
@@ -245,7 +254,7 @@ impl PathTable {
         let in_flight = &self.in_flight;
         for c in rec.copies() {
             let p = &mut self.paths[c.path];
-            p.health.on_delivered(now, c.sent_at, sole);
+            p.health.on_delivered(now, c.sent_at, sole && !c.resent);
             // Copies are queued in send order: older copies at the front that
             // were sent clearly before this one are lost on this path. They
             // stay in flight globally (another copy may still arrive), but
@@ -481,6 +490,29 @@ mod tests {
         }
         assert_eq!(tab.health(t + ms(3000), &relay(1)), Some(Health::Unproven));
         assert_eq!(tab.health(t + ms(3000), &udp()), Some(Health::Healthy));
+    }
+
+    #[test]
+    fn resending_into_a_black_hole_does_not_refresh_the_path() {
+        let t = Instant::now();
+        let mut tab = PathTable::new(HealthConfig::default());
+        tab.add_path(udp());
+        tab.on_sent(t, &udp(), 0, 10);
+        tab.on_acked(t + ms(10), 0);
+        tab.on_sent(t + ms(20), &udp(), 1, 10);
+        // Retransmitted on the same path every 100 ms: still dead in time.
+        for k in 1..10u64 {
+            tab.on_sent(t + ms(20 + 100 * k), &udp(), 1, 10);
+        }
+        assert_eq!(tab.health(t + ms(20 + 1000), &udp()), Some(Health::Dead));
+        // An acknowledgement of a re-sent packet proves but gives no RTT.
+        let mut tab2 = PathTable::new(HealthConfig::default());
+        tab2.add_path(udp());
+        tab2.on_sent(t, &udp(), 7, 10);
+        tab2.on_sent(t + ms(300), &udp(), 7, 10);
+        tab2.on_acked(t + ms(310), 7);
+        assert_eq!(tab2.health(t + ms(310), &udp()), Some(Health::Healthy));
+        assert_eq!(tab2.path(&udp()).unwrap().health().rtt().srtt(), None);
     }
 
     #[test]

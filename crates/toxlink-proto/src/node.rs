@@ -70,9 +70,11 @@ const RESTART_SILENCE: std::time::Duration = std::time::Duration::from_secs(2);
 const MAX_QUEUED_RESPONSES: usize = 256;
 /// Path events queued for the owner (the oldest are dropped beyond).
 const MAX_PATH_EVENTS: usize = 1024;
-/// Probe interval of a path that is unproven or suspect.
+/// Probe interval of a path that is unproven, suspect, unmeasured, or a
+/// standby that looks better than the primary.
 const PROBE_UNPROVEN: Duration = Duration::from_millis(200);
-/// Probe interval of a dead (not closed) or standby path.
+/// Probe interval of a dead (not closed) or standby path that does not
+/// look better than the primary.
 const PROBE_STANDBY: Duration = Duration::from_secs(1);
 
 /// The table key of a node path. The node's address type is opaque, so each
@@ -149,6 +151,10 @@ impl Paths {
 
     /// A path (other than a healthy primary) due for a probe at `now`.
     fn probe_due(&self, now: Instant) -> Option<PathKey> {
+        let primary_score = self
+            .primary
+            .and_then(|k| self.table.path(&k))
+            .map(|p| self.sched.score(p));
         self.table.paths().map(|p| p.key()).find(|k| {
             let Some(entry) = self.table.path(k) else {
                 return false;
@@ -159,6 +165,15 @@ impl Paths {
             let h = self.table.health(now, k).unwrap_or(Health::Dead);
             let every = match h {
                 Health::Healthy if Some(*k) == self.primary => return false,
+                // Proven (by reverse evidence) but not measured yet, or
+                // looking better than the primary but not by the switching
+                // margin yet: measure it more often.
+                Health::Healthy
+                    if entry.health().rtt().srtt().is_none()
+                        || primary_score.is_some_and(|s| self.sched.score(entry) < s) =>
+                {
+                    PROBE_UNPROVEN
+                }
                 Health::Unproven | Health::Suspect => PROBE_UNPROVEN,
                 Health::Healthy | Health::Dead => PROBE_STANDBY,
             };
@@ -558,8 +573,21 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                         p.current = i;
                     }
                     let table = &mut p.paths.table;
-                    table.on_received(now, &key_of(path));
-                    p.session.drain_acked(|n| table.on_acked(now, n));
+                    let key = key_of(path);
+                    table.on_received(now, &key);
+                    // Acknowledgements carried by this very packet: the
+                    // newest acknowledged send time is reverse evidence for
+                    // this path, then the acks prove the paths they went on.
+                    let mut newest: Option<Instant> = None;
+                    p.session.drain_acked(|n| {
+                        if let Some(t) = table.first_sent(n) {
+                            newest = Some(newest.map_or(t, |x| x.max(t)));
+                        }
+                        table.on_acked(now, n);
+                    });
+                    if let Some(t) = newest {
+                        table.on_reverse_proof(now, &key, t);
+                    }
                     self.path_changes(now, peer);
                 }
                 r

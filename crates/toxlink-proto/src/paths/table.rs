@@ -227,6 +227,35 @@ impl PathTable {
         }
     }
 
+    /// An authenticated packet arrived on `path` that acknowledged a lossless
+    /// packet we sent at `sent_at` (so the peer created it after that): the
+    /// path delivered something fresh. This reverse-direction evidence
+    /// proves a path only while it is unproven or dead (a probe on a slower
+    /// path is overtaken, retransmitted elsewhere and so acknowledged
+    /// ambiguously: without this, a slower path could never be proven); it
+    /// never refreshes a path already proven, so a path that fails in our
+    /// direction only still times out once it carries traffic. No RTT
+    /// sample.
+    pub fn on_reverse_proof(&mut self, now: Instant, path: &PathKey, sent_at: Instant) {
+        let Some(i) = self.index(path) else {
+            return;
+        };
+        let h = self.paths[i]
+            .health
+            .health(now, self.oldest_unproven(i), &self.cfg);
+        if matches!(h, Health::Unproven | Health::Dead) && !self.paths[i].health.is_closed() {
+            self.paths[i].health.on_delivered(now, sent_at, false);
+        }
+    }
+
+    /// When lossless packet `number` was first sent (on any path), if it is
+    /// still tracked.
+    pub fn first_sent(&self, number: u32) -> Option<Instant> {
+        self.in_flight
+            .get(&number)
+            .and_then(|r| r.copies().map(|c| c.sent_at).min())
+    }
+
     /// Lossless packet `number` was acknowledged by the peer. If it went on
     /// one path only, that path gets a delivery proof with an RTT sample and
     /// earlier packets still unacknowledged on it are counted lost there. If
@@ -513,6 +542,33 @@ mod tests {
         tab2.on_acked(t + ms(310), 7);
         assert_eq!(tab2.health(t + ms(310), &udp()), Some(Health::Healthy));
         assert_eq!(tab2.path(&udp()).unwrap().health().rtt().srtt(), None);
+    }
+
+    #[test]
+    fn reverse_proof_only_proves_unproven_or_dead_paths() {
+        let t = Instant::now();
+        let mut tab = PathTable::new(HealthConfig::default());
+        tab.add_path(udp());
+        tab.add_path(relay(1));
+        tab.on_reverse_proof(t + ms(50), &udp(), t);
+        assert_eq!(tab.health(t + ms(50), &udp()), Some(Health::Healthy));
+        // A healthy path in a black hole is not refreshed by it.
+        tab.on_sent(t + ms(60), &udp(), 1, 10);
+        tab.on_reverse_proof(t + ms(900), &udp(), t + ms(800));
+        assert_eq!(tab.health(t + ms(1100), &udp()), Some(Health::Dead));
+        let c = tab.poll_changes(t + ms(1100));
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].new, Health::Dead);
+        assert_eq!(c[0].resend, vec![1]);
+        // Dead: a fresh reverse proof revives it; an old one does not.
+        tab.on_reverse_proof(t + ms(1200), &udp(), t + ms(30));
+        assert_eq!(tab.health(t + ms(1200), &udp()), Some(Health::Dead));
+        tab.on_reverse_proof(t + ms(1300), &udp(), t + ms(1250));
+        assert_eq!(tab.health(t + ms(1300), &udp()), Some(Health::Healthy));
+        // A closed path stays dead.
+        tab.on_closed(t + ms(1400), &relay(1));
+        tab.on_reverse_proof(t + ms(1500), &relay(1), t + ms(1450));
+        assert_eq!(tab.health(t + ms(1500), &relay(1)), Some(Health::Dead));
     }
 
     #[test]

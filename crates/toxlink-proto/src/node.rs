@@ -1076,6 +1076,101 @@ mod tests {
         assert!(a.session(&b.real_pk()).is_some_and(|s| s.is_established()));
     }
 
+    /// Moves datagrams between a (addresses 1, 11) and b (2, 12); datagrams
+    /// to an address in `down` are dropped. Returns the addresses used by a.
+    fn exchange2(a: &mut Node<u8>, b: &mut Node<u8>, now: Instant, down: &[u8]) -> Vec<u8> {
+        let mut buf = [0u8; MAX_PACKET_SIZE];
+        let mut used = Vec::new();
+        for _ in 0..50 {
+            let mut moved = false;
+            while let Some((to, t)) = a.poll_transmit(now, &mut buf) {
+                moved = true;
+                used.push(to);
+                if !down.contains(&to) {
+                    let _ = b.handle_datagram(now, to - 1, &mut buf[..t.len]);
+                }
+            }
+            while let Some((to, t)) = b.poll_transmit(now, &mut buf) {
+                moved = true;
+                if !down.contains(&to) {
+                    let _ = a.handle_datagram(now, to + 1, &mut buf[..t.len]);
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+        used
+    }
+
+    #[test]
+    fn a_closed_path_hands_its_packets_to_the_other_one() {
+        let now = Instant::now();
+        let (mut a, mut b, _) = established_pair(now);
+        let (pa, pb) = (a.real_pk(), b.real_pk());
+        assert!(a.add_path(now, &pb, 12));
+        assert!(b.add_path(now, &pa, 11));
+        assert!(!a.add_path(now, &PublicKey([9; 32]), 13), "no session");
+        // Traffic proves both paths (probes go on each alone).
+        let mut t = now;
+        let mut n = 0u8;
+        for _ in 0..20 {
+            t += Duration::from_millis(50);
+            a.handle_timeout(t);
+            b.handle_timeout(t);
+            a.send_lossless(t, &pb, &[160, n]).unwrap();
+            n += 1;
+            exchange2(&mut a, &mut b, t, &[]);
+        }
+        let table = a.path_table(&pb).unwrap();
+        assert_eq!(table.paths().count(), 2);
+        assert!(
+            table.paths().all(|p| p.state() == Health::Healthy),
+            "{:?}",
+            table.paths().map(|p| p.state()).collect::<Vec<_>>()
+        );
+        while a.poll_path_event().is_some() {}
+        // Packets in flight on address 2 when it goes down and is reported
+        // closed: resent at once on 12, delivered in order.
+        t += Duration::from_millis(50);
+        for _ in 0..5 {
+            a.send_lossless(t, &pb, &[160, n]).unwrap();
+            n += 1;
+        }
+        let used = exchange2(&mut a, &mut b, t, &[2, 12]);
+        assert!(!used.is_empty());
+        a.path_closed(t, 2);
+        let ev: Vec<_> = std::iter::from_fn(|| a.poll_path_event()).collect();
+        assert!(
+            ev.iter().any(|e| e.addr == 2
+                && matches!(
+                    e.kind,
+                    PathEventKind::Health {
+                        new: Health::Dead,
+                        reason: PathReason::Closed,
+                        ..
+                    }
+                )),
+            "{ev:?}"
+        );
+        let used = exchange2(&mut a, &mut b, t, &[2]);
+        assert!(used.iter().all(|&x| x == 12), "{used:?}");
+        assert!(used.len() >= 5, "stranded packets resent at once: {used:?}");
+        let got: Vec<u8> = std::iter::from_fn(|| b.poll_event(t))
+            .filter_map(|e| match e.event {
+                Event::Lossless(d) => d.get(1).copied(),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got, (0..n).collect::<Vec<u8>>(), "all, in order");
+        let ev: Vec<_> = std::iter::from_fn(|| a.poll_path_event()).collect();
+        assert!(
+            ev.iter()
+                .any(|e| e.addr == 12 && e.kind == PathEventKind::Primary { from: Some(2) }),
+            "{ev:?}"
+        );
+    }
+
     #[test]
     fn drops_data_from_unknown_addresses() {
         let now = Instant::now();

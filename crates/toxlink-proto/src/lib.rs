@@ -11,11 +11,13 @@
 //! * [`wire`]: byte layouts of every packet, parse and encode, no behaviour.
 //! * [`session`]: one net_crypto connection (PROTOCOL.md §4–§6).
 //! * [`node`]: the sans-IO endpoint owning the sessions by peer.
+//! * [`friend`]: friend_connection + Messenger over a session (PROTOCOL.md §7).
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
 pub mod crypto;
+pub mod friend;
 pub mod node;
 pub mod paths;
 pub mod session;

@@ -3,12 +3,14 @@
 //! address and long-term key and is its friend (`ADDFRIEND` with our real
 //! key); it connects, runs [`toxlink::Friend`] (ONLINE, ALIVE, profile), and
 //! the C peer reports us online over UDP. Messages go both ways (its
-//! nickname reaches us too), then 10,000 custom lossless packets go each way
-//! at the same time and arrive complete and in order: on its side by the
-//! harness's checksum, sequence, duplicate and loss counters, on ours by
-//! checking every sequence number and checksum. Finally both sides idle for 34 s
-//! (longer than the 32 s friend timeout): ALIVE keeps the friend online on
-//! both sides. Every wait is bounded; the test takes about 45 s.
+//! nickname reaches us too); 100 custom lossy packets go each way (at least
+//! 90 % must arrive on loopback, all intact); then 10,000 custom lossless
+//! packets go each way at the same time and arrive complete and in order: on
+//! its side by the harness's checksum, sequence, duplicate and loss
+//! counters, on ours by checking every sequence number and checksum. Finally
+//! both sides idle for 34 s (longer than the 32 s friend timeout): ALIVE
+//! keeps the friend online on both sides. Every wait is bounded; the test
+//! takes about 41 s.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -21,6 +23,8 @@ use toxlink_interop::{Harness, HarnessOptions};
 const PACKETS: u32 = 10_000;
 const OUR_SIZE: usize = 1373;
 const THEIR_SIZE: usize = 1373;
+/// Custom lossy packets each way.
+const LOSSY: u32 = 100;
 /// Idle period, longer than c-toxcore's friend timeout of 32 s.
 const IDLE: Duration = Duration::from_secs(34);
 
@@ -152,6 +156,57 @@ fn toxlink_friend_of_c_toxcore_over_udp() {
         .expect_message(friend, Duration::from_secs(10))
         .expect("c-toxcore shows our message");
     assert_eq!(text, "hello from toxlink");
+
+    // Custom lossy packets both ways: on loopback nearly all arrive; each
+    // intact, with its id byte.
+    for seq in 0..LOSSY {
+        f.send_custom_lossy(&custom(200, seq, 600))
+            .expect("send lossy");
+    }
+    let lossy = h
+        .wait_stats(
+            friend,
+            Duration::from_secs(5),
+            Duration::from_millis(50),
+            |s| s.lossy.rx >= u64::from(LOSSY),
+        )
+        .or_else(|_| h.stats(friend))
+        .expect("stats");
+    assert!(
+        lossy.lossy.good() >= u64::from(LOSSY) * 9 / 10,
+        "c-toxcore got {:?} of {LOSSY} lossy packets",
+        lossy.lossy
+    );
+    assert_eq!(lossy.lossy.bad, 0);
+    assert_eq!(lossy.lossy.dup, 0);
+    h.start_lossy(friend, LOSSY, 600, 201)
+        .expect("start its lossy");
+    let got_lossy = rt.block_on(async {
+        let mut got = 0u32;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while got < LOSSY {
+            match tokio::time::timeout_at(deadline, f.next_event()).await {
+                Ok(Some(FriendEvent::CustomLossy(d))) => {
+                    assert_eq!(d.len(), 600);
+                    assert_eq!(d[0], 201);
+                    assert_eq!(u32::from_be_bytes([d[5], d[6], d[7], d[8]]), fnv(&d));
+                    got += 1;
+                }
+                Ok(Some(FriendEvent::Offline(r))) => panic!("offline: {r:?}"),
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("closed"),
+                Err(_) => break,
+            }
+        }
+        got
+    });
+    assert!(
+        got_lossy >= LOSSY * 9 / 10,
+        "we got {got_lossy} of its {LOSSY} lossy packets"
+    );
+    let sent = h.wait_sent(Duration::from_secs(5)).expect("its lossy SENT");
+    assert_eq!(sent.accepted, LOSSY);
+    assert!(sent.lossy);
 
     // 10,000 custom lossless packets each way, at the same time.
     let f = std::sync::Arc::new(f);

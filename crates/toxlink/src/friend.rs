@@ -69,7 +69,9 @@ impl std::fmt::Debug for Friend {
 }
 
 impl Drop for Friend {
+    /// Dropping a friend closes its connection (one KILL to the peer).
     fn drop(&mut self) {
+        self.conn.close();
         for t in &self.tasks {
             t.abort();
         }

@@ -1,6 +1,8 @@
 //! Two toxlink nodes as Tox friends on loopback (PROTOCOL.md §7.4): both go
 //! online through the ONLINE exchange, profiles, messages, actions and custom
-//! lossless / lossy packets arrive; closing one side takes the other offline.
+//! lossless / lossy packets arrive; closing one side takes the other offline;
+//! a friend whose peer stops sending ALIVE times out and closes (with short
+//! timers, PROTOCOL.md §7.3).
 
 use std::time::Duration;
 use toxlink::toxlink_proto::crypto::KeyPair;
@@ -28,9 +30,8 @@ async fn until(f: &Friend, what: &str, pred: impl Fn(&FriendEvent) -> bool) -> F
     panic!("{what}: not among 100 events");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_toxlink_friends_talk() {
-    let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::seed_from_u64(77);
+async fn nodes(seed: u64) -> (Node, Node) {
+    let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::seed_from_u64(seed);
     let a = Node::bind(
         "127.0.0.1:0".parse().expect("addr"),
         KeyPair::generate(&mut rng),
@@ -46,6 +47,12 @@ async fn two_toxlink_friends_talk() {
     .await
     .expect("bind");
     b.allow(a.public_key());
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_toxlink_friends_talk() {
+    let (a, b) = nodes(77).await;
     let (ca, cb) = tokio::join!(
         a.connect(b.public_key(), b.dht_key(), b.local_addr()),
         b.accept()
@@ -121,4 +128,57 @@ async fn two_toxlink_friends_talk() {
         FriendEvent::Offline(OfflineReason::ConnectionClosed)
     );
     assert!(!fb.is_online());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_peer_times_out_and_is_killed() {
+    let (a, b) = nodes(78).await;
+    let (ca, cb) = tokio::join!(
+        a.connect(b.public_key(), b.dht_key(), b.local_addr()),
+        b.accept()
+    );
+    // a expects ALIVE within 1 s; b sends one only every 60 s (just the one
+    // on going up), so a gives up after about 1 s and sends KILL.
+    let t0 = std::time::Instant::now();
+    let fa = Friend::start(
+        ca.expect("connect"),
+        FriendConfig {
+            timeout: Duration::from_secs(1),
+            ..FriendConfig::default()
+        },
+    );
+    let fb = Friend::start(
+        cb.expect("accept"),
+        FriendConfig {
+            alive_interval: Duration::from_secs(60),
+            ..FriendConfig::default()
+        },
+    );
+    assert_eq!(next(&fa, "a online").await, FriendEvent::Online);
+    assert_eq!(next(&fb, "b online").await, FriendEvent::Online);
+    assert_eq!(
+        until(&fa, "a offline", |e| matches!(e, FriendEvent::Offline(_))).await,
+        FriendEvent::Offline(OfflineReason::Timeout)
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_secs(1),
+        "not before the timeout"
+    );
+    assert!(!fa.is_online());
+    // The KILL takes b offline too.
+    assert_eq!(
+        until(&fb, "b offline", |e| matches!(e, FriendEvent::Offline(_))).await,
+        FriendEvent::Offline(OfflineReason::ConnectionClosed)
+    );
+    // And a's event stream ends.
+    assert_eq!(
+        tokio::time::timeout(WAIT, fa.next_event())
+            .await
+            .expect("a's events end"),
+        None
+    );
+    assert!(
+        fa.send_message(b"late").await.is_err(),
+        "nothing sent after the timeout"
+    );
 }

@@ -2,7 +2,8 @@
 //! (issue 5, item 3; PROTOCOL.md §7): our node knows the C peer's DHT key,
 //! address and long-term key and is its friend (`ADDFRIEND` with our real
 //! key); it connects, runs [`toxlink::Friend`] (ONLINE, ALIVE, profile), and
-//! the C peer reports us online over UDP. Messages go both ways (its
+//! the C peer reports us online over UDP (we also share a dead relay with
+//! it, which must not disturb that). Messages go both ways (its
 //! nickname reaches us too); 100 custom lossy packets go each way (at least
 //! 90 % must arrive on loopback, all intact); then 10,000 custom lossless
 //! packets go each way at the same time and arrive complete and in order: on
@@ -16,6 +17,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use toxlink::toxlink_proto::crypto::{KeyPair, PublicKey};
 use toxlink::toxlink_proto::node::NodeConfig;
+use toxlink::toxlink_proto::wire::packed::{PackedIpPort, PackedNode, Transport};
 use toxlink::{Friend, FriendConfig, FriendEvent, Node};
 use toxlink_interop::harness::{harness_available, ConnKind};
 use toxlink_interop::{Harness, HarnessOptions};
@@ -87,6 +89,19 @@ fn toxlink_friend_of_c_toxcore_over_udp() {
     let peer_dht = PublicKey(h.dht_key());
     let addr: SocketAddr = format!("127.0.0.1:{}", h.udp_port()).parse().expect("addr");
 
+    // We share one relay (SHARE_RELAYS, §7.3): a loopback port nobody
+    // listens on any more. c-toxcore may try it; the friend must stay on UDP.
+    let unreachable_relay = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+        PackedNode {
+            ip_port: PackedIpPort {
+                transport: Transport::Tcp,
+                addr: l.local_addr().expect("addr"),
+            },
+            public_key: KeyPair::generate(&mut rng).public,
+        }
+    };
+
     // Connect and run the friend protocol.
     let t0 = Instant::now();
     let f = rt.block_on(async {
@@ -99,6 +114,7 @@ fn toxlink_friend_of_c_toxcore_over_udp() {
             conn,
             FriendConfig {
                 name: b"toxlink".to_vec(),
+                relays: vec![unreachable_relay],
                 ..FriendConfig::default()
             },
         );
@@ -286,6 +302,7 @@ fn toxlink_friend_of_c_toxcore_over_udp() {
     );
     assert!(f.is_online(), "still online");
     assert_eq!(f.stats().malformed, 0);
+    assert_eq!(f.stats().share_relays_tx, 1, "our relay was shared once");
 
     // Idle for longer than c-toxcore's 32 s friend timeout (§7.3): our ALIVE
     // every 8 s keeps us online there (no CONN change at all), its ALIVE keeps

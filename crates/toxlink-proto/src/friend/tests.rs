@@ -367,3 +367,119 @@ fn hostile_online_offline_flood_stays_bounded() {
     assert!(l.events.len() <= MAX_QUEUED);
     assert!(l.stats().overflow > 0);
 }
+
+/// One input to a link in the property test.
+#[derive(Debug, Clone)]
+enum Op {
+    Lossless(Vec<u8>),
+    Lossy(Vec<u8>),
+    /// Advance the clock by this many milliseconds and run the timers.
+    Wait(u32),
+    Closed,
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    // Ids the link interprets, plus anything.
+    let interesting = prop_oneof![
+        Just(id::ALIVE),
+        Just(id::SHARE_RELAYS),
+        Just(id::ONLINE),
+        Just(id::OFFLINE),
+        Just(id::NICKNAME),
+        Just(id::USERSTATUS),
+        Just(id::TYPING),
+        Just(id::MESSAGE),
+        Just(id::ACTION),
+        Just(160u8),
+        any::<u8>(),
+    ];
+    let data = (interesting, proptest::collection::vec(any::<u8>(), 0..60)).prop_map(
+        |(first, mut rest)| {
+            // Bias towards the exact lengths control packets need.
+            if rest.len() > 40 {
+                rest.clear();
+            }
+            rest.insert(0, first);
+            rest
+        },
+    );
+    prop_oneof![
+        6 => data.clone().prop_map(Op::Lossless),
+        2 => data.prop_map(Op::Lossy),
+        3 => (0u32..20_000).prop_map(Op::Wait),
+        1 => Just(Op::Closed),
+    ]
+}
+
+proptest::proptest! {
+    /// Arbitrary packets and timing never panic, keep the queues bounded,
+    /// never deliver Messenger data while the peer is not online, never leave
+    /// more than 8 s without an ALIVE queued while up, and a close is only
+    /// requested after more than 32 s without the peer's ALIVE.
+    #[test]
+    fn arbitrary_inputs_keep_the_rules(ops in proptest::collection::vec(op(), 1..200)) {
+        let t0 = Instant::now();
+        let mut now = t0;
+        let mut l = FriendLink::new(FriendConfig { relays: vec![relay(1)], ..FriendConfig::default() });
+        l.handle_established(now);
+        let mut online = false;
+        let mut last_alive_rx = now;
+        let mut last_alive_tx = now;
+        for op in ops {
+            match op {
+                Op::Lossless(d) => {
+                    if d == [id::ALIVE] && !l.is_dead() {
+                        last_alive_rx = now;
+                    }
+                    l.handle_lossless(now, &d);
+                }
+                Op::Lossy(d) => l.handle_lossy(now, &d),
+                Op::Wait(ms) => {
+                    // Timers run at least at every deadline, as a runtime would.
+                    let until = now + Duration::from_millis(u64::from(ms));
+                    while let Some(t) = l.poll_timeout().filter(|&t| t <= until) {
+                        now = t.max(now);
+                        l.handle_timeout(now);
+                        for o in std::iter::from_fn(|| l.poll_transmit()) {
+                            if o == Outgoing::Lossless(vec![id::ALIVE]) {
+                                last_alive_tx = now;
+                            }
+                        }
+                    }
+                    now = until;
+                    l.handle_timeout(now);
+                }
+                Op::Closed => l.handle_closed(now),
+            }
+            for o in std::iter::from_fn(|| l.poll_transmit()) {
+                if o == Outgoing::Lossless(vec![id::ALIVE]) {
+                    last_alive_tx = now;
+                }
+            }
+            for e in std::iter::from_fn(|| l.poll_event()) {
+                match e {
+                    FriendEvent::Online => {
+                        proptest::prop_assert!(!online, "Online twice");
+                        online = true;
+                    }
+                    FriendEvent::Offline(_) => {
+                        proptest::prop_assert!(online, "Offline while offline");
+                        online = false;
+                    }
+                    FriendEvent::ShareRelays(n) => proptest::prop_assert!(n.len() <= 3),
+                    other => proptest::prop_assert!(online, "{other:?} while not online"),
+                }
+            }
+            proptest::prop_assert_eq!(online, l.is_online());
+            proptest::prop_assert!(l.out.len() <= MAX_QUEUED && l.events.len() <= MAX_QUEUED);
+            if l.wants_close() {
+                proptest::prop_assert!(now > last_alive_rx + FRIEND_CONNECTION_TIMEOUT);
+            }
+            if !l.is_dead() {
+                proptest::prop_assert!(now - last_alive_tx <= ALIVE_INTERVAL);
+                proptest::prop_assert!(now <= last_alive_rx + FRIEND_CONNECTION_TIMEOUT + Duration::from_millis(1));
+            }
+        }
+    }
+}

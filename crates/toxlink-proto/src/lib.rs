@@ -13,12 +13,14 @@
 //! * [`relay_client`]: one relay link and a node's set of relays (§2.6, §3).
 //! * [`session`]: one net_crypto connection (PROTOCOL.md §4–§6).
 //! * [`node`]: the sans-IO endpoint owning the sessions by peer.
+//! * [`friend`]: friend_connection + Messenger over a session (PROTOCOL.md §7).
 //! * [`paths`]: multipath health, scheduling, relay blame and pool (DESIGN.md §3).
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
 pub mod crypto;
+pub mod friend;
 pub mod node;
 pub mod paths;
 pub mod relay_client;

@@ -1,7 +1,8 @@
 //! tokio runtime for toxlink: a [`Node`] bound to one UDP socket (IPv4 or
 //! IPv6) driving the sans-IO [`toxlink_proto::node::Node`], and
 //! [`Connection`]s to peers with `send_lossless`, `send_lossy`, `recv` and
-//! `close`.
+//! `close`. [`Friend`] runs the Tox friend protocol (ONLINE, ALIVE, messages,
+//! custom packets; PROTOCOL.md §7) on top of a connection.
 //!
 //! One driver task per node owns the socket and the protocol state (behind a
 //! short-held mutex shared with the connection handles). It reads datagrams in
@@ -33,6 +34,9 @@ use toxlink_proto::node::{Node as ProtoNode, NodeConfig};
 use toxlink_proto::session::{Event, SendError, MAX_PACKET_SIZE};
 
 pub use toxlink_proto;
+
+pub mod friend;
+pub use friend::{Friend, FriendConfig, FriendError, FriendEvent};
 
 /// Received packets queued per connection before the driver stops taking
 /// more from the core.

@@ -1,0 +1,184 @@
+//! Two toxlink nodes as Tox friends on loopback (PROTOCOL.md §7.4): both go
+//! online through the ONLINE exchange, profiles, messages, actions and custom
+//! lossless / lossy packets arrive; closing one side takes the other offline;
+//! a friend whose peer stops sending ALIVE times out and closes (with short
+//! timers, PROTOCOL.md §7.3).
+
+use std::time::Duration;
+use toxlink::toxlink_proto::crypto::KeyPair;
+use toxlink::toxlink_proto::friend::OfflineReason;
+use toxlink::toxlink_proto::node::NodeConfig;
+use toxlink::{Friend, FriendConfig, FriendEvent, Node};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn next(f: &Friend, what: &str) -> FriendEvent {
+    tokio::time::timeout(WAIT, f.next_event())
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no event within {WAIT:?}"))
+        .unwrap_or_else(|| panic!("{what}: closed"))
+}
+
+/// Waits for the first event matching `pred`, skipping others (bounded).
+async fn until(f: &Friend, what: &str, pred: impl Fn(&FriendEvent) -> bool) -> FriendEvent {
+    for _ in 0..100 {
+        let e = next(f, what).await;
+        if pred(&e) {
+            return e;
+        }
+    }
+    panic!("{what}: not among 100 events");
+}
+
+async fn nodes(seed: u64) -> (Node, Node) {
+    let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::seed_from_u64(seed);
+    let a = Node::bind(
+        "127.0.0.1:0".parse().expect("addr"),
+        KeyPair::generate(&mut rng),
+        NodeConfig::default(),
+    )
+    .await
+    .expect("bind");
+    let b = Node::bind(
+        "127.0.0.1:0".parse().expect("addr"),
+        KeyPair::generate(&mut rng),
+        NodeConfig::default(),
+    )
+    .await
+    .expect("bind");
+    b.allow(a.public_key());
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_toxlink_friends_talk() {
+    let (a, b) = nodes(77).await;
+    let (ca, cb) = tokio::join!(
+        a.connect(b.public_key(), b.dht_key(), b.local_addr()),
+        b.accept()
+    );
+    let fa = Friend::start(
+        ca.expect("connect"),
+        FriendConfig {
+            name: b"alice".to_vec(),
+            ..FriendConfig::default()
+        },
+    );
+    let fb = Friend::start(cb.expect("accept"), FriendConfig::default());
+    assert_eq!(next(&fa, "a online").await, FriendEvent::Online);
+    assert_eq!(next(&fb, "b online").await, FriendEvent::Online);
+    assert!(fa.is_online() && fb.is_online());
+    // b learns a's profile, sent after going online.
+    assert_eq!(
+        next(&fb, "nickname").await,
+        FriendEvent::Nickname(b"alice".to_vec())
+    );
+
+    fa.send_message(b"hello b").await.expect("message");
+    fa.send_action(b"waves").await.expect("action");
+    fb.send_message(b"hello a").await.expect("message");
+    assert_eq!(
+        until(&fb, "message", |e| matches!(e, FriendEvent::Message(_))).await,
+        FriendEvent::Message(b"hello b".to_vec())
+    );
+    assert_eq!(
+        next(&fb, "action").await,
+        FriendEvent::Action(b"waves".to_vec())
+    );
+    assert_eq!(
+        until(&fa, "message", |e| matches!(e, FriendEvent::Message(_))).await,
+        FriendEvent::Message(b"hello a".to_vec())
+    );
+
+    // 2,000 custom lossless packets, in order.
+    let sender = {
+        tokio::spawn(async move {
+            for i in 0..2000u32 {
+                let mut p = vec![165u8; 600];
+                p[1..5].copy_from_slice(&i.to_be_bytes());
+                fa.send_custom_lossless(&p).await.expect("send");
+            }
+            fa
+        })
+    };
+    for i in 0..2000u32 {
+        let e = until(&fb, "custom", |e| {
+            matches!(e, FriendEvent::CustomLossless(_))
+        })
+        .await;
+        let FriendEvent::CustomLossless(d) = e else {
+            unreachable!()
+        };
+        assert_eq!(d.len(), 600);
+        assert_eq!(d[0], 165);
+        assert_eq!(u32::from_be_bytes([d[1], d[2], d[3], d[4]]), i, "in order");
+    }
+    let fa = sender.await.expect("sender");
+    assert!(fa.send_custom_lossless(&[159, 0]).await.is_err(), "id 159");
+    fb.send_custom_lossy(&[201, 1, 2]).expect("lossy");
+    assert_eq!(
+        until(&fa, "lossy", |e| matches!(e, FriendEvent::CustomLossy(_))).await,
+        FriendEvent::CustomLossy(vec![201, 1, 2])
+    );
+
+    // Closing a sends KILL: b goes offline.
+    fa.close();
+    assert_eq!(
+        until(&fb, "offline", |e| matches!(e, FriendEvent::Offline(_))).await,
+        FriendEvent::Offline(OfflineReason::ConnectionClosed)
+    );
+    assert!(!fb.is_online());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_peer_times_out_and_is_killed() {
+    let (a, b) = nodes(78).await;
+    let (ca, cb) = tokio::join!(
+        a.connect(b.public_key(), b.dht_key(), b.local_addr()),
+        b.accept()
+    );
+    // a expects ALIVE within 1 s; b sends one only every 60 s (just the one
+    // on going up), so a gives up after about 1 s and sends KILL.
+    let t0 = std::time::Instant::now();
+    let fa = Friend::start(
+        ca.expect("connect"),
+        FriendConfig {
+            timeout: Duration::from_secs(1),
+            ..FriendConfig::default()
+        },
+    );
+    let fb = Friend::start(
+        cb.expect("accept"),
+        FriendConfig {
+            alive_interval: Duration::from_secs(60),
+            ..FriendConfig::default()
+        },
+    );
+    assert_eq!(next(&fa, "a online").await, FriendEvent::Online);
+    assert_eq!(next(&fb, "b online").await, FriendEvent::Online);
+    assert_eq!(
+        until(&fa, "a offline", |e| matches!(e, FriendEvent::Offline(_))).await,
+        FriendEvent::Offline(OfflineReason::Timeout)
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_secs(1),
+        "not before the timeout"
+    );
+    assert!(!fa.is_online());
+    // The KILL takes b offline too.
+    assert_eq!(
+        until(&fb, "b offline", |e| matches!(e, FriendEvent::Offline(_))).await,
+        FriendEvent::Offline(OfflineReason::ConnectionClosed)
+    );
+    // And a's event stream ends.
+    assert_eq!(
+        tokio::time::timeout(WAIT, fa.next_event())
+            .await
+            .expect("a's events end"),
+        None
+    );
+    assert!(
+        fa.send_message(b"late").await.is_err(),
+        "nothing sent after the timeout"
+    );
+}

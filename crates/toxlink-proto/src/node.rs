@@ -42,7 +42,7 @@
 
 use crate::crypto::{KeyPair, PublicKey};
 use crate::paths::health::{Health, HealthConfig};
-use crate::paths::scheduler::{Scheduler, SchedulerConfig};
+use crate::paths::scheduler::{Choice, Scheduler, SchedulerConfig};
 use crate::paths::table::PathTable;
 use crate::paths::PathKey;
 use crate::session::handshake::{
@@ -137,6 +137,11 @@ struct Paths {
     /// Last probe per path key.
     probed: Vec<(PathKey, Instant)>,
     primary: Option<PathKey>,
+    /// The scheduler's choice for one instant: the runtime polls a whole
+    /// batch of transmits with the same `now`, and recording a send does not
+    /// change any path's health at that instant, so the choice is reused
+    /// until `now` moves or the table changes otherwise.
+    cached: Option<(Instant, Choice)>,
 }
 
 impl Paths {
@@ -146,6 +151,26 @@ impl Paths {
             sched: Scheduler::new(cfg.scheduler),
             probed: Vec::new(),
             primary: None,
+            cached: None,
+        }
+    }
+
+    /// The table, for any change other than recording a send: forgets the
+    /// cached choice.
+    fn table_mut(&mut self) -> &mut PathTable {
+        self.cached = None;
+        &mut self.table
+    }
+
+    /// The scheduler's choice at `now` (cached per instant).
+    fn choose(&mut self, now: Instant) -> Choice {
+        match self.cached {
+            Some((t, c)) if t == now => c,
+            _ => {
+                let c = self.sched.choose(&self.table, now);
+                self.cached = Some((now, c));
+                c
+            }
         }
     }
 
@@ -356,7 +381,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                 if let Some(p) = self.peers.get_mut(&prev) {
                     p.addrs.retain(|a| *a != addr);
                     p.current = p.current.min(p.addrs.len().saturating_sub(1));
-                    p.paths.table.remove_path(&key);
+                    p.paths.table_mut().remove_path(&key);
                 }
             }
         }
@@ -368,13 +393,13 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                     let old = p.addrs.remove(0);
                     self.by_addr.remove(&old);
                     if let Some(id) = self.path_ids.remove(&old) {
-                        p.paths.table.remove_path(&key_of(id));
+                        p.paths.table_mut().remove_path(&key_of(id));
                     }
                 }
                 p.addrs.push(addr);
                 p.current = p.addrs.len() - 1;
             }
-            p.paths.table.add_path(key);
+            p.paths.table_mut().add_path(key);
         }
     }
 
@@ -407,7 +432,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
         };
         let key = key_of(*id);
         if let Some(p) = self.peers.get_mut(&peer) {
-            p.paths.table.on_closed(now, &key);
+            p.paths.table_mut().on_closed(now, &key);
         }
         self.path_changes(now, peer);
     }
@@ -443,7 +468,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
-        let changes = p.paths.table.poll_changes(now);
+        let changes = p.paths.table_mut().poll_changes(now);
         if changes.is_empty() {
             return;
         }
@@ -491,7 +516,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
         peer.session.record_acks();
         for a in &peer.addrs {
             if let Some(id) = self.path_ids.get(a) {
-                peer.paths.table.add_path(key_of(*id));
+                peer.paths.table_mut().add_path(key_of(*id));
             }
         }
         if self.peers.insert(real, peer).is_none() {
@@ -572,7 +597,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                     if let Some(i) = p.addrs.iter().position(|a| *a == from) {
                         p.current = i;
                     }
-                    let table = &mut p.paths.table;
+                    let table = p.paths.table_mut();
                     let key = key_of(path);
                     table.on_received(now, &key);
                     // Acknowledgements carried by this very packet: the
@@ -820,7 +845,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
         let Some(p) = self.peers.get_mut(&peer) else {
             return (fallback, None);
         };
-        let choice = p.paths.sched.choose(&p.paths.table, now);
+        let choice = p.paths.choose(now);
         let switched = choice.primary.filter(|k| Some(*k) != p.paths.primary);
         let old_primary = p.paths.primary;
         p.paths.primary = choice.primary;

@@ -419,30 +419,15 @@ async fn link_task(
                 if r.is_err() {
                     break;
                 }
-                let mut turns = 4;
-                loop {
-                    match stream.try_write(&wbuf[wpos..]) {
-                        Ok(n) => wpos += n,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(_) => {
-                            eof = true;
-                            break;
-                        }
+                let refill = |b: &mut Vec<u8>| {
+                    let n = shared.lock().set.drain_into(&relay, b, WRITE_BATCH);
+                    if n > 0 {
+                        handle.drained.notify_waiters();
                     }
-                    if wpos < wbuf.len() {
-                        continue;
-                    }
-                    turns -= 1;
-                    wbuf.clear();
-                    wpos = 0;
-                    if turns == 0 {
-                        break;
-                    }
-                    let n = shared.lock().set.drain_into(&relay, &mut wbuf, WRITE_BATCH);
-                    if n == 0 {
-                        break;
-                    }
-                    handle.drained.notify_waiters();
+                    n
+                };
+                if super::write_batches(&stream, &mut wbuf, &mut wpos, 4, refill).is_err() {
+                    eof = true;
                 }
             }
             _ = handle.notify.notified() => {}

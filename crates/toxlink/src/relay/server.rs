@@ -340,25 +340,9 @@ async fn conn_task(shared: Arc<Shared>, id: ConnId, stream: TcpStream, handle: A
                     break;
                 }
                 // Write up to WRITE_TURNS batches per turn.
-                let mut turns = WRITE_TURNS;
-                loop {
-                    match stream.try_write(&wbuf[wpos..]) {
-                        Ok(n) => wpos += n,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(_) => {
-                            eof = true;
-                            break;
-                        }
-                    }
-                    if wpos < wbuf.len() {
-                        continue;
-                    }
-                    turns -= 1;
-                    wbuf.clear();
-                    wpos = 0;
-                    if turns == 0 || shared.lock().server.drain_into(id, &mut wbuf, WRITE_BATCH) == 0 {
-                        break;
-                    }
+                let refill = |b: &mut Vec<u8>| shared.lock().server.drain_into(id, b, WRITE_BATCH);
+                if super::write_batches(&stream, &mut wbuf, &mut wpos, WRITE_TURNS, refill).is_err() {
+                    eof = true;
                 }
             }
             _ = handle.notify.notified() => {}

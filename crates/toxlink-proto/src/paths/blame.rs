@@ -256,13 +256,7 @@ impl BlameLedger {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pk(b: u8) -> PublicKey {
-        PublicKey([b; 32])
-    }
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
-    }
+    use crate::paths::test_util::{ms, pk};
 
     #[test]
     fn a_corrupting_relay_is_dropped_for_the_peer_and_probed() {

@@ -302,10 +302,7 @@ impl PathHealth {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
-    }
+    use crate::paths::test_util::ms;
 
     #[test]
     fn rtt_estimator_follows_rfc6298() {

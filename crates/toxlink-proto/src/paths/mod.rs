@@ -31,6 +31,27 @@ pub mod pool;
 pub mod scheduler;
 pub mod table;
 
+/// Small constructors shared by the unit tests of this module.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use super::PathKey;
+    use crate::crypto::PublicKey;
+    use std::time::Duration;
+
+    pub(crate) fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+    pub(crate) fn pk(b: u8) -> PublicKey {
+        PublicKey([b; 32])
+    }
+    pub(crate) fn relay(b: u8) -> PathKey {
+        PathKey::Relay(pk(b))
+    }
+    pub(crate) fn udp() -> PathKey {
+        PathKey::Udp("127.0.0.1:1".parse().expect("literal address"))
+    }
+}
+
 use crate::crypto::PublicKey;
 use std::fmt;
 use std::net::SocketAddr;

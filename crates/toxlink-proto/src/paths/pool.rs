@@ -327,18 +327,13 @@ impl RelayPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::paths::test_util::{ms, pk};
 
-    fn pk(b: u8) -> PublicKey {
-        PublicKey([b; 32])
-    }
     fn info(b: u8) -> RelayInfo {
         RelayInfo {
             addr: SocketAddr::from(([127, 0, 0, 1], 1000 + u16::from(b))),
             public_key: pk(b),
         }
-    }
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
     }
     fn pool(n: u8) -> RelayPool {
         let mut p = RelayPool::default();

@@ -231,18 +231,8 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::PublicKey;
     use crate::paths::health::HealthConfig;
-
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
-    }
-    fn relay(b: u8) -> PathKey {
-        PathKey::Relay(PublicKey([b; 32]))
-    }
-    fn udp() -> PathKey {
-        PathKey::Udp("127.0.0.1:1".parse().unwrap())
-    }
+    use crate::paths::test_util::{ms, relay, udp};
 
     /// Proves `path` with an RTT of `rtt` using packet `n`.
     fn prove(tab: &mut PathTable, t: Instant, path: PathKey, n: u32, rtt: u64) {

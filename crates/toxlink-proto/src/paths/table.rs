@@ -466,17 +466,7 @@ impl PathTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::PublicKey;
-
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
-    }
-    fn relay(b: u8) -> PathKey {
-        PathKey::Relay(PublicKey([b; 32]))
-    }
-    fn udp() -> PathKey {
-        PathKey::Udp("127.0.0.1:1".parse().unwrap())
-    }
+    use crate::paths::test_util::{ms, relay, udp};
 
     #[test]
     fn acks_prove_paths_and_measure_rtt() {

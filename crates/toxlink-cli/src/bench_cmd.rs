@@ -61,12 +61,62 @@ pub struct RelayBenchArgs {
     pub write_chunk: usize,
 }
 
+/// Options of `toxlink bench`: a subcommand, or `--json` for a short
+/// summary of both.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchArgs {
+    /// Which benchmark.
+    #[command(subcommand)]
+    pub command: Option<BenchCommand>,
+    /// Run a short UDP and relay benchmark and print one JSON object on
+    /// stdout (`udp_lossless_mb_s`, `relay_lossless_mb_s`, ...).
+    #[arg(long)]
+    pub json: bool,
+    /// MiB moved over UDP for `--json`.
+    #[arg(long, default_value_t = 128)]
+    pub mib: u64,
+    /// Seconds of relay forwarding measured for `--json`.
+    #[arg(long, default_value_t = 3)]
+    pub seconds: u64,
+}
+
 /// Runs a benchmark.
-pub async fn run(b: BenchCommand) -> Result<(), String> {
-    match b {
-        BenchCommand::Relay(a) => relay(a).await,
-        BenchCommand::Udp(a) => crate::bench_udp::run(a).await,
+pub async fn run(b: BenchArgs) -> Result<(), String> {
+    match (b.command, b.json) {
+        (Some(BenchCommand::Relay(a)), _) => relay(a).await,
+        (Some(BenchCommand::Udp(a)), _) => crate::bench_udp::run(a).await,
+        (None, true) => json_summary(b.mib, b.seconds).await,
+        (None, false) => {
+            Err("bench: choose `bench udp`, `bench relay` or `bench --json`".to_string())
+        }
     }
+}
+
+/// `toxlink bench --json`: one toxlink UDP run (`mib` MiB of lossless data
+/// between two nodes of this process) and the toxlink relay's forwarding
+/// rate (one pair of relay clients through a relay child process for
+/// `seconds`), as one JSON object on stdout. About 10 s by default.
+async fn json_summary(mib: u64, seconds: u64) -> Result<(), String> {
+    let udp = crate::bench_udp::toxlink_run(mib.max(1), 0).await?;
+    let (relay_mb_s, relay_cpu) = {
+        let (_relay, t) = start_toxlink().await?;
+        let (total, _per, cpu) = throughput(&t, 1, seconds.max(1), 32 * 1024, 512 * 1024).await?;
+        (total, cpu)
+    };
+    let round = |v: f64| (v * 10.0).round() / 10.0;
+    let out = serde_json::json!({
+        "udp_lossless_mb_s": round(udp.mb_s),
+        "udp_setup_ms": round(udp.setup.as_secs_f64() * 1e3),
+        "udp_cpu_s_per_gb": round(udp.cpu_s_per_gb),
+        "udp_mib": mib.max(1),
+        "relay_lossless_mb_s": round(relay_mb_s),
+        "relay_cpu_percent": round(relay_cpu * 100.0),
+        "relay_seconds": seconds.max(1),
+        "relay_method": "toxlink relay process (1 thread) forwarding 1400-byte DATA between one pair of relay clients with a 512 KiB end-to-end window",
+    });
+    println!("{out}");
+    Ok(())
 }
 
 /// A relay under test.

@@ -44,6 +44,17 @@ pub fn tox_id(pk: &PublicKey, nospam: [u8; 4]) -> String {
     id.iter().map(|b| format!("{b:02X}")).collect()
 }
 
+/// The public key of a Tox ID (76 hex digits) whose checksum holds.
+pub fn parse_tox_id(s: &str) -> Option<PublicKey> {
+    let s = s.trim();
+    if s.len() != 76 || !s.is_ascii() {
+        return None;
+    }
+    let pk = PublicKey::from_hex(&s[..64])?;
+    let nospam = u32::from_str_radix(&s[64..72], 16).ok()?.to_be_bytes();
+    tox_id(&pk, nospam).eq_ignore_ascii_case(s).then_some(pk)
+}
+
 /// Runs `toxlink keygen`.
 pub fn run(a: KeygenArgs) -> Result<(), String> {
     let existed = a.keys_file.exists();

@@ -1,14 +1,22 @@
 //! The `toxlink` command: `toxlink keygen` (keys file, public key, Tox ID),
-//! `toxlink relay` (a Tox TCP relay server) and
-//! `toxlink bench relay|udp` (benchmarks); more subcommands join the
-//! [`Command`] enum as they are written.
+//! `toxlink relay` (a Tox TCP relay server), `toxlink chat` / `peer`
+//! (messages with a toxlink or c-toxcore peer), `toxlink send` / `recv`
+//! (one verified file) and `toxlink bench` (benchmarks).
+//!
+//! Every failure, including bad arguments, ends as one line
+//! `toxlink: ...` on stderr and a non-zero exit (2 for bad arguments, 1
+//! otherwise); a panic is reported the same way, without a backtrace.
 
 mod bench_cmd;
 mod bench_udp;
+mod chat_cmd;
 mod keygen_cmd;
+mod link;
 mod relay_cmd;
+mod transfer;
 
 use clap::{Parser, Subcommand};
+use std::process::ExitCode;
 
 /// toxlink: the Tox middle level network protocol in Rust.
 #[derive(Debug, Parser)]
@@ -25,12 +33,60 @@ enum Command {
     Keygen(keygen_cmd::KeygenArgs),
     /// Run a Tox TCP relay server (c-toxcore and toxlink clients can use it).
     Relay(relay_cmd::RelayArgs),
-    /// Benchmarks.
-    #[command(subcommand)]
-    Bench(bench_cmd::BenchCommand),
+    /// Chat with another toxlink peer (stdin lines out, messages on stdout).
+    Chat(chat_cmd::ChatArgs),
+    /// Chat with a c-toxcore peer given its UDP address, DHT key and key/Tox ID.
+    Peer(chat_cmd::PeerCmdArgs),
+    /// Send one file to a peer running `toxlink recv`.
+    Send(transfer::SendArgs),
+    /// Receive one file from a peer running `toxlink send` into DIR.
+    Recv(transfer::RecvArgs),
+    /// Benchmarks (`bench --json`: a short summary as one JSON object).
+    Bench(bench_cmd::BenchArgs),
 }
 
-fn main() -> std::process::ExitCode {
+/// Prints clap's error as one `toxlink: ...` line (help and version as
+/// usual) and gives the exit code.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        _ => {
+            let text = e.render().to_string();
+            let line = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("bad arguments");
+            let line = line.strip_prefix("error: ").unwrap_or(line);
+            eprintln!("toxlink: {line} (see --help)");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("toxlink: internal error: {msg}{at}");
+    }));
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -38,7 +94,10 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return usage_error(e),
+    };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if let Command::Relay(relay_cmd::RelayArgs {
@@ -51,21 +110,27 @@ fn main() -> std::process::ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("toxlink: cannot start the runtime: {e}");
-            return std::process::ExitCode::FAILURE;
+            return ExitCode::FAILURE;
         }
     };
     let result: Result<(), String> = rt.block_on(async {
         match cli.command {
             Command::Keygen(args) => keygen_cmd::run(args),
             Command::Relay(args) => relay_cmd::run(args).await.map_err(|e| e.to_string()),
+            Command::Chat(args) => chat_cmd::chat(args).await.map_err(|e| e.to_string()),
+            Command::Peer(args) => chat_cmd::peer(args).await.map_err(|e| e.to_string()),
+            Command::Send(args) => transfer::send(args).await.map_err(|e| e.to_string()),
+            Command::Recv(args) => transfer::recv(args).await.map_err(|e| e.to_string()),
             Command::Bench(b) => bench_cmd::run(b).await,
         }
     });
+    // Do not wait for tasks blocked on stdin or the network.
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("toxlink: {e}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }

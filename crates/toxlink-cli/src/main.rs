@@ -61,12 +61,21 @@ fn usage_error(e: clap::Error) -> ExitCode {
             }
         }
         _ => {
+            // The first paragraph of clap's message, on one line.
             let text = e.render().to_string();
-            let line = text
+            let para: Vec<&str> = text
                 .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("bad arguments");
-            let line = line.strip_prefix("error: ").unwrap_or(line);
+                .map(str::trim)
+                .skip_while(|l| l.is_empty())
+                .take_while(|l| !l.is_empty())
+                .collect();
+            let line = para.join(" ");
+            let line = line.strip_prefix("error: ").unwrap_or(&line);
+            let line = if line.is_empty() {
+                "bad arguments"
+            } else {
+                line
+            };
             eprintln!("toxlink: {line} (see --help)");
             ExitCode::from(2)
         }

@@ -1,0 +1,492 @@
+//! `toxlink send`/`recv`, `chat` and their error cases as processes on
+//! loopback: keygen → two peers → a 4 MiB generated file arrives verified
+//! (and no part file is left); an existing name is refused without
+//! `--overwrite` and replaced with it; chat lines go both ways; bad
+//! arguments, missing or corrupt keys files, a bad config and an unreachable
+//! peer or relay each end with one `toxlink: ...` line and a non-zero exit.
+//! Every wait is bounded; children are killed (by their own handle) on drop.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn toxlink(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_toxlink"));
+    c.args(args).env("RUST_LOG", "warn");
+    c
+}
+
+/// A running child with its stdout and stderr lines on channels.
+struct Proc {
+    child: std::process::Child,
+    out: mpsc::Receiver<String>,
+    err: mpsc::Receiver<String>,
+    seen_err: Vec<String>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn lines(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(r).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+impl Proc {
+    fn spawn(mut c: Command) -> Proc {
+        let mut child = c
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn toxlink");
+        let out = lines(child.stdout.take().expect("stdout"));
+        let err = lines(child.stderr.take().expect("stderr"));
+        Proc {
+            child,
+            out,
+            err,
+            seen_err: Vec::new(),
+        }
+    }
+
+    /// The first stdout line starting with `prefix` (others skipped).
+    fn expect_out(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.out.recv_timeout(left) {
+                Ok(l) if l.starts_with(prefix) => return l,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "no stdout line {prefix:?} within {WAIT:?}; stderr {:?}",
+                    self.drain_err()
+                ),
+            }
+        }
+    }
+
+    /// Waits for a stderr line containing `needle`.
+    fn expect_err(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.err.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen_err.push(l.clone());
+                    if l.contains(needle) {
+                        return l;
+                    }
+                }
+                Err(_) => panic!("no stderr line with {needle:?}: {:?}", self.seen_err),
+            }
+        }
+    }
+
+    fn drain_err(&mut self) -> Vec<String> {
+        while let Ok(l) = self.err.recv_timeout(Duration::from_millis(200)) {
+            self.seen_err.push(l);
+        }
+        self.seen_err.clone()
+    }
+
+    fn listening(&mut self) -> String {
+        self.expect_out("listening on ")
+            .trim_start_matches("listening on ")
+            .to_string()
+    }
+
+    fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return st;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("still running after {WAIT:?}: {:?}", self.drain_err());
+    }
+}
+
+/// Creates a keys file with `toxlink keygen`; returns its public key (hex).
+fn keygen(path: &Path) -> String {
+    let o = toxlink(&["keygen", "--keys-file", path.to_str().expect("utf-8")])
+        .output()
+        .expect("keygen");
+    assert!(o.status.success(), "{o:?}");
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("public key "))
+        .expect("public key line")
+        .trim()
+        .to_string()
+}
+
+fn one_line_error(o: &Output) -> String {
+    assert!(!o.status.success(), "expected failure: {o:?}");
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line on stderr: {err:?}");
+    assert!(lines[0].starts_with("toxlink: "), "{err}");
+    assert!(!err.contains("panicked") && !err.contains("backtrace"));
+    lines[0].to_string()
+}
+
+struct Peers {
+    dir: tempfile::TempDir,
+    a: PathBuf,
+    b: PathBuf,
+    a_pk: String,
+    b_pk: String,
+}
+
+fn peers() -> Peers {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = dir.path().join("a.keys");
+    let b = dir.path().join("b.keys");
+    let a_pk = keygen(&a);
+    let b_pk = keygen(&b);
+    Peers {
+        dir,
+        a,
+        b,
+        a_pk,
+        b_pk,
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// One transfer: `recv` listens, `send` connects. Returns both processes,
+/// exited.
+fn transfer(p: &Peers, file: &Path, out: &Path, recv_extra: &[&str]) -> (Proc, Proc) {
+    let mut args = vec![
+        "recv",
+        s(out),
+        "--keys-file",
+        s(&p.b),
+        "--bind",
+        "127.0.0.1",
+        "--peer",
+        &p.a_pk,
+        "--quiet",
+    ];
+    args.extend_from_slice(recv_extra);
+    let mut r = Proc::spawn(toxlink(&args));
+    let addr = r.listening();
+    let mut snd = Proc::spawn(toxlink(&[
+        "send",
+        s(file),
+        "--keys-file",
+        s(&p.a),
+        "--bind",
+        "127.0.0.1",
+        "--peer",
+        &p.b_pk,
+        "--peer-addr",
+        &addr,
+        "--timeout",
+        "10",
+    ]));
+    snd.wait();
+    r.wait();
+    (snd, r)
+}
+
+fn dir_entries(d: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(d)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn send_recv_a_4_mib_file_verified_then_refuse_and_overwrite() {
+    let p = peers();
+    let file = p.dir.path().join("data.bin");
+    // Generated content (xorshift), not compressible, not all the same.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let data: Vec<u8> = (0..4 * 1024 * 1024 + 123)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(&file, &data).expect("write");
+    let out = p.dir.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+
+    let (mut snd, mut r) = transfer(&p, &file, &out, &[]);
+    assert!(
+        snd.child.wait().expect("status").success(),
+        "{:?}",
+        snd.drain_err()
+    );
+    assert!(
+        r.child.wait().expect("status").success(),
+        "{:?}",
+        r.drain_err()
+    );
+    let line = r.expect_out("received ");
+    assert!(
+        line.contains("data.bin") && line.contains(&data.len().to_string()),
+        "{line}"
+    );
+    snd.expect_out("sent data.bin");
+    assert_eq!(std::fs::read(out.join("data.bin")).expect("read"), data);
+    assert_eq!(
+        dir_entries(&out),
+        vec!["data.bin".to_string()],
+        "no part file"
+    );
+
+    // Again: the name exists, both sides fail with the reason.
+    std::fs::write(&file, b"second version").expect("write");
+    let (mut snd, mut r) = transfer(&p, &file, &out, &[]);
+    assert!(!snd.child.wait().expect("status").success());
+    assert!(!r.child.wait().expect("status").success());
+    r.expect_err("toxlink: refused");
+    snd.expect_err("exists (use --overwrite)");
+    assert_eq!(std::fs::read(out.join("data.bin")).expect("read"), data);
+    assert_eq!(dir_entries(&out), vec!["data.bin".to_string()]);
+
+    // With --overwrite it is replaced.
+    let (mut snd, mut r) = transfer(&p, &file, &out, &["--overwrite"]);
+    assert!(
+        snd.child.wait().expect("status").success(),
+        "{:?}",
+        snd.drain_err()
+    );
+    assert!(
+        r.child.wait().expect("status").success(),
+        "{:?}",
+        r.drain_err()
+    );
+    assert_eq!(
+        std::fs::read(out.join("data.bin")).expect("read"),
+        b"second version"
+    );
+    assert_eq!(dir_entries(&out), vec!["data.bin".to_string()]);
+}
+
+#[test]
+fn chat_lines_go_both_ways() {
+    let p = peers();
+    let mut b = Proc::spawn(toxlink(&[
+        "chat",
+        "--keys-file",
+        s(&p.b),
+        "--bind",
+        "127.0.0.1",
+        "--peer",
+        &p.a_pk,
+    ]));
+    let addr = b.listening();
+    // A takes everything but the keys file from a config file.
+    let cfg = p.dir.path().join("a.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "bind = \"127.0.0.1\"\npeer = \"{}\"\npeer_addr = \"{addr}\"\ntimeout_secs = 10\n",
+            p.b_pk
+        ),
+    )
+    .expect("write config");
+    let mut a = Proc::spawn(toxlink(&[
+        "chat",
+        "--keys-file",
+        s(&p.a),
+        "--config",
+        s(&cfg),
+    ]));
+    a.expect_err(&format!("* {} online", &p.b_pk[..8]));
+    b.expect_err(&format!("* {} online", &p.a_pk[..8]));
+    let mut a_in = a.child.stdin.take().expect("stdin");
+    let mut b_in = b.child.stdin.take().expect("stdin");
+    writeln!(a_in, "hello from a").expect("write");
+    writeln!(a_in, "second line").expect("write");
+    assert_eq!(
+        b.expect_out(&p.a_pk[..8]),
+        format!("{}: hello from a", &p.a_pk[..8])
+    );
+    assert_eq!(
+        b.expect_out(&p.a_pk[..8]),
+        format!("{}: second line", &p.a_pk[..8])
+    );
+    writeln!(b_in, "hi from b").expect("write");
+    assert_eq!(
+        a.expect_out(&p.b_pk[..8]),
+        format!("{}: hi from b", &p.b_pk[..8])
+    );
+    // End of A's input: A exits 0, B sees the connection close and exits 0.
+    drop(a_in);
+    assert!(a.wait().success(), "{:?}", a.drain_err());
+    b.expect_err("closed");
+    assert!(b.wait().success(), "{:?}", b.drain_err());
+}
+
+#[test]
+fn errors_are_one_line_and_non_zero() {
+    let p = peers();
+    let file = p.dir.path().join("f");
+    std::fs::write(&file, b"x").expect("write");
+
+    // Bad arguments.
+    let e = one_line_error(
+        &toxlink(&["chat", "--peer", "nothex"])
+            .output()
+            .expect("run"),
+    );
+    assert!(e.contains("peer"), "{e}");
+    let e = one_line_error(&toxlink(&["chat", "--relay", "bad"]).output().expect("run"));
+    assert!(e.contains("KEY@HOST:PORT"), "{e}");
+    let e = one_line_error(&toxlink(&["send"]).output().expect("run"));
+    assert!(e.contains("FILE"), "{e}");
+    let e = one_line_error(
+        &toxlink(&["chat", "--keys-file", s(&p.a)])
+            .output()
+            .expect("run"),
+    );
+    assert!(e.contains("no peer"), "{e}");
+
+    // Missing and corrupt keys files.
+    let missing = p.dir.path().join("missing.keys");
+    let e = one_line_error(
+        &toxlink(&["chat", "--keys-file", s(&missing), "--peer", &p.b_pk])
+            .output()
+            .expect("run"),
+    );
+    assert!(e.contains("not found") && e.contains("keygen"), "{e}");
+    assert!(!missing.exists(), "never created by chat");
+    let corrupt = p.dir.path().join("corrupt.keys");
+    std::fs::write(&corrupt, [1u8; 63]).expect("write");
+    let e = one_line_error(
+        &toxlink(&[
+            "send",
+            s(&file),
+            "--keys-file",
+            s(&corrupt),
+            "--peer",
+            &p.b_pk,
+            "--peer-addr",
+            "127.0.0.1:9",
+        ])
+        .output()
+        .expect("run"),
+    );
+    assert!(e.contains("63 bytes"), "{e}");
+
+    // Bad config: unknown key, and a bad relay inside.
+    let cfg = p.dir.path().join("bad.toml");
+    std::fs::write(&cfg, "peer_adr = \"127.0.0.1:1\"\n").expect("write");
+    let e = one_line_error(
+        &toxlink(&["chat", "--keys-file", s(&p.a), "--config", s(&cfg)])
+            .output()
+            .expect("run"),
+    );
+    assert!(e.contains("config") && e.contains("peer_adr"), "{e}");
+    std::fs::write(
+        &cfg,
+        format!("peer = \"{}\"\nrelays = [\"nope\"]\n", p.b_pk),
+    )
+    .expect("write");
+    let e = one_line_error(
+        &toxlink(&["chat", "--keys-file", s(&p.a), "--config", s(&cfg)])
+            .output()
+            .expect("run"),
+    );
+    assert!(e.contains("config") && e.contains("relay"), "{e}");
+
+    // Unreachable peer: a UDP port nobody answers on.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let addr = silent.local_addr().expect("addr").to_string();
+    let t = Instant::now();
+    let e = one_line_error(
+        &toxlink(&[
+            "send",
+            s(&file),
+            "--keys-file",
+            s(&p.a),
+            "--bind",
+            "127.0.0.1",
+            "--peer",
+            &p.b_pk,
+            "--peer-addr",
+            &addr,
+            "--timeout",
+            "2",
+            "--quiet",
+        ])
+        .stdout(Stdio::null())
+        .output()
+        .expect("run"),
+    );
+    assert!(e.contains("unreachable") && e.contains(&addr), "{e}");
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "bounded by --timeout"
+    );
+
+    // Unreachable relay: a closed TCP port.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let relay = format!("{}@127.0.0.1:{port}", p.b_pk);
+    let e = one_line_error(
+        &toxlink(&[
+            "chat",
+            "--keys-file",
+            s(&p.a),
+            "--bind",
+            "127.0.0.1",
+            "--peer",
+            &p.b_pk,
+            "--relay",
+            &relay,
+            "--timeout",
+            "2",
+        ])
+        .stdout(Stdio::null())
+        .output()
+        .expect("run"),
+    );
+    assert!(e.contains("relay") && e.contains("unreachable"), "{e}");
+
+    // A receive directory that does not exist.
+    let e = one_line_error(
+        &toxlink(&[
+            "recv",
+            s(&p.dir.path().join("nodir")),
+            "--keys-file",
+            s(&p.a),
+            "--peer",
+            &p.b_pk,
+        ])
+        .output()
+        .expect("run"),
+    );
+    assert!(e.contains("not a directory"), "{e}");
+}

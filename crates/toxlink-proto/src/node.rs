@@ -232,6 +232,11 @@ pub struct NodeConfig {
     pub health: HealthConfig,
     /// Path scheduler parameters (multipath).
     pub scheduler: SchedulerConfig,
+    /// Use the long-term key pair as the DHT key pair too (instead of a
+    /// fresh one per process, §1). Two toxlink peers that know each other's
+    /// long-term keys can then meet on a shared relay without a DHT or onion
+    /// lookup: a relay routes by DHT key (§3).
+    pub dht_is_real: bool,
 }
 
 /// What the node tells its owner.
@@ -312,7 +317,11 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
         let mut seed = [0u8; 32];
         rng.fill_bytes(&mut seed);
         let mut rng = ChaCha20Rng::from_seed(seed);
-        let dht = KeyPair::generate(&mut rng);
+        let dht = if cfg.dht_is_real {
+            real.clone()
+        } else {
+            KeyPair::generate(&mut rng)
+        };
         let cookie_key = CookieKey::new(&mut rng, now);
         Node {
             responder: CookieResponder::new(cfg.cookie),

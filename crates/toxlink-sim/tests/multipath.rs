@@ -14,7 +14,7 @@ use bytes::Bytes;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use toxlink_proto::crypto::{KeyPair, PublicKey};
-use toxlink_proto::node::{Node, NodeConfig, PathEvent, PathEventKind};
+use toxlink_proto::node::{Node, NodeConfig, PathEvent, PathEventKind, Route};
 use toxlink_proto::session::{Event, SendError, MAX_PACKET_SIZE};
 use toxlink_sim::{ms, run_seeds, secs, LinkConfig, Output, Sim, SimNode, SimRng};
 
@@ -115,8 +115,8 @@ impl App {
             }
         }
         while let Some(e) = self.node.poll_path_event() {
-            if let PathEventKind::Primary { .. } = e.kind {
-                self.primary = Some(e.addr);
+            if let (PathEventKind::Primary { .. }, Route::Udp(a)) = (&e.kind, e.addr) {
+                self.primary = Some(a);
             }
             self.path_log.push(e);
         }
@@ -368,8 +368,8 @@ fn scenario(seed: u64, fault: Fault) -> Result<Figures, String> {
         .iter()
         .filter(|e| e.at >= fault_time && matches!(e.kind, PathEventKind::Primary { .. }))
         .find(|e| match fault {
-            Fault::BetterAppears => e.addr == 12,
-            _ => e.addr != victim,
+            Fault::BetterAppears => e.addr == Route::Udp(12),
+            _ => e.addr != Route::Udp(victim),
         })
         .map(|e| e.at.saturating_duration_since(fault_time));
     if std::env::var_os("TOXLINK_MULTIPATH_VERBOSE").is_some() {

@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod relay;
+pub mod testing;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;

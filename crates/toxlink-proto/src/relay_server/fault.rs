@@ -11,8 +11,18 @@
 //! production config loader never builds a [`FaultConfig`]. Decisions use a
 //! small seeded PRNG (not cryptographic: it only picks victims), so a run is
 //! reproducible from its seed.
+//!
+//! Scope: with [`FaultConfig::only_to`] set, only DATA forwarded *to* that
+//! client key is touched (decisions, black-hole included); DATA to any other
+//! client passes untouched and draws nothing from the PRNG. The all-zero
+//! [`FaultConfig::default`] is a pass-through. Installing an injector replaces
+//! the previous one (its PRNG and black-hole clock restart);
+//! `Server::clear_fault_injector` removes it (packets already delayed are
+//! still delivered when due).
 
 use std::time::{Duration, Instant};
+
+use crate::crypto::PublicKey;
 
 /// What to do to forwarded DATA. Shares are probabilities in `0.0..=1.0`,
 /// applied in the order black-hole, drop, delay, corrupt.
@@ -30,6 +40,9 @@ pub struct FaultConfig {
     pub blackhole_after: Option<Duration>,
     /// PRNG seed.
     pub seed: u64,
+    /// Apply faults only to DATA forwarded to this client key (`None`: to
+    /// every client).
+    pub only_to: Option<PublicKey>,
 }
 
 impl Default for FaultConfig {
@@ -41,6 +54,7 @@ impl Default for FaultConfig {
             corrupt: 0.0,
             blackhole_after: None,
             seed: 1,
+            only_to: None,
         }
     }
 }
@@ -97,6 +111,11 @@ impl FaultState {
 
     fn chance(&mut self, p: f64) -> bool {
         p > 0.0 && ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+
+    /// Whether DATA forwarded to the client `to` is subject to faults.
+    pub(super) fn applies_to(&self, to: &PublicKey) -> bool {
+        self.cfg.only_to.is_none_or(|k| k == *to)
     }
 
     pub(super) fn decide(&mut self, now: Instant) -> FaultAction {

@@ -419,8 +419,16 @@ impl<R: CryptoRngCore> Server<R> {
     /// Installs a fault injector for forwarded DATA (tests only: a
     /// [`FaultInjector`] can only be built with the `fault-injection`
     /// feature).
+    /// A new injector replaces the previous one (fresh PRNG and black-hole
+    /// clock).
     pub fn set_fault_injector(&mut self, now: Instant, injector: FaultInjector) {
         self.fault = Some(Box::new(injector.start(now)));
+    }
+
+    /// Removes the fault injector: forwarded DATA passes untouched again.
+    /// Packets it already delayed are still delivered when due.
+    pub fn clear_fault_injector(&mut self) {
+        self.fault = None;
     }
 
     /// A new TCP connection was accepted.
@@ -986,9 +994,10 @@ impl<R: CryptoRngCore> Server<R> {
             return true;
         };
         let slot_id = NUM_RESERVED_PORTS + j;
-        let action = match self.fault.as_mut() {
-            Some(f) => f.decide(now),
-            None => FaultAction::Pass,
+        let to_pk = self.clients.get(&to).map(|r| r.pk);
+        let action = match (self.fault.as_mut(), to_pk) {
+            (Some(f), Some(pk)) if f.applies_to(&pk) => f.decide(now),
+            _ => FaultAction::Pass,
         };
         match action {
             FaultAction::Pass | FaultAction::Corrupt => {

@@ -805,6 +805,107 @@ mod faults {
             assert_eq!(p[1..], (i as u32).to_be_bytes());
         }
     }
+
+    fn intact(got: &[Vec<u8>]) -> usize {
+        got.iter()
+            .enumerate()
+            .filter(|(i, p)| p[1..] == (*i as u32).to_be_bytes())
+            .count()
+    }
+
+    #[test]
+    fn only_to_corrupts_for_one_receiver_only() {
+        let mut h = H::new(ServerConfig {
+            queue_bytes: 1 << 30,
+            ..ServerConfig::default()
+        });
+        let mut a = h.client(1, true);
+        let mut b = h.client(2, true);
+        let mut c = h.client(3, true);
+        // a: slot 16 to b, 17 to c; b and c: slot 16 to a.
+        h.send(&mut a, &rreq(&b));
+        h.send(&mut a, &rreq(&c));
+        h.send(&mut b, &rreq(&a));
+        h.send(&mut c, &rreq(&a));
+        assert_eq!(h.recv(&mut a).len(), 4, "two responses, two connects");
+        assert_eq!(h.recv(&mut b), vec![resp(16, &a), vec![2, 16]]);
+        assert_eq!(h.recv(&mut c), vec![resp(16, &a), vec![2, 16]]);
+        h.s.set_fault_injector(
+            h.now,
+            FaultInjector::new(FaultConfig {
+                corrupt: 1.0,
+                only_to: Some(c.kp.public),
+                ..FaultConfig::default()
+            }),
+        );
+        for i in 0..100u32 {
+            for slot in [16, 17] {
+                h.send(
+                    &mut a,
+                    &RelayPacket::Data {
+                        connection_id: slot,
+                        data: &i.to_be_bytes(),
+                    },
+                );
+            }
+        }
+        // b -> a is not to c either: untouched.
+        send_n(&mut h, &mut b, 100);
+        let (gb, gc, ga) = (h.recv(&mut b), h.recv(&mut c), h.recv(&mut a));
+        assert_eq!((gb.len(), gc.len(), ga.len()), (100, 100, 100));
+        assert_eq!(intact(&gb), 100, "b sees no corruption");
+        assert_eq!(intact(&ga), 100, "a sees no corruption");
+        assert_eq!(intact(&gc), 0, "c sees every packet corrupted");
+        assert_eq!(h.s.counters().fault_corrupted, 100);
+    }
+
+    #[test]
+    fn default_config_is_a_pass_through() {
+        let (mut h, mut a, mut b) = with_faults(FaultConfig::default());
+        send_n(&mut h, &mut a, 1000);
+        h.advance(Duration::from_secs(1));
+        let got = h.recv(&mut b);
+        assert_eq!(got.len(), 1000);
+        assert_eq!(intact(&got), 1000);
+        let c = h.s.counters();
+        assert_eq!(
+            (c.drop_fault, c.fault_corrupted, c.fault_delayed),
+            (0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn new_injector_replaces_the_old_and_clear_removes_it() {
+        let (mut h, mut a, mut b) = with_faults(FaultConfig {
+            corrupt: 1.0,
+            ..FaultConfig::default()
+        });
+        send_n(&mut h, &mut a, 10);
+        assert_eq!(intact(&h.recv(&mut b)), 0);
+        h.s.set_fault_injector(
+            h.now,
+            FaultInjector::new(FaultConfig {
+                drop: 1.0,
+                ..FaultConfig::default()
+            }),
+        );
+        send_n(&mut h, &mut a, 10);
+        assert!(
+            h.recv(&mut b).is_empty(),
+            "the drop-all injector is in force"
+        );
+        let c = h.s.counters();
+        assert_eq!(
+            (c.fault_corrupted, c.drop_fault),
+            (10, 10),
+            "no more corruption"
+        );
+        h.s.clear_fault_injector();
+        send_n(&mut h, &mut a, 10);
+        assert_eq!(intact(&h.recv(&mut b)), 10);
+        let c = h.s.counters();
+        assert_eq!((c.fault_corrupted, c.drop_fault), (10, 10));
+    }
 }
 
 mod invariants {

@@ -11,6 +11,12 @@
 //! written, so a receiver that does not read makes the server's bounded
 //! queue fill and drop (counted), never memory grow. Idle connections hold
 //! no buffers: the write buffer is freed when empty.
+//!
+//! Ending a relay, for fault tests: [`RelayServerHandle::reset_all`] drops
+//! every client connection at once with a TCP RST (SO_LINGER 0) but keeps
+//! listening (a "relay reset"); [`RelayServerHandle::shutdown`], or dropping
+//! the handle, stops listening and closes every connection (a "relay
+//! killed").
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -53,6 +59,8 @@ pub struct RelayServerConfig {
 struct ConnHandle {
     notify: Notify,
     closed: AtomicBool,
+    /// Close with RST (SO_LINGER 0) instead of FIN; set before `closed`.
+    reset: AtomicBool,
 }
 
 struct Inner {
@@ -99,8 +107,9 @@ impl Shared {
 #[derive(Debug)]
 pub struct RelayServer;
 
-/// A running relay server. Dropping it does not stop it; call
-/// [`shutdown`](Self::shutdown).
+/// A running relay server. Dropping it stops it as
+/// [`shutdown`](Self::shutdown) does (without waiting for the tasks to end);
+/// call `shutdown` to know the listeners are closed when it returns.
 pub struct RelayServerHandle {
     shared: Arc<Shared>,
     addrs: Vec<SocketAddr>,
@@ -177,22 +186,60 @@ impl RelayServerHandle {
             .set_fault_injector(Instant::now(), injector);
     }
 
-    /// Stops accepting, closes every connection and waits for the listener
-    /// and timer tasks.
-    pub async fn shutdown(self) {
+    /// Removes the fault injector: forwarded DATA passes untouched again.
+    pub fn clear_fault_injector(&self) {
+        self.shared.lock().server.clear_fault_injector();
+    }
+
+    /// A "relay reset": closes every client connection at once with a TCP
+    /// RST (SO_LINGER 0), forgetting their state, but keeps listening, so
+    /// clients can reconnect. Returns how many connections were reset.
+    pub fn reset_all(&self) -> usize {
+        let mut g = self.shared.lock();
+        let now = Instant::now();
+        let ids: Vec<ConnId> = g.conns.keys().copied().collect();
+        for id in &ids {
+            if let Some(h) = g.conns.remove(id) {
+                h.reset.store(true, Ordering::Release);
+                h.closed.store(true, Ordering::Release);
+                h.notify.notify_one();
+            }
+            g.server.handle_closed(now, *id);
+        }
+        g.dispatch();
+        tracing::debug!(count = ids.len(), "relay: reset every connection");
+        ids.len()
+    }
+
+    /// Stops accepting and tells every connection task to close (FIN).
+    /// Synchronous: the aborted tasks end at their next poll.
+    fn stop(&mut self) {
         self.shared.shutdown.store(true, Ordering::Release);
         for t in &self.tasks {
             t.abort();
         }
-        {
-            let mut g = self.shared.lock();
-            for (_, h) in g.conns.drain() {
-                h.closed.store(true, Ordering::Release);
-                h.notify.notify_one();
-            }
+        let mut g = self.shared.lock();
+        for (_, h) in g.conns.drain() {
+            h.closed.store(true, Ordering::Release);
+            h.notify.notify_one();
         }
-        for t in self.tasks {
+    }
+
+    /// A "relay killed": stops accepting, closes every connection and waits
+    /// for the listener and timer tasks (the listening sockets are closed
+    /// when this returns).
+    pub async fn shutdown(mut self) {
+        self.stop();
+        for t in std::mem::take(&mut self.tasks) {
             let _ = t.await;
+        }
+    }
+}
+
+impl Drop for RelayServerHandle {
+    fn drop(&mut self) {
+        if !self.tasks.is_empty() {
+            self.stop();
         }
     }
 }
@@ -307,7 +354,13 @@ async fn conn_task(shared: Arc<Shared>, id: ConnId, stream: TcpStream, handle: A
     let mut eof = false;
     loop {
         if handle.closed.load(Ordering::Acquire) {
-            // Closed by the server: already forgotten there.
+            // Closed by the server (or reset): already forgotten there.
+            if handle.reset.load(Ordering::Acquire) {
+                // SO_LINGER 0: the close below sends RST, not FIN.
+                if let Err(e) = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO)) {
+                    tracing::debug!(error = %e, "relay: SO_LINGER 0 failed");
+                }
+            }
             return;
         }
         if wpos == wbuf.len() {

@@ -490,3 +490,66 @@ fn errors_are_one_line_and_non_zero() {
     );
     assert!(e.contains("not a directory"), "{e}");
 }
+
+#[test]
+fn peer_chats_with_a_c_toxcore_friend_over_udp() {
+    use toxlink_interop::harness::{harness_available, ConnKind};
+    use toxlink_interop::{Harness, HarnessOptions};
+    if !harness_available() {
+        eprintln!("skipping: libtoxcore harness not available");
+        return;
+    }
+    let p = peers();
+    let mut h = Harness::start(&HarnessOptions::new().name("ctox")).expect("harness");
+    let mut our_pk = [0u8; 32];
+    for (i, b) in our_pk.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&p.a_pk[2 * i..2 * i + 2], 16).expect("hex");
+    }
+    let friend = h.add_friend(&our_pk).expect("add friend");
+    let hex = |k: [u8; 32]| k.iter().map(|b| format!("{b:02X}")).collect::<String>();
+    let their_pk = hex(h.public_key());
+    let addr = format!("127.0.0.1:{}", h.udp_port());
+    let tox_id = h.tox_id().to_string();
+    let dht = hex(h.dht_key());
+    let mut a = Proc::spawn(toxlink(&[
+        "peer",
+        "--keys-file",
+        s(&p.a),
+        "--bind",
+        "127.0.0.1",
+        "--peer",
+        &tox_id,
+        "--peer-dht",
+        &dht,
+        "--peer-addr",
+        &addr,
+        "--timeout",
+        "20",
+    ]));
+    let id_line = a.expect_out("tox id ");
+    assert!(
+        id_line.contains(&p.a_pk),
+        "our Tox ID is printed: {id_line}"
+    );
+    a.expect_err(&format!("* {} online", &their_pk[..8]));
+    assert_eq!(
+        h.wait_connected(friend, Duration::from_secs(10))
+            .expect("c-toxcore sees us"),
+        ConnKind::Udp
+    );
+    h.send_message(friend, "hello from c-toxcore").expect("MSG");
+    assert_eq!(
+        a.expect_out(&their_pk[..8]),
+        format!("{}: hello from c-toxcore", &their_pk[..8])
+    );
+    let mut a_in = a.child.stdin.take().expect("stdin");
+    writeln!(a_in, "hello from toxlink").expect("write");
+    assert_eq!(
+        h.expect_message(friend, Duration::from_secs(10))
+            .expect("c-toxcore gets our message"),
+        "hello from toxlink"
+    );
+    drop(a_in);
+    assert!(a.wait().success(), "{:?}", a.drain_err());
+    h.quit().expect("harness quits");
+}

@@ -553,3 +553,19 @@ fn peer_chats_with_a_c_toxcore_friend_over_udp() {
     assert!(a.wait().success(), "{:?}", a.drain_err());
     h.quit().expect("harness quits");
 }
+
+#[test]
+fn bench_json_prints_one_object_with_both_rates() {
+    let o = toxlink(&["bench", "--json", "--mib", "4", "--seconds", "1"])
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{o:?}");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(text.trim().lines().count(), 1, "one line: {text}");
+    let v: serde_json::Value = serde_json::from_str(text.trim()).expect("JSON");
+    for key in ["udp_lossless_mb_s", "relay_lossless_mb_s"] {
+        let x = v[key].as_f64().unwrap_or_else(|| panic!("{key} in {v}"));
+        assert!(x > 0.0, "{key} = {x}");
+    }
+    assert_eq!(v["udp_mib"], 4);
+}

@@ -8,11 +8,15 @@
 //! [`Friend::next_event`] through a bounded channel. Application data
 //! (messages, custom packets) is validated by the link and sent directly on
 //! the connection by the calling task, so it keeps the session's
-//! backpressure. If the application stops reading events the channel fills,
+//! backpressure. Application sends wait until the protocol packets queued
+//! before them (ONLINE first of all) are handed to the connection, so data
+//! never overtakes ONLINE: a peer drops Messenger packets that arrive before
+//! it (§7.4). If the application stops reading events the channel fills,
 //! the task stops reading the connection and the peer is slowed down; if it
 //! stops for more than 32 s the peer times the friend out.
 
 use crate::{Connection, Error, Received};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 use tokio::sync::{mpsc, Notify};
@@ -42,12 +46,39 @@ struct Inner {
     link: Mutex<FriendLink>,
     /// Woken when a command changed the link's timers or queue.
     wake: Notify,
+    /// Protocol packets queued for the sender task and not yet handed to
+    /// the connection.
+    control_pending: AtomicUsize,
+    /// Woken when `control_pending` drops to zero.
+    control_idle: Notify,
 }
 
 impl Inner {
     fn link(&self) -> MutexGuard<'_, FriendLink> {
         // A panic while holding the lock is a bug; keep serving anyway.
         self.link.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until every protocol packet queued so far went to the
+    /// connection (or was given up on), so application data sent next
+    /// cannot overtake it.
+    async fn control_flushed(&self) {
+        loop {
+            let idle = self.control_idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.control_pending.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+
+    /// One queued protocol packet was handled.
+    fn control_done(&self) {
+        if self.control_pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.control_idle.notify_waiters();
+        }
     }
 }
 
@@ -90,11 +121,13 @@ impl Friend {
         let inner = Arc::new(Inner {
             link: Mutex::new(link),
             wake: Notify::new(),
+            control_pending: AtomicUsize::new(0),
+            control_idle: Notify::new(),
         });
         let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
         let (ctl_tx, ctl_rx) = mpsc::channel(CONTROL_QUEUE);
         let driver = tokio::spawn(drive(conn.clone(), inner.clone(), ev_tx, ctl_tx));
-        let sender = tokio::spawn(send_control(conn.clone(), ctl_rx));
+        let sender = tokio::spawn(send_control(conn.clone(), inner.clone(), ctl_rx));
         Friend {
             conn,
             inner,
@@ -128,12 +161,14 @@ impl Friend {
     /// number (delivered once the peer acknowledges it, PROTOCOL.md §7.4).
     pub async fn send_message(&self, text: &[u8]) -> Result<u32, FriendError> {
         let pkt = self.inner.link().message(text)?;
+        self.inner.control_flushed().await;
         Ok(self.conn.send_lossless(&pkt).await?)
     }
 
     /// Sends a chat action ("/me", 1..=1372 bytes).
     pub async fn send_action(&self, text: &[u8]) -> Result<u32, FriendError> {
         let pkt = self.inner.link().action(text)?;
+        self.inner.control_flushed().await;
         Ok(self.conn.send_lossless(&pkt).await?)
     }
 
@@ -141,6 +176,7 @@ impl Friend {
     /// waits while the send buffer is full.
     pub async fn send_custom_lossless(&self, data: &[u8]) -> Result<u32, FriendError> {
         self.inner.link().custom_lossless(data)?;
+        self.inner.control_flushed().await;
         Ok(self.conn.send_lossless(data).await?)
     }
 
@@ -192,18 +228,23 @@ impl Friend {
 }
 
 /// Sends the link's protocol packets in order; a full send buffer only
-/// delays this task, never the receive side.
-async fn send_control(conn: Connection, mut rx: mpsc::Receiver<Outgoing>) {
+/// delays this task, never the receive side. Once the connection is closed
+/// the rest is only counted off (so application sends never wait on it).
+async fn send_control(conn: Connection, inner: Arc<Inner>, mut rx: mpsc::Receiver<Outgoing>) {
+    let mut closed = false;
     while let Some(o) = rx.recv().await {
-        let r = match &o {
-            Outgoing::Lossless(d) => conn.send_lossless(d).await.map(drop),
-            Outgoing::Lossy(d) => conn.send_lossy(d),
-        };
-        match r {
-            Ok(()) => {}
-            Err(Error::Closed) => return,
-            Err(e) => tracing::debug!(error = %e, "friend: control packet refused"),
+        if !closed {
+            let r = match &o {
+                Outgoing::Lossless(d) => conn.send_lossless(d).await.map(drop),
+                Outgoing::Lossy(d) => conn.send_lossy(d),
+            };
+            match r {
+                Ok(()) => {}
+                Err(Error::Closed) => closed = true,
+                Err(e) => tracing::debug!(error = %e, "friend: control packet refused"),
+            }
         }
+        inner.control_done();
     }
 }
 
@@ -225,7 +266,9 @@ async fn flush(
             (out, l.poll_event(), l.wants_close())
         };
         for o in out {
+            inner.control_pending.fetch_add(1, Ordering::AcqRel);
             if control.try_send(o).is_err() {
+                inner.control_done();
                 tracing::debug!("friend: control queue full, packet dropped");
             }
         }

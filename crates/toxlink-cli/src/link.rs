@@ -321,23 +321,57 @@ pub fn short_id(pk: &PublicKey) -> String {
     pk.to_hex().chars().take(8).collect()
 }
 
-/// An established friend connection and what it runs on.
+/// Resolves on SIGINT or SIGTERM (never, if the handlers cannot be set up).
+pub async fn interrupted() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut i), Ok(mut t)) => {
+            tokio::select! {
+                _ = i.recv() => {}
+                _ = t.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+/// How long a closed connection's node is kept so its KILL goes out.
+const CLOSE_GRACE: Duration = Duration::from_millis(100);
+
+/// An established friend connection and what it runs on. Dropped (also when
+/// its command is interrupted), it closes the connection and keeps the node
+/// for [`CLOSE_GRACE`] so the KILL reaches the peer.
 pub struct Linked {
-    /// The node (kept alive as long as the friend).
-    pub node: Node,
+    /// The node (kept alive as long as the friend; `None` only in drop).
+    node: Option<Node>,
     /// The friend protocol on the connection.
     pub friend: Friend,
     /// How we reached the peer, for status lines.
     pub via: String,
 }
 
+impl Drop for Linked {
+    fn drop(&mut self) {
+        self.friend.close();
+        if let Some(node) = self.node.take() {
+            if let Ok(h) = tokio::runtime::Handle::try_current() {
+                h.spawn(async move {
+                    tokio::time::sleep(CLOSE_GRACE).await;
+                    drop(node);
+                });
+            }
+        }
+    }
+}
+
 impl Linked {
     /// Closes the connection and gives the node a moment to send the KILL.
     pub async fn close(self) {
         self.friend.close();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        drop(self.friend);
-        drop(self.node);
+        tokio::time::sleep(CLOSE_GRACE).await;
     }
 }
 
@@ -398,7 +432,11 @@ pub async fn establish(s: &Settings, dht_is_real: bool, name: &str) -> Result<Li
             ..FriendConfig::default()
         },
     );
-    Ok(Linked { node, friend, via })
+    Ok(Linked {
+        node: Some(node),
+        friend,
+        via,
+    })
 }
 
 #[cfg(test)]

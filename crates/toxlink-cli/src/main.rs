@@ -45,6 +45,21 @@ enum Command {
     Bench(bench_cmd::BenchArgs),
 }
 
+/// Runs a command until it ends or SIGINT/SIGTERM arrives; an interrupted
+/// command is dropped (a part file is removed, the connection closed, child
+/// processes killed) and the grace period for the peer's KILL is waited out.
+async fn until_signal<E: std::fmt::Display>(
+    work: impl std::future::Future<Output = Result<(), E>>,
+) -> Result<(), String> {
+    tokio::select! {
+        r = work => r.map_err(|e| e.to_string()),
+        _ = link::interrupted() => {
+            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+            Err("interrupted".to_string())
+        }
+    }
+}
+
 /// Prints clap's error as one `toxlink: ...` line (help and version as
 /// usual) and gives the exit code.
 fn usage_error(e: clap::Error) -> ExitCode {
@@ -126,11 +141,11 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Keygen(args) => keygen_cmd::run(args),
             Command::Relay(args) => relay_cmd::run(args).await.map_err(|e| e.to_string()),
-            Command::Chat(args) => chat_cmd::chat(args).await.map_err(|e| e.to_string()),
-            Command::Peer(args) => chat_cmd::peer(args).await.map_err(|e| e.to_string()),
-            Command::Send(args) => transfer::send(args).await.map_err(|e| e.to_string()),
-            Command::Recv(args) => transfer::recv(args).await.map_err(|e| e.to_string()),
-            Command::Bench(b) => bench_cmd::run(b).await,
+            Command::Chat(args) => until_signal(chat_cmd::chat(args)).await,
+            Command::Peer(args) => until_signal(chat_cmd::peer(args)).await,
+            Command::Send(args) => until_signal(transfer::send(args)).await,
+            Command::Recv(args) => until_signal(transfer::recv(args)).await,
+            Command::Bench(b) => until_signal(bench_cmd::run(b)).await,
         }
     });
     // Do not wait for tasks blocked on stdin or the network.

@@ -453,9 +453,11 @@ async fn send_body(
     size: u64,
     sha256: [u8; 32],
 ) -> Result<(), TransferError> {
-    match next_event(f, s.timeout, "ONLINE").await? {
-        FriendEvent::Online => {}
-        other => tracing::debug!(?other, "event before ONLINE"),
+    loop {
+        match next_event(f, s.timeout, "ONLINE").await? {
+            FriendEvent::Online => break,
+            other => tracing::debug!(?other, "event before ONLINE"),
+        }
     }
     let offer = Offer {
         size,
@@ -470,8 +472,9 @@ async fn send_body(
     let pb = progress(size, a.quiet, &name);
     let io = |e| TransferError::Io(a.file.display().to_string(), e);
     let mut file = std::fs::File::open(&a.file).map_err(io)?;
-    let mut pkt = vec![0u8; 1 + CHUNK_DATA];
-    pkt[0] = CHUNK;
+    // [CHUNK id][up to CHUNK_DATA bytes]; `read` fills at most the data
+    // part, so `..1 + n` stays inside the buffer.
+    let mut pkt = vec![CHUNK; 1 + CHUNK_DATA];
     let mut sent = 0u64;
     while sent < size {
         let n = file.read(&mut pkt[1..]).map_err(io)?;
@@ -487,7 +490,9 @@ async fn send_body(
         loop {
             tokio::select! {
                 r = f.send_custom_lossless(chunk) => {
-                    r.map_err(|e| LinkError::Peer(format!("send: {e}")))?;
+                    r.map_err(|e| {
+                        LinkError::Peer(format!("connection closed after {sent} of {size} bytes ({e})"))
+                    })?;
                     break;
                 }
                 ev = f.next_event() => match ev {

@@ -569,3 +569,60 @@ fn bench_json_prints_one_object_with_both_rates() {
     }
     assert_eq!(v["udp_mib"], 4);
 }
+
+#[test]
+fn an_interrupted_receive_leaves_no_part_file_and_fails_the_sender() {
+    let p = peers();
+    // 64 MiB of zeros (sparse: instant to create; moving it takes far longer
+    // than the moment we need to catch the part file).
+    let file = p.dir.path().join("big.bin");
+    std::fs::File::create(&file)
+        .and_then(|f| f.set_len(64 << 20))
+        .expect("sparse file");
+    let out = p.dir.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+    let mut r = Proc::spawn(toxlink(&[
+        "recv",
+        s(&out),
+        "--keys-file",
+        s(&p.b),
+        "--bind",
+        "127.0.0.1",
+        "--peer",
+        &p.a_pk,
+        "--quiet",
+    ]));
+    let addr = r.listening();
+    let mut snd = Proc::spawn(toxlink(&[
+        "send",
+        s(&file),
+        "--keys-file",
+        s(&p.a),
+        "--bind",
+        "127.0.0.1",
+        "--peer",
+        &p.b_pk,
+        "--peer-addr",
+        &addr,
+        "--quiet",
+    ]));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let entries = dir_entries(&out);
+        if entries.iter().any(|e| e.starts_with(".big.bin.part-")) {
+            break;
+        }
+        assert!(entries.is_empty(), "{entries:?}");
+        assert!(Instant::now() < deadline, "no part file within {WAIT:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: signalling our own child by its PID.
+    unsafe {
+        libc::kill(r.child.id() as i32, libc::SIGTERM);
+    }
+    assert!(!r.wait().success());
+    r.expect_err("toxlink: interrupted");
+    assert!(dir_entries(&out).is_empty(), "part file removed");
+    assert!(!snd.wait().success());
+    snd.expect_err("connection closed after");
+}

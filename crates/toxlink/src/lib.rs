@@ -212,7 +212,11 @@ impl Node {
     ) -> Result<Connection, Error> {
         let readable = {
             let mut st = self.shared.lock();
-            st.node.connect(Instant::now(), peer, peer_dht, addr);
+            let now = Instant::now();
+            st.node.connect(now, peer, peer_dht, addr);
+            if st.blocked.contains(&addr) {
+                st.node.path_closed(now, addr);
+            }
             links::service(&mut st, &self.shared);
             let c = st.conns.entry(peer).or_default();
             c.closed = None;
@@ -289,7 +293,13 @@ impl Node {
     /// Adds `addr` as another direct UDP path to `peer` (which must have a
     /// session). Returns false if there is none.
     pub fn add_path(&self, peer: &PublicKey, addr: SocketAddr) -> bool {
-        let r = self.shared.lock().node.add_path(Instant::now(), peer, addr);
+        let mut st = self.shared.lock();
+        let now = Instant::now();
+        let r = st.node.add_path(now, peer, addr);
+        if st.blocked.contains(&addr) {
+            st.node.path_closed(now, addr);
+        }
+        drop(st);
         self.shared.wake.notify_one();
         r
     }

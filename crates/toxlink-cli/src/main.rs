@@ -1,4 +1,5 @@
-//! The `toxlink` command: `toxlink keygen` (keys file, public key, Tox ID),
+//! The `toxlink` command: `toxlink demo` (everything on loopback),
+//! `toxlink keygen` (keys file, public key, Tox ID),
 //! `toxlink relay` (a Tox TCP relay server), `toxlink chat` / `peer`
 //! (messages with a toxlink or c-toxcore peer), `toxlink send` / `recv`
 //! (one verified file) and `toxlink bench` (benchmarks).
@@ -10,6 +11,7 @@
 mod bench_cmd;
 mod bench_udp;
 mod chat_cmd;
+mod demo_cmd;
 mod keygen_cmd;
 mod link;
 mod relay_cmd;
@@ -29,6 +31,9 @@ struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Everything on loopback: 3 relays, 2 peers, a 256 MiB transfer and a
+    /// chat while relays die and lie and direct UDP comes and goes.
+    Demo(demo_cmd::DemoArgs),
     /// Create (or read) a keys file and print its public key and Tox ID.
     Keygen(keygen_cmd::KeygenArgs),
     /// Run a Tox TCP relay server (c-toxcore and toxlink clients can use it).
@@ -111,17 +116,23 @@ fn main() -> ExitCode {
             .unwrap_or_default();
         eprintln!("toxlink: internal error: {msg}{at}");
     }));
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // Parse first: the default log level depends on the command (the demo
+    // prints its own timeline; a relay logs what it does).
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => return usage_error(e),
     };
+    let default_log = match cli.command {
+        Command::Demo(_) => "warn",
+        _ => "info",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if let Command::Relay(relay_cmd::RelayArgs {
@@ -139,6 +150,7 @@ fn main() -> ExitCode {
     };
     let result: Result<(), String> = rt.block_on(async {
         match cli.command {
+            Command::Demo(args) => demo_cmd::run(args).await,
             Command::Keygen(args) => keygen_cmd::run(args),
             Command::Relay(args) => relay_cmd::run(args).await.map_err(|e| e.to_string()),
             Command::Chat(args) => until_signal(chat_cmd::chat(args)).await,

@@ -20,10 +20,11 @@
 
 #![warn(missing_docs)]
 
+mod links;
 pub mod relay;
 pub mod testing;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -31,7 +32,10 @@ use std::time::Instant;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, Notify};
 use toxlink_proto::crypto::{KeyPair, PublicKey};
-use toxlink_proto::node::{Node as ProtoNode, NodeConfig};
+use toxlink_proto::node::{
+    LinkId, Node as ProtoNode, NodeConfig, NodeStats, PathEvent, RelayEvent,
+};
+use toxlink_proto::paths::PathKey;
 use toxlink_proto::session::{Event, SendError, MAX_PACKET_SIZE};
 
 pub use toxlink_proto;
@@ -84,16 +88,27 @@ struct ConnState {
     announced: bool,
 }
 
+/// Path and relay events kept for the application (the oldest are dropped
+/// beyond).
+const EVENT_QUEUE_LIMIT: usize = 4096;
+
 struct State {
     node: ProtoNode<SocketAddr>,
     conns: HashMap<PublicKey, ConnState>,
     incoming: mpsc::Sender<Connection>,
     shutdown: bool,
+    links: HashMap<LinkId, Arc<links::LinkHandle>>,
+    path_events: VecDeque<PathEvent<SocketAddr>>,
+    relay_events: VecDeque<RelayEvent>,
+    /// UDP addresses we neither send to nor accept from.
+    blocked: HashSet<SocketAddr>,
 }
 
 struct Shared {
     state: Mutex<State>,
     wake: Notify,
+    /// Woken when a path or relay event is queued.
+    events: Notify,
     local: SocketAddr,
     real: PublicKey,
     dht: PublicKey,
@@ -149,8 +164,13 @@ impl Node {
                 conns: HashMap::new(),
                 incoming: tx,
                 shutdown: false,
+                links: HashMap::new(),
+                path_events: VecDeque::new(),
+                relay_events: VecDeque::new(),
+                blocked: HashSet::new(),
             }),
             wake: Notify::new(),
+            events: Notify::new(),
             local,
         });
         let task = tokio::spawn(drive(shared.clone(), socket));
@@ -192,13 +212,64 @@ impl Node {
     ) -> Result<Connection, Error> {
         let readable = {
             let mut st = self.shared.lock();
-            st.node.connect(Instant::now(), peer, peer_dht, addr);
+            let now = Instant::now();
+            st.node.connect(now, peer, peer_dht, addr);
+            if st.blocked.contains(&addr) {
+                st.node.path_closed(now, addr);
+            }
+            links::service(&mut st, &self.shared);
             let c = st.conns.entry(peer).or_default();
             c.closed = None;
             c.announced = true;
             c.readable.clone()
         };
         self.shared.wake.notify_one();
+        self.wait_established(peer, readable).await
+    }
+
+    /// The next incoming connection (established, from an allowed peer).
+    pub async fn accept(&self) -> Option<Connection> {
+        self.incoming.lock().await.recv().await
+    }
+
+    /// Makes a TCP relay known: the node connects to it at once (so peers on
+    /// it can reach us) and uses it, with up to two others, as a path to
+    /// every peer (DESIGN.md §3).
+    pub fn add_relay(&self, relay: PublicKey, addr: SocketAddr) {
+        let mut st = self.shared.lock();
+        st.node.add_relay(Instant::now(), relay, addr);
+        links::service(&mut st, &self.shared);
+        drop(st);
+        self.shared.wake.notify_one();
+    }
+
+    /// Connects to `peer` through the known relays only (no UDP address) and
+    /// waits until the connection is established. Both sides must share a
+    /// relay and know each other's DHT keys (see
+    /// [`NodeConfig::dht_is_real`]).
+    pub async fn connect_via_relays(
+        &self,
+        peer: PublicKey,
+        peer_dht: PublicKey,
+    ) -> Result<Connection, Error> {
+        let readable = {
+            let mut st = self.shared.lock();
+            st.node.connect_via_relays(Instant::now(), peer, peer_dht);
+            links::service(&mut st, &self.shared);
+            let c = st.conns.entry(peer).or_default();
+            c.closed = None;
+            c.announced = true;
+            c.readable.clone()
+        };
+        self.shared.wake.notify_one();
+        self.wait_established(peer, readable).await
+    }
+
+    async fn wait_established(
+        &self,
+        peer: PublicKey,
+        readable: Arc<Notify>,
+    ) -> Result<Connection, Error> {
         loop {
             let notified = readable.notified();
             {
@@ -219,9 +290,76 @@ impl Node {
         })
     }
 
-    /// The next incoming connection (established, from an allowed peer).
-    pub async fn accept(&self) -> Option<Connection> {
-        self.incoming.lock().await.recv().await
+    /// Adds `addr` as another direct UDP path to `peer` (which must have a
+    /// session). Returns false if there is none.
+    pub fn add_path(&self, peer: &PublicKey, addr: SocketAddr) -> bool {
+        let mut st = self.shared.lock();
+        let now = Instant::now();
+        let r = st.node.add_path(now, peer, addr);
+        if st.blocked.contains(&addr) {
+            st.node.path_closed(now, addr);
+        }
+        drop(st);
+        self.shared.wake.notify_one();
+        r
+    }
+
+    /// Stops (`true`) or resumes (`false`) sending to and accepting from the
+    /// UDP address `addr`: its path is reported closed (the connection moves
+    /// to its other paths at once) or re-opened.
+    pub fn set_udp_blocked(&self, addr: SocketAddr, blocked: bool) {
+        let mut st = self.shared.lock();
+        let now = Instant::now();
+        if blocked {
+            st.blocked.insert(addr);
+            st.node.path_closed(now, addr);
+        } else {
+            st.blocked.remove(&addr);
+            st.node.path_reopened(now, addr);
+        }
+        drop(st);
+        self.shared.wake.notify_one();
+    }
+
+    /// The next path event (health changes, primary switches, relays added,
+    /// dropped or blamed), without waiting.
+    pub fn poll_path_event(&self) -> Option<PathEvent<SocketAddr>> {
+        self.shared.lock().path_events.pop_front()
+    }
+
+    /// The next node-wide relay event (links up and down, self-probes,
+    /// relays disconnected), without waiting.
+    pub fn poll_relay_event(&self) -> Option<RelayEvent> {
+        self.shared.lock().relay_events.pop_front()
+    }
+
+    /// Waits until a path or relay event is queued (or up to `max`).
+    pub async fn wait_event(&self, max: std::time::Duration) {
+        let notified = self.shared.events.notified();
+        {
+            let st = self.shared.lock();
+            if !st.path_events.is_empty() || !st.relay_events.is_empty() {
+                return;
+            }
+        }
+        let _ = tokio::time::timeout(max, notified).await;
+    }
+
+    /// The primary path of the connection to `peer`.
+    pub fn primary(&self, peer: &PublicKey) -> Option<PathKey> {
+        self.shared.lock().node.primary(peer)
+    }
+
+    /// The node's counters.
+    pub fn stats(&self) -> NodeStats {
+        self.shared.lock().node.stats().clone()
+    }
+
+    /// Runs `f` on the protocol core (path tables, relay set, pool, blame
+    /// ledger), for status displays and tests. Keep `f` short: it holds the
+    /// node's lock.
+    pub fn inspect<R>(&self, f: impl FnOnce(&ProtoNode<SocketAddr>) -> R) -> R {
+        f(&self.shared.lock().node)
     }
 }
 
@@ -332,6 +470,24 @@ impl Connection {
 /// Moves core events into the connections; returns false when some receive
 /// queue is full (the rest stays in the core: backpressure).
 fn dispatch(st: &mut State, shared: &Arc<Shared>, now: Instant) {
+    let mut any = false;
+    while let Some(e) = st.node.poll_path_event() {
+        if st.path_events.len() >= EVENT_QUEUE_LIMIT {
+            st.path_events.pop_front();
+        }
+        st.path_events.push_back(e);
+        any = true;
+    }
+    while let Some(e) = st.node.poll_relay_event() {
+        if st.relay_events.len() >= EVENT_QUEUE_LIMIT {
+            st.relay_events.pop_front();
+        }
+        st.relay_events.push_back(e);
+        any = true;
+    }
+    if any {
+        shared.events.notify_waiters();
+    }
     loop {
         if st.conns.values().any(|c| c.queue.len() >= RECV_QUEUE_LIMIT) {
             return;
@@ -476,6 +632,7 @@ async fn drive(shared: Arc<Shared>, socket: UdpSocket) {
                 for _ in 0..BATCH {
                     let slot = &mut out[used..used + MAX_PACKET_SIZE];
                     match st.node.poll_transmit(now, slot) {
+                        Some((to, _)) if st.blocked.contains(&to) => {}
                         Some((to, t)) => {
                             out_meta.push((to, t.len));
                             used += t.len;
@@ -484,6 +641,7 @@ async fn drive(shared: Arc<Shared>, socket: UdpSocket) {
                     }
                 }
                 st.node.reap();
+                links::service(&mut st, &shared);
                 st.node.poll_timeout()
             };
             send_batch(&socket, &state, &out[..used], &out_meta).await;
@@ -526,6 +684,9 @@ async fn drive(shared: Arc<Shared>, socket: UdpSocket) {
                         .take(msgs)
                     {
                         let stride = m.stride.max(1);
+                        if st.blocked.contains(&m.addr) {
+                            continue;
+                        }
                         for dgram in buf[..m.len.min(RECV_BUF_SIZE)].chunks_mut(stride) {
                             let _ = st.node.handle_datagram(now, m.addr, dgram);
                         }
@@ -542,11 +703,16 @@ async fn drive(shared: Arc<Shared>, socket: UdpSocket) {
             st.node.handle_timeout(now);
         }
         dispatch(&mut st, &shared, now);
-        // Acks may have freed send-buffer space.
-        for (peer, c) in st.conns.iter() {
-            if st.node.send_buffer_free(peer) > 0 {
-                c.writable.notify_one();
-            }
+        notify_writable(&st);
+        links::service(&mut st, &shared);
+    }
+}
+
+/// Acks may have freed send-buffer space: wake the senders.
+fn notify_writable(st: &State) {
+    for (peer, c) in st.conns.iter() {
+        if st.node.send_buffer_free(peer) > 0 {
+            c.writable.notify_one();
         }
     }
 }

@@ -405,6 +405,10 @@ struct Peer<A> {
     initiator: bool,
     /// Path table and scheduler.
     paths: Paths,
+    /// The last cookie request or handshake sent, until established: sent
+    /// again through a relay as soon as the relay link comes up or the peer
+    /// appears on it, instead of waiting for the session's 1 s re-send.
+    hs_packet: Option<Vec<u8>>,
 }
 
 /// The sans-IO endpoint. See the module documentation.
@@ -692,7 +696,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
         if self.relay_events.len() >= MAX_PATH_EVENTS {
             self.relay_events.pop_front();
         }
-        tracing::info!(event = ?e, "relay event");
+        tracing::debug!(event = ?e, "relay event");
         self.relay_events.push_back(e);
     }
 
@@ -832,6 +836,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                 current,
                 initiator: true,
                 paths: Paths::new(&self.cfg),
+                hs_packet: None,
             },
         );
     }
@@ -1237,10 +1242,14 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                         continue;
                     }
                     self.on_peer_relay_state(now, relay, peer, state);
+                    if state != PeerRelayState::None {
+                        self.resend_handshakes_on(relay, Some(peer));
+                    }
                 }
                 RelaySetEvent::RelayUp { relay } => {
                     self.pool.relay_back(&relay);
                     self.push_relay_event(RelayEvent::Up { relay });
+                    self.resend_handshakes_on(relay, None);
                     for i in 0..self.order.len() {
                         let peer = self.order[i];
                         let evs = self.pool.refill(now, peer);
@@ -1424,6 +1433,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                 current: 0,
                 initiator: false,
                 paths: Paths::new(&self.cfg),
+                hs_packet: None,
             },
         );
         Ok(())
@@ -1580,6 +1590,9 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                     t.kind,
                     TransmitKind::CookieRequest | TransmitKind::Handshake
                 ) {
+                    if let Some(p) = self.peers.get_mut(&key) {
+                        p.hs_packet = Some(buf[..t.len].to_vec());
+                    }
                     self.handshake_on_relays(key, to, &buf[..t.len]);
                 }
                 let mut udp_second = None;
@@ -1613,6 +1626,31 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
             }
         }
         None
+    }
+
+    /// Sends the pending handshake-phase packet of every peer not yet
+    /// established that has a route through `relay` (the link just came up,
+    /// or a peer appeared on it).
+    fn resend_handshakes_on(&mut self, relay: PublicKey, only: Option<PublicKey>) {
+        let mut out = Vec::new();
+        for (real, p) in &mut self.peers {
+            if p.session.is_established() {
+                p.hs_packet = None;
+                continue;
+            }
+            if only.is_some_and(|o| o != p.dht) {
+                continue;
+            }
+            let Some(pkt) = &p.hs_packet else {
+                continue;
+            };
+            if p.routes.iter().any(|r| r.relay() == Some(&relay)) {
+                out.push((*real, p.dht, pkt.clone()));
+            }
+        }
+        for (_, dht, pkt) in out {
+            self.relay_send(relay, dht, &pkt);
+        }
     }
 
     /// Cookie requests and handshakes also go through every relay of the

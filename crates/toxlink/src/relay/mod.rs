@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 /// `turns` batches per call, refilled by `refill` (which returns the bytes
 /// it added). Stops at `WouldBlock`, after `turns` batches, or when `refill`
 /// has nothing. `Err(())` means the stream failed and the link is gone.
-fn write_batches(
+pub(crate) fn write_batches(
     stream: &TcpStream,
     wbuf: &mut Vec<u8>,
     wpos: &mut usize,

@@ -1,0 +1,180 @@
+//! The node's relay links on tokio: one task per [`LinkId`] the sans-IO node
+//! asks for ([`toxlink_proto::node::Node::poll_relay_connect`]). A task
+//! connects, then moves bytes between its TCP socket and the node under the
+//! node's lock: what it reads goes to `relay_bytes` (read into our own
+//! buffer as it arrives, never waiting for a whole frame in the kernel), what
+//! `relay_drain` gives is written in small frame-aligned batches. Whenever a
+//! task changed the node it dispatches connection events and wakes the UDP
+//! driver and the other links, since relay input can produce output anywhere.
+
+use std::cell::RefCell;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use toxlink_proto::node::LinkId;
+
+use crate::{dispatch, Shared, State};
+
+/// Bytes per write: small, frame-aligned writes (see `relay::client`).
+const WRITE_BATCH: usize = 8 * 1024;
+const READ_BUF: usize = 64 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The driver's handle on one link task.
+#[derive(Debug, Default)]
+pub(crate) struct LinkHandle {
+    notify: Notify,
+    closed: AtomicBool,
+}
+
+impl LinkHandle {
+    pub(crate) fn wake(&self) {
+        self.notify.notify_one();
+    }
+
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+}
+
+thread_local! {
+    static READ_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0u8; READ_BUF]);
+}
+
+/// Starts the connections the node asks for, closes the ones it names and
+/// wakes links that have output. Call with the lock held after any change.
+pub(crate) fn service(st: &mut State, shared: &Arc<Shared>) {
+    while let Some(link) = st.node.poll_relay_close() {
+        if let Some(h) = st.links.remove(&link) {
+            h.close();
+        }
+    }
+    while let Some((link, addr)) = st.node.poll_relay_connect() {
+        let handle = Arc::new(LinkHandle::default());
+        if let Some(old) = st.links.insert(link, handle.clone()) {
+            old.close();
+        }
+        tokio::spawn(link_task(shared.clone(), link, addr, handle));
+    }
+    for (link, h) in &st.links {
+        if st.node.relay_has_output(link) {
+            h.wake();
+        }
+    }
+}
+
+/// After relay input: connection events, and wake-ups for the driver (UDP
+/// output, timers) and for the links.
+fn after_input(st: &mut State, shared: &Arc<Shared>, now: Instant) {
+    dispatch(st, shared, now);
+    crate::notify_writable(st);
+    service(st, shared);
+}
+
+async fn link_task(shared: Arc<Shared>, link: LinkId, addr: SocketAddr, handle: Arc<LinkHandle>) {
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::debug!(%addr, error = %e, "relay connect failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%addr, "relay connect timed out");
+            None
+        }
+    };
+    let Some(stream) = stream.filter(|_| !handle.closed.load(Ordering::Acquire)) else {
+        let mut st = shared.lock();
+        if st.links.get(&link).is_some_and(|h| Arc::ptr_eq(h, &handle)) {
+            st.links.remove(&link);
+            let now = Instant::now();
+            st.node.relay_connect_failed(now, link);
+            after_input(&mut st, &shared, now);
+        }
+        drop(st);
+        shared.wake.notify_one();
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    {
+        let mut st = shared.lock();
+        let now = Instant::now();
+        st.node.relay_connected(now, link);
+        after_input(&mut st, &shared, now);
+    }
+    shared.wake.notify_one();
+    let mut wbuf: Vec<u8> = Vec::new();
+    let mut wpos = 0;
+    let mut failed = false;
+    loop {
+        if handle.closed.load(Ordering::Acquire) {
+            // The node closed this link: it already knows.
+            return;
+        }
+        if wpos == wbuf.len() {
+            wbuf.clear();
+            wpos = 0;
+            shared
+                .lock()
+                .node
+                .relay_drain(&link, &mut wbuf, WRITE_BATCH);
+        }
+        if failed {
+            break;
+        }
+        let want_write = wpos < wbuf.len();
+        tokio::select! {
+            r = stream.readable() => {
+                if r.is_err() {
+                    break;
+                }
+                let outcome = READ_BUFFER.with(|b| {
+                    let mut buf = b.borrow_mut();
+                    match stream.try_read(&mut buf) {
+                        Ok(0) => Err(()),
+                        Ok(n) => {
+                            let mut st = shared.lock();
+                            let now = Instant::now();
+                            st.node.relay_bytes(now, link, &mut buf[..n]);
+                            after_input(&mut st, &shared, now);
+                            Ok(())
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+                        Err(_) => Err(()),
+                    }
+                });
+                if outcome.is_err() {
+                    failed = true;
+                }
+                shared.wake.notify_one();
+                tokio::task::yield_now().await;
+            }
+            r = stream.writable(), if want_write => {
+                if r.is_err() {
+                    break;
+                }
+                let refill = |b: &mut Vec<u8>| shared.lock().node.relay_drain(&link, b, WRITE_BATCH);
+                if crate::relay::write_batches(&stream, &mut wbuf, &mut wpos, 4, refill).is_err() {
+                    failed = true;
+                }
+            }
+            _ = handle.notify.notified() => {}
+        }
+    }
+    {
+        let mut st = shared.lock();
+        if st.links.get(&link).is_some_and(|h| Arc::ptr_eq(h, &handle)) {
+            st.links.remove(&link);
+            let now = Instant::now();
+            st.node.relay_closed(now, link);
+            after_input(&mut st, &shared, now);
+        }
+    }
+    shared.wake.notify_one();
+}

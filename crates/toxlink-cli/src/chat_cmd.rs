@@ -3,7 +3,8 @@
 //! (PROTOCOL.md §7.4), received messages are printed on stdout as
 //! `SHORTID: text` (the peer key's first 8 hex digits; actions as
 //! `* SHORTID text`), and a status line goes to stderr whenever the
-//! connection or the online state changes.
+//! connection, the online state or the primary path (UDP or which relay)
+//! changes.
 //!
 //! Stdin is only read while the peer is online, so lines typed before it
 //! is stay in the pipe and go out in order once it is. Lines longer than one
@@ -100,8 +101,25 @@ async fn run(s: crate::link::Settings, dht_is_real: bool, name: &str) -> Result<
     let f = &linked.friend;
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut online = false;
+    let mut path = linked.path();
     let result = loop {
         tokio::select! {
+            // Path changes (UDP <-> relay, relay switches): one status line.
+            _ = async {
+                match linked.node() {
+                    Some(n) => n.wait_event(Duration::from_secs(3600)).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let Some(n) = linked.node() {
+                    while n.poll_path_event().is_some() || n.poll_relay_event().is_some() {}
+                }
+                let now = linked.path();
+                if now != path && now.is_some() {
+                    eprintln!("* {who} now via {}", now.as_deref().unwrap_or("?"));
+                }
+                path = now;
+            },
             ev = f.next_event() => match ev {
                 None => {
                     eprintln!("* connection to {who} closed");
@@ -109,7 +127,8 @@ async fn run(s: crate::link::Settings, dht_is_real: bool, name: &str) -> Result<
                 }
                 Some(FriendEvent::Online) => {
                     online = true;
-                    eprintln!("* {who} online via {}", linked.via);
+                    let via = linked.path().unwrap_or_else(|| linked.via.clone());
+                    eprintln!("* {who} online via {via}");
                 }
                 Some(FriendEvent::Offline(r)) => {
                     online = false;

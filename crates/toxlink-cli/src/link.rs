@@ -8,9 +8,11 @@
 //! long-term key (PROTOCOL.md §1) and `--peer KEY` suffices; `toxlink peer`
 //! (a c-toxcore friend) takes the peer's DHT key separately.
 //!
-//! Relays (`--relay KEY@HOST:PORT`, repeatable) are parsed and checked for
-//! reachability; [`hand_relays_to_node`] is the one place where they reach the
-//! node once the runtime has relay paths.
+//! Relays (`--relay KEY@HOST:PORT`, repeatable) are checked for reachability
+//! and handed to the node in [`hand_relays_to_node`]; the node uses them as
+//! paths of the connection next to direct UDP. Without `--peer-addr` but with
+//! relays, a side both accepts and connects through the relays (the peer must
+//! use one of the same relays).
 //!
 //! Invariants: flags override the config file; every wait on the network is
 //! bounded by `--timeout` on the connecting side; every failure is a
@@ -277,12 +279,12 @@ pub async fn resolve(what: &str, addr: &str, timeout: Duration) -> Result<Socket
     r.ok_or_else(|| LinkError::Usage(format!("{what} {addr}: no address")))
 }
 
-/// Hands the relays to the node: the single place to change once the runtime
-/// gains relay paths (`Node::add_relay(relay_pk, addr)`). Until then each
-/// relay is only checked for reachability (a TCP connect within `timeout`);
-/// an error if none answers, so a typo does not go unnoticed.
+/// Hands the relays to the node (`Node::add_relay`), each first checked for
+/// reachability (a TCP connect within `timeout`): an error if none answers,
+/// so a typo does not go unnoticed; unreachable ones are still given to the
+/// node, which keeps retrying them.
 pub async fn hand_relays_to_node(
-    _node: &Node,
+    node: &Node,
     relays: &[RelaySpec],
     timeout: Duration,
 ) -> Result<Vec<SocketAddr>, LinkError> {
@@ -296,9 +298,10 @@ pub async fn hand_relays_to_node(
                 continue;
             }
         };
+        node.add_relay(r.key, addr);
         match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
             Ok(Ok(_)) => {
-                tracing::info!(relay = %r, "relay reachable (relay paths not yet in the runtime)");
+                tracing::debug!(relay = %r, "relay reachable");
                 ok.push(addr);
             }
             Ok(Err(e)) => last_err = Some(format!("relay {r} unreachable: {e}")),
@@ -368,6 +371,21 @@ impl Drop for Linked {
 }
 
 impl Linked {
+    /// The node (always there outside of drop).
+    pub fn node(&self) -> Option<&Node> {
+        self.node.as_ref()
+    }
+
+    /// The connection's current primary path, for status lines.
+    pub fn path(&self) -> Option<String> {
+        use toxlink::toxlink_proto::paths::PathKey;
+        let peer = self.friend.connection().peer();
+        Some(match self.node.as_ref()?.primary(&peer)? {
+            PathKey::Udp(a) => format!("udp {a}"),
+            PathKey::Relay(k) => format!("relay {}", short_id(&k)),
+        })
+    }
+
     /// Closes the connection and gives the node a moment to send the KILL.
     pub async fn close(self) {
         self.friend.close();
@@ -413,9 +431,19 @@ pub async fn establish(s: &Settings, dht_is_real: bool, name: &str) -> Result<Li
                 .map_err(|e| unreachable(e.to_string()))?
         }
         None if !relays.is_empty() => {
-            return Err(LinkError::Usage(
-                "relay paths are not in the runtime yet: give --peer-addr HOST:PORT".into(),
-            ))
+            // Whoever reaches the other first: accept or connect, both
+            // through the shared relays.
+            node.allow(s.peer);
+            let dht = s.peer_dht.unwrap_or(s.peer);
+            tokio::select! {
+                c = node.accept() => c.ok_or_else(|| LinkError::Peer("node stopped".into()))?,
+                c = node.connect_via_relays(s.peer, dht) => c.map_err(|e| {
+                    LinkError::Unreachable(format!(
+                        "peer {} unreachable through the relays: {e}",
+                        short_id(&s.peer)
+                    ))
+                })?,
+            }
         }
         None => {
             node.allow(s.peer);
@@ -424,7 +452,12 @@ pub async fn establish(s: &Settings, dht_is_real: bool, name: &str) -> Result<Li
                 .ok_or_else(|| LinkError::Peer("node stopped".into()))?
         }
     };
-    let via = format!("udp {}", s.peer_addr.as_deref().unwrap_or("(incoming)"));
+    let via = match (&s.peer_addr, relays.len()) {
+        (Some(a), 0) => format!("udp {a}"),
+        (Some(a), n) => format!("udp {a} + {n} relay(s)"),
+        (None, 0) => "udp (incoming)".to_string(),
+        (None, n) => format!("{n} relay(s)"),
+    };
     let friend = Friend::start(
         conn,
         FriendConfig {

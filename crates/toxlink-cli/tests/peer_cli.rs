@@ -626,3 +626,104 @@ fn an_interrupted_receive_leaves_no_part_file_and_fails_the_sender() {
     assert!(!snd.wait().success());
     snd.expect_err("connection closed after");
 }
+
+#[test]
+fn through_a_relay_only_files_and_chat_arrive() {
+    let p = peers();
+    let mut relay = Proc::spawn(toxlink(&[
+        "relay",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--no-ipv6",
+        "--keys-file",
+        s(&p.dir.path().join("relay.keys")),
+    ]));
+    let rpk = relay
+        .expect_out("public key ")
+        .trim_start_matches("public key ")
+        .to_string();
+    let raddr = relay.listening();
+    let spec = format!("{rpk}@{raddr}");
+
+    // A file, with neither side given the other's address.
+    let file = p.dir.path().join("r.bin");
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&file, &data).expect("write");
+    let out = p.dir.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+    let mut r = Proc::spawn(toxlink(&[
+        "recv",
+        s(&out),
+        "--keys-file",
+        s(&p.b),
+        "--bind",
+        "127.0.0.1",
+        "--peer",
+        &p.a_pk,
+        "--relay",
+        &spec,
+        "--quiet",
+    ]));
+    r.listening();
+    let mut snd = Proc::spawn(toxlink(&[
+        "send",
+        s(&file),
+        "--keys-file",
+        s(&p.a),
+        "--bind",
+        "127.0.0.1",
+        "--peer",
+        &p.b_pk,
+        "--relay",
+        &spec,
+        "--quiet",
+        "--timeout",
+        "10",
+    ]));
+    assert!(snd.wait().success(), "{:?}", snd.drain_err());
+    assert!(r.wait().success(), "{:?}", r.drain_err());
+    assert_eq!(std::fs::read(out.join("r.bin")).expect("read"), data);
+    assert_eq!(dir_entries(&out), vec!["r.bin".to_string()]);
+
+    // Chat: the status line names the relay as the path.
+    let mut b = Proc::spawn(toxlink(&[
+        "chat",
+        "--keys-file",
+        s(&p.b),
+        "--bind",
+        "127.0.0.1",
+        "--peer",
+        &p.a_pk,
+        "--relay",
+        &spec,
+    ]));
+    b.listening();
+    let mut a = Proc::spawn(toxlink(&[
+        "chat",
+        "--keys-file",
+        s(&p.a),
+        "--bind",
+        "127.0.0.1",
+        "--peer",
+        &p.b_pk,
+        "--relay",
+        &spec,
+    ]));
+    let line = a.expect_err(&format!("* {} online", &p.b_pk[..8]));
+    assert!(line.contains(&format!("relay {}", &rpk[..8])), "{line}");
+    b.expect_err(&format!("* {} online", &p.a_pk[..8]));
+    let mut a_in = a.child.stdin.take().expect("stdin");
+    writeln!(a_in, "via the relay").expect("write");
+    assert_eq!(
+        b.expect_out(&p.a_pk[..8]),
+        format!("{}: via the relay", &p.a_pk[..8])
+    );
+    // Both inputs end: both exit 0. (A KILL sent through a relay does not
+    // reach the peer yet, so B is not expected to notice A's close early.)
+    drop(a_in);
+    drop(b.child.stdin.take());
+    assert!(a.wait().success(), "{:?}", a.drain_err());
+    assert!(b.wait().success(), "{:?}", b.drain_err());
+}

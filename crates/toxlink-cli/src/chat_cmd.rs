@@ -31,6 +31,7 @@ pub struct ChatArgs {
     /// Our nickname as the peer sees it.
     #[arg(long, default_value = "toxlink")]
     pub name: String,
+    /// Keys, peer, transport and config flags.
     #[command(flatten)]
     pub peer: PeerArgs,
 }
@@ -45,6 +46,7 @@ pub struct PeerCmdArgs {
     /// Our nickname as the peer sees it.
     #[arg(long, default_value = "toxlink")]
     pub name: String,
+    /// Keys, peer, transport and config flags.
     #[command(flatten)]
     pub peer: PeerArgs,
 }

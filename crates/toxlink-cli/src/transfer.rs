@@ -352,6 +352,7 @@ pub struct SendArgs {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Keys, peer, transport and config flags.
     #[command(flatten)]
     pub peer: PeerArgs,
 }
@@ -367,6 +368,7 @@ pub struct RecvArgs {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Keys, peer, transport and config flags.
     #[command(flatten)]
     pub peer: PeerArgs,
 }

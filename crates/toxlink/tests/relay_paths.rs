@@ -478,3 +478,100 @@ async fn udp_black_hole_through_a_forwarder_falls_back_to_relays() {
     assert!(gap < Duration::from_secs(1), "gap {gap:?}");
     assert!(back_to_udp, "UDP taken again once it works");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_corrupting_one_peers_traffic_is_dropped_for_that_peer_only() {
+    // B sends to A and to C through the same three relays; relay R corrupts
+    // only what it forwards to A.
+    let mut relays = Vec::new();
+    for _ in 0..3 {
+        relays.push(FaultyRelay::start().await.expect("relay"));
+    }
+    let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let a = Arc::new(Node::bind(lo, key(80), cfg()).await.expect("a"));
+    let b = Node::bind(lo, key(81), cfg()).await.expect("b");
+    let c = Arc::new(Node::bind(lo, key(82), cfg()).await.expect("c"));
+    a.allow(b.public_key());
+    c.allow(b.public_key());
+    for r in &relays {
+        for n in [&*a, &b, &*c] {
+            n.add_relay(r.public_key(), r.addr());
+        }
+    }
+    let (aa, cc) = (a.clone(), c.clone());
+    let acc_a = tokio::spawn(async move { aa.accept().await });
+    let acc_c = tokio::spawn(async move { cc.accept().await });
+    let to_a = timeout(
+        Duration::from_secs(15),
+        b.connect_via_relays(a.public_key(), a.dht_key()),
+    )
+    .await
+    .expect("in time")
+    .expect("b -> a");
+    let to_c = timeout(
+        Duration::from_secs(15),
+        b.connect_via_relays(c.public_key(), c.dht_key()),
+    )
+    .await
+    .expect("in time")
+    .expect("b -> c");
+    let from_b_at_a = acc_a.await.expect("join").expect("a accepted");
+    let from_b_at_c = acc_c.await.expect("join").expect("c accepted");
+    let n = 4000;
+    let rx_a = tokio::spawn(receive(from_b_at_a, n));
+    let rx_c = tokio::spawn(receive(from_b_at_c, n));
+    let mut victim = None;
+    for i in 0..n {
+        if i == 1000 {
+            let pk = relay_of(b.primary(&a.public_key())).expect("b sends to a on a relay");
+            let r = relays.iter().find(|r| r.public_key() == pk).unwrap();
+            r.handle()
+                .unwrap()
+                .set_fault_injector(FaultInjector::new(FaultConfig {
+                    corrupt: 0.2,
+                    only_to: Some(a.dht_key()),
+                    seed: 3,
+                    ..FaultConfig::default()
+                }));
+            victim = Some(pk);
+        }
+        to_a.send_lossless(&packet(i)).await.expect("send to a");
+        to_c.send_lossless(&packet(i)).await.expect("send to c");
+        if i % 10 == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    for rx in [rx_a, rx_c] {
+        timeout(Duration::from_secs(60), rx)
+            .await
+            .expect("in time")
+            .expect("join")
+            .expect("all in order, nothing corrupted");
+    }
+    let victim = victim.unwrap();
+    let mut dropped_at_a = false;
+    while let Some(e) = a.poll_path_event() {
+        if e.addr.relay() == Some(&victim)
+            && e.kind
+                == (PathEventKind::RelayDropped {
+                    reason: LossReason::Tampering,
+                })
+        {
+            dropped_at_a = true;
+        }
+    }
+    assert!(
+        dropped_at_a,
+        "A dropped the relay that corrupts its traffic"
+    );
+    // C never saw a bad packet: the relay is still one of its paths to B.
+    let (c_uses, c_blames) = c.inspect(|core| {
+        (
+            core.relay_pool().active(&b.public_key()).contains(&victim),
+            core.blame().is_disconnected(&victim) || core.stats().relay_auth_failures > 0,
+        )
+    });
+    assert!(c_uses, "C still uses the relay for B");
+    assert!(!c_blames, "C has nothing against the relay");
+    println!("relay corrupting only A's traffic: dropped by A, kept by C");
+}

@@ -16,7 +16,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     })
     .await?;
     // dht_is_real: peers that know each other's public key meet on a relay.
-    let cfg = NodeConfig { dht_is_real: true, ..NodeConfig::default() };
+    let cfg = NodeConfig {
+        dht_is_real: true,
+        ..NodeConfig::default()
+    };
     let alice = Node::bind(any, KeyPair::generate(&mut rng), cfg.clone()).await?;
     let bob = Node::bind(any, KeyPair::generate(&mut rng), cfg).await?;
     for n in [&alice, &bob] {

@@ -115,7 +115,12 @@ impl Friend {
     /// [`Node::accept`](crate::Node::accept)): sends ONLINE, ALIVE and our
     /// relays at once. Must be called inside a tokio runtime. From now on
     /// read the connection only through [`next_event`](Self::next_event).
-    pub fn start(conn: Connection, cfg: FriendConfig) -> Friend {
+    pub fn start(conn: Connection, mut cfg: FriendConfig) -> Friend {
+        // Unless told otherwise, share the node's relays (≤ 3 go out,
+        // PROTOCOL.md §7.3).
+        if cfg.relays.is_empty() {
+            cfg.relays = conn.known_relays();
+        }
         let mut link = FriendLink::new(cfg);
         link.handle_established(Instant::now());
         let inner = Arc::new(Inner {
@@ -277,6 +282,11 @@ async fn flush(
         }
         match ev {
             Some(e) => {
+                if let FriendEvent::ShareRelays(list) = &e {
+                    // Relays the friend is on become known relays of the
+                    // node (DESIGN.md §3: learnt from the peer).
+                    conn.learn_relays(list);
+                }
                 if events.send(e).await.is_err() {
                     return false;
                 }

@@ -453,6 +453,35 @@ impl Connection {
         }
     }
 
+    /// Makes the TCP relays of a SHARE_RELAYS list known to the node (UDP
+    /// entries are ignored).
+    pub(crate) fn learn_relays(&self, list: &[toxlink_proto::wire::packed::PackedNode]) {
+        let mut st = self.shared.lock();
+        let now = Instant::now();
+        for n in list {
+            if n.ip_port.transport == toxlink_proto::wire::packed::Transport::Tcp {
+                st.node.add_relay(now, n.public_key, n.ip_port.addr);
+            }
+        }
+        links::service(&mut st, &self.shared);
+    }
+
+    /// The relays the node knows, as packed nodes (for SHARE_RELAYS).
+    pub(crate) fn known_relays(&self) -> Vec<toxlink_proto::wire::packed::PackedNode> {
+        let st = self.shared.lock();
+        st.node
+            .relay_pool()
+            .known()
+            .map(|r| toxlink_proto::wire::packed::PackedNode {
+                ip_port: toxlink_proto::wire::packed::PackedIpPort {
+                    transport: toxlink_proto::wire::packed::Transport::Tcp,
+                    addr: r.addr,
+                },
+                public_key: r.public_key,
+            })
+            .collect()
+    }
+
     /// Closes the connection: one KILL goes to the peer.
     pub fn close(&self) {
         let mut st = self.shared.lock();

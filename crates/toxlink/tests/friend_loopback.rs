@@ -210,3 +210,51 @@ async fn first_data_after_online_is_not_dropped() {
         assert_eq!(fa.stats().discarded, 0, "run {seed}");
     }
 }
+
+/// A friend's SHARE_RELAYS teaches our node its relays, which then become
+/// paths of the connection (DESIGN.md §3, relay pool: learning relays from
+/// the peer); our own known relays are shared without being asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_relays_become_paths() {
+    let relay = toxlink::testing::FaultyRelay::start().await.expect("relay");
+    let (a, b) = nodes(78).await;
+    // Only a knows the relay.
+    a.add_relay(relay.public_key(), relay.addr());
+    let (ca, cb) = tokio::join!(
+        a.connect(b.public_key(), b.dht_key(), b.local_addr()),
+        b.accept()
+    );
+    let fa = Friend::start(ca.expect("connect"), FriendConfig::default());
+    let fb = Friend::start(cb.expect("accept"), FriendConfig::default());
+    let e = until(&fb, "b gets a's relays", |e| {
+        matches!(e, FriendEvent::ShareRelays(_))
+    })
+    .await;
+    let FriendEvent::ShareRelays(list) = e else {
+        unreachable!("matched above")
+    };
+    assert!(list.iter().any(|n| n.public_key == relay.public_key()));
+    // b learnt it and, like a, routes the peer through it: the relay becomes
+    // a live path on both sides.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let on = |n: &Node, peer| {
+            n.inspect(|core| {
+                core.path_table(&peer).is_some_and(|t| {
+                    t.paths().any(|p| {
+                        p.key().relay() == Some(&relay.public_key()) && !p.health().is_closed()
+                    })
+                })
+            })
+        };
+        if on(&a, b.public_key()) && on(&b, a.public_key()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the shared relay did not become a path on both sides"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop((fa, fb));
+}

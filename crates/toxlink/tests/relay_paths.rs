@@ -271,3 +271,307 @@ async fn udp_and_relays_switch_both_ways() {
         "used UDP"
     );
 }
+
+/// Installs `cfg` on the relay a currently sends on; returns its index.
+fn fault_primary(s: &Setup, cfg: FaultConfig) -> usize {
+    let pk = relay_of(s.a.primary(&s.b.public_key())).expect("a sends on a relay");
+    let i = s
+        .relays
+        .iter()
+        .position(|r| r.public_key() == pk)
+        .expect("one of ours");
+    s.relays[i]
+        .handle()
+        .expect("running")
+        .set_fault_injector(FaultInjector::new(cfg));
+    i
+}
+
+/// When a's primary first left relay `victim` after `since`.
+fn moved_off(
+    s: &Setup,
+    victim: toxlink_proto::crypto::PublicKey,
+    since: Instant,
+) -> Option<Duration> {
+    let mut out = None;
+    while let Some(e) = s.a.poll_path_event() {
+        if let PathEventKind::Primary { from } = e.kind {
+            if e.at >= since
+                && out.is_none()
+                && from.and_then(|f| f.relay().copied()) == Some(victim)
+            {
+                out = Some(e.at.saturating_duration_since(since));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn black_holed_relay_is_left_without_loss() {
+    let s = setup(3, 40).await;
+    let (ca, cb) = timeout(Duration::from_secs(15), connect(&s, false))
+        .await
+        .expect("connected in time");
+    let n = 5000;
+    let rx = tokio::spawn(receive(cb, n));
+    let mut at = None;
+    let mut victim = None;
+    send(&ca, n, 10, |i| {
+        if i == 1500 {
+            let v = fault_primary(
+                &s,
+                FaultConfig {
+                    blackhole_after: Some(Duration::ZERO),
+                    ..FaultConfig::default()
+                },
+            );
+            victim = Some(s.relays[v].public_key());
+            at = Some(Instant::now());
+        }
+    })
+    .await;
+    let gap = timeout(Duration::from_secs(60), rx)
+        .await
+        .expect("received in time")
+        .expect("join")
+        .expect("all in order");
+    let moved =
+        moved_off(&s, victim.unwrap(), at.unwrap()).expect("traffic moved off the black hole");
+    println!("black hole: moved off after {moved:?}, longest gap {gap:?}");
+    assert!(gap < Duration::from_millis(1500), "gap {gap:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_delaying_by_two_seconds_is_left_within_three() {
+    let s = setup(3, 50).await;
+    let (ca, cb) = timeout(Duration::from_secs(15), connect(&s, false))
+        .await
+        .expect("connected in time");
+    let n = 5000;
+    let rx = tokio::spawn(receive(cb, n));
+    let mut at = None;
+    let mut victim = None;
+    send(&ca, n, 5, |i| {
+        if i == 1000 {
+            let v = fault_primary(
+                &s,
+                FaultConfig {
+                    delay_share: 1.0,
+                    delay: Duration::from_secs(2),
+                    ..FaultConfig::default()
+                },
+            );
+            victim = Some(s.relays[v].public_key());
+            at = Some(Instant::now());
+        }
+    })
+    .await;
+    let gap = timeout(Duration::from_secs(60), rx)
+        .await
+        .expect("received in time")
+        .expect("join")
+        .expect("all in order");
+    let moved =
+        moved_off(&s, victim.unwrap(), at.unwrap()).expect("traffic moved off the slow relay");
+    println!("2 s delay: moved off after {moved:?}, longest gap {gap:?}");
+    assert!(moved < Duration::from_secs(3), "moved after {moved:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_relays_but_one_die_then_come_back() {
+    let mut s = setup(3, 60).await;
+    let (ca, cb) = timeout(Duration::from_secs(15), connect(&s, false))
+        .await
+        .expect("connected in time");
+    let n = 6000;
+    let rx = tokio::spawn(receive(cb, n));
+    for i in 0..n {
+        if i == 1500 {
+            s.relays[0].kill().await;
+            s.relays[1].kill().await;
+        }
+        if i == 3500 {
+            s.relays[0].restart().await.expect("restart 0");
+            s.relays[1].restart().await.expect("restart 1");
+        }
+        ca.send_lossless(&packet(i)).await.expect("send");
+        if i % 10 == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    let gap = timeout(Duration::from_secs(60), rx)
+        .await
+        .expect("received in time")
+        .expect("join")
+        .expect("all in order, never offline");
+    // The dead relays came back into use.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let active =
+            s.a.inspect(|c| c.relay_pool().active(&s.b.public_key()).len());
+        if active == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "relays back in use: {active}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("two of three relays died and came back: longest gap {gap:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_black_hole_through_a_forwarder_falls_back_to_relays() {
+    use toxlink::testing::{Mode, UdpForwarder};
+    let s = setup(3, 70).await;
+    let fwd = UdpForwarder::start(s.b.local_addr())
+        .await
+        .expect("forwarder");
+    // a reaches b's UDP only through the forwarder.
+    let b = s.b.clone();
+    let acc = tokio::spawn(async move { b.accept().await });
+    let ca = timeout(
+        Duration::from_secs(15),
+        s.a.connect(s.b.public_key(), s.b.dht_key(), fwd.a_side()),
+    )
+    .await
+    .expect("in time")
+    .expect("connect");
+    let cb = timeout(Duration::from_secs(10), acc)
+        .await
+        .expect("accept in time")
+        .expect("join")
+        .expect("incoming");
+    let n = 8000;
+    let rx = tokio::spawn(receive(cb, n));
+    let mut hole_at = None;
+    send(&ca, n, 10, |i| match i {
+        2000 => {
+            fwd.set_mode(Mode::BlackHole);
+            hole_at = Some(Instant::now());
+        }
+        5000 => fwd.set_mode(Mode::Pass),
+        _ => {}
+    })
+    .await;
+    let gap = timeout(Duration::from_secs(60), rx)
+        .await
+        .expect("received in time")
+        .expect("join")
+        .expect("all in order");
+    let mut to_relay = None;
+    let mut back_to_udp = false;
+    while let Some(e) = s.a.poll_path_event() {
+        if let PathEventKind::Primary { .. } = e.kind {
+            if e.at >= hole_at.unwrap() {
+                match e.addr {
+                    Route::Relay { .. } if to_relay.is_none() => {
+                        to_relay = Some(e.at.saturating_duration_since(hole_at.unwrap()))
+                    }
+                    Route::Udp(_) if to_relay.is_some() => back_to_udp = true,
+                    _ => {}
+                }
+            }
+        }
+    }
+    let to_relay = to_relay.expect("moved to a relay");
+    println!("UDP black hole: on a relay after {to_relay:?}, back on UDP: {back_to_udp}, longest gap {gap:?}");
+    assert!(gap < Duration::from_secs(1), "gap {gap:?}");
+    assert!(back_to_udp, "UDP taken again once it works");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_corrupting_one_peers_traffic_is_dropped_for_that_peer_only() {
+    // B sends to A and to C through the same three relays; relay R corrupts
+    // only what it forwards to A.
+    let mut relays = Vec::new();
+    for _ in 0..3 {
+        relays.push(FaultyRelay::start().await.expect("relay"));
+    }
+    let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let a = Arc::new(Node::bind(lo, key(80), cfg()).await.expect("a"));
+    let b = Node::bind(lo, key(81), cfg()).await.expect("b");
+    let c = Arc::new(Node::bind(lo, key(82), cfg()).await.expect("c"));
+    a.allow(b.public_key());
+    c.allow(b.public_key());
+    for r in &relays {
+        for n in [&*a, &b, &*c] {
+            n.add_relay(r.public_key(), r.addr());
+        }
+    }
+    let (aa, cc) = (a.clone(), c.clone());
+    let acc_a = tokio::spawn(async move { aa.accept().await });
+    let acc_c = tokio::spawn(async move { cc.accept().await });
+    let to_a = timeout(
+        Duration::from_secs(15),
+        b.connect_via_relays(a.public_key(), a.dht_key()),
+    )
+    .await
+    .expect("in time")
+    .expect("b -> a");
+    let to_c = timeout(
+        Duration::from_secs(15),
+        b.connect_via_relays(c.public_key(), c.dht_key()),
+    )
+    .await
+    .expect("in time")
+    .expect("b -> c");
+    let from_b_at_a = acc_a.await.expect("join").expect("a accepted");
+    let from_b_at_c = acc_c.await.expect("join").expect("c accepted");
+    let n = 4000;
+    let rx_a = tokio::spawn(receive(from_b_at_a, n));
+    let rx_c = tokio::spawn(receive(from_b_at_c, n));
+    let mut victim = None;
+    for i in 0..n {
+        if i == 1000 {
+            let pk = relay_of(b.primary(&a.public_key())).expect("b sends to a on a relay");
+            let r = relays.iter().find(|r| r.public_key() == pk).unwrap();
+            r.handle()
+                .unwrap()
+                .set_fault_injector(FaultInjector::new(FaultConfig {
+                    corrupt: 0.2,
+                    only_to: Some(a.dht_key()),
+                    seed: 3,
+                    ..FaultConfig::default()
+                }));
+            victim = Some(pk);
+        }
+        to_a.send_lossless(&packet(i)).await.expect("send to a");
+        to_c.send_lossless(&packet(i)).await.expect("send to c");
+        if i % 10 == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    for rx in [rx_a, rx_c] {
+        timeout(Duration::from_secs(60), rx)
+            .await
+            .expect("in time")
+            .expect("join")
+            .expect("all in order, nothing corrupted");
+    }
+    let victim = victim.unwrap();
+    let mut dropped_at_a = false;
+    while let Some(e) = a.poll_path_event() {
+        if e.addr.relay() == Some(&victim)
+            && e.kind
+                == (PathEventKind::RelayDropped {
+                    reason: LossReason::Tampering,
+                })
+        {
+            dropped_at_a = true;
+        }
+    }
+    assert!(
+        dropped_at_a,
+        "A dropped the relay that corrupts its traffic"
+    );
+    // C never saw a bad packet: the relay is still one of its paths to B.
+    let (c_uses, c_blames) = c.inspect(|core| {
+        (
+            core.relay_pool().active(&b.public_key()).contains(&victim),
+            core.blame().is_disconnected(&victim) || core.stats().relay_auth_failures > 0,
+        )
+    });
+    assert!(c_uses, "C still uses the relay for B");
+    assert!(!c_blames, "C has nothing against the relay");
+    println!("relay corrupting only A's traffic: dropped by A, kept by C");
+}

@@ -575,3 +575,22 @@ async fn relay_corrupting_one_peers_traffic_is_dropped_for_that_peer_only() {
     assert!(!c_blames, "C has nothing against the relay");
     println!("relay corrupting only A's traffic: dropped by A, kept by C");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_a_relay_only_connection_reaches_the_peer() {
+    let s = setup(2, 90).await;
+    let (ca, cb) = timeout(Duration::from_secs(15), connect(&s, false))
+        .await
+        .expect("connected in time");
+    ca.send_lossless(&packet(0)).await.expect("send");
+    let first = timeout(Duration::from_secs(5), cb.recv())
+        .await
+        .expect("in time");
+    assert_eq!(first, Some(Received::Lossless(packet(0))));
+    ca.close();
+    // The KILL travels through the relay ahead of the route's teardown.
+    let r = timeout(Duration::from_secs(5), cb.recv())
+        .await
+        .expect("the peer saw the close within 5 s (not the 32 s timeout)");
+    assert_eq!(r, None);
+}

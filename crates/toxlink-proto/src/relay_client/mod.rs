@@ -431,9 +431,15 @@ impl Client {
                 *s = None;
             }
             if self.state == LinkState::Connected {
-                self.send_prio(&RelayPacket::DisconnectNotification {
+                // Behind the data already queued, not ahead of it: the last
+                // packets for the peer (a KILL, say) must reach it before
+                // the route is torn down.
+                let p = RelayPacket::DisconnectNotification {
                     connection_id: slot,
-                });
+                };
+                if self.out.push_data(&p).is_err() {
+                    tracing::error!("relay client could not queue a disconnect notification");
+                }
             }
         }
     }

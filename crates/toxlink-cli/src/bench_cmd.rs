@@ -94,15 +94,16 @@ pub async fn run(b: BenchArgs) -> Result<(), String> {
 }
 
 /// `toxlink bench --json`: one toxlink UDP run (`mib` MiB of lossless data
-/// between two nodes of this process) and the toxlink relay's forwarding
-/// rate (one pair of relay clients through a relay child process for
-/// `seconds`), as one JSON object on stdout. About 10 s by default.
+/// between two nodes of this process), the same through a toxlink relay
+/// child process with UDP blocked, and the relay's raw forwarding rate (one
+/// pair of relay clients for `seconds`), as one JSON object on stdout.
 async fn json_summary(mib: u64, seconds: u64) -> Result<(), String> {
     let udp = crate::bench_udp::toxlink_run(mib.max(1), 0).await?;
-    let (relay_mb_s, relay_cpu) = {
+    let (relay_mb_s, relay_cpu, via_relay) = {
         let (_relay, t) = start_toxlink().await?;
         let (total, _per, cpu) = throughput(&t, 1, seconds.max(1), 32 * 1024, 512 * 1024).await?;
-        (total, cpu)
+        let via = crate::bench_udp::toxlink_run_via(mib.max(1), 1, Some((t.pk, t.addr))).await?;
+        (total, cpu, via)
     };
     let round = |v: f64| (v * 10.0).round() / 10.0;
     let out = serde_json::json!({
@@ -110,10 +111,13 @@ async fn json_summary(mib: u64, seconds: u64) -> Result<(), String> {
         "udp_setup_ms": round(udp.setup.as_secs_f64() * 1e3),
         "udp_cpu_s_per_gb": round(udp.cpu_s_per_gb),
         "udp_mib": mib.max(1),
-        "relay_lossless_mb_s": round(relay_mb_s),
+        "relay_lossless_mb_s": round(via_relay.mb_s),
+        "relay_setup_ms": round(via_relay.setup.as_secs_f64() * 1e3),
+        "relay_lossless_method": "one toxlink connection (1373-byte lossless packets) through a toxlink relay process, direct UDP blocked",
+        "relay_forward_mb_s": round(relay_mb_s),
         "relay_cpu_percent": round(relay_cpu * 100.0),
         "relay_seconds": seconds.max(1),
-        "relay_method": "toxlink relay process (1 thread) forwarding 1400-byte DATA between one pair of relay clients with a 512 KiB end-to-end window",
+        "relay_forward_method": "toxlink relay process (1 thread) forwarding 1400-byte DATA between one pair of relay clients with a 512 KiB end-to-end window",
     });
     println!("{out}");
     Ok(())

@@ -63,18 +63,39 @@ fn cpu_time(who: libc::c_int) -> f64 {
 
 /// One toxlink run on loopback.
 pub async fn toxlink_run(mib: u64, seed: u64) -> Result<Figures, String> {
+    toxlink_run_via(mib, seed, None).await
+}
+
+/// One toxlink run on loopback; with `relay` (public key, address) direct
+/// UDP is blocked on both sides, so everything goes through that relay.
+pub async fn toxlink_run_via(
+    mib: u64,
+    seed: u64,
+    relay: Option<(toxlink_proto::crypto::PublicKey, std::net::SocketAddr)>,
+) -> Result<Figures, String> {
     use rand_core::{RngCore, SeedableRng};
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
     let _ = rng.next_u32();
     let cpu0 = cpu_time(libc::RUSAGE_SELF);
     let addr = "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?;
-    let a = Node::bind(addr, KeyPair::generate(&mut rng), NodeConfig::default())
+    let cfg = NodeConfig {
+        dht_is_real: relay.is_some(),
+        ..NodeConfig::default()
+    };
+    let a = Node::bind(addr, KeyPair::generate(&mut rng), cfg.clone())
         .await
         .map_err(|e| format!("bind: {e}"))?;
-    let b = Node::bind(addr, KeyPair::generate(&mut rng), NodeConfig::default())
+    let b = Node::bind(addr, KeyPair::generate(&mut rng), cfg)
         .await
         .map_err(|e| format!("bind: {e}"))?;
     b.allow(a.public_key());
+    if let Some((pk, at)) = relay {
+        for n in [&a, &b] {
+            n.add_relay(pk, at);
+        }
+        a.set_udp_blocked(b.local_addr(), true);
+        b.set_udp_blocked(a.local_addr(), true);
+    }
     let t0 = Instant::now();
     let (ca, cb) = tokio::join!(
         a.connect(b.public_key(), b.dht_key(), b.local_addr()),

@@ -444,15 +444,25 @@ async fn udp_black_hole_through_a_forwarder_falls_back_to_relays() {
     let n = 8000;
     let rx = tokio::spawn(receive(cb, n));
     let mut hole_at = None;
-    send(&ca, n, 10, |i| match i {
-        2000 => {
+    for i in 0..n {
+        if i == 2000 {
+            // Measure from UDP: wait (bounded) until it is the primary.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !matches!(s.a.primary(&s.b.public_key()), Some(PathKey::Udp(_))) {
+                assert!(Instant::now() < deadline, "UDP never became the primary");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             fwd.set_mode(Mode::BlackHole);
             hole_at = Some(Instant::now());
         }
-        5000 => fwd.set_mode(Mode::Pass),
-        _ => {}
-    })
-    .await;
+        if i == 5000 {
+            fwd.set_mode(Mode::Pass);
+        }
+        ca.send_lossless(&packet(i)).await.expect("send");
+        if i % 10 == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
     let gap = timeout(Duration::from_secs(60), rx)
         .await
         .expect("received in time")

@@ -1286,14 +1286,30 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
             return;
         };
         let key = PathKey::Relay(relay);
+        let mut left = false;
         if let Some(p) = self.peers.get_mut(&real) {
             if state == PeerRelayState::Online {
                 p.paths.table_mut().add_path(key);
             } else {
+                left = state == PeerRelayState::Registered
+                    && p.paths
+                        .table
+                        .path(&key)
+                        .is_some_and(|e| !e.health().is_closed());
                 p.paths.table_mut().on_closed(now, &key);
             }
         }
         self.path_changes(now, real);
+        if left {
+            // The peer left a relay that is still up for us (it dropped the
+            // relay, e.g. for tampering it saw): the relay is lost for this
+            // peer and replaced at once, instead of keeping a dead slot in
+            // the peer's set until our own link to it fails.
+            let evs = self
+                .pool
+                .relay_lost(now, Some(real), relay, LossReason::Offline);
+            self.apply_pool(now, evs);
+        }
     }
 
     /// Demotes relays far slower than the peer's best one (through the

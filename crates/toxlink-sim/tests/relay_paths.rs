@@ -516,21 +516,28 @@ fn run(
     scenario: impl Fn(u64) -> Result<Figures, String> + Sync,
     check: impl Fn(&Figures) -> Result<(), String> + Sync,
 ) {
-    let all: Mutex<Vec<Figures>> = Mutex::new(Vec::new());
+    let all: Mutex<Vec<(u64, Figures)>> = Mutex::new(Vec::new());
     run_seeds(name, seeds, |seed| {
         let f = scenario(seed)?;
         check(&f)?;
-        all.lock().map_err(|e| e.to_string())?.push(f);
+        all.lock().map_err(|e| e.to_string())?.push((seed, f));
         Ok(())
     });
     let all = all.into_inner().unwrap_or_default();
-    let worst_gap = all.iter().map(|f| f.max_gap).max().unwrap_or_default();
-    let worst_switch = all.iter().filter_map(|f| f.switch).max();
-    let copies: u64 = all.iter().map(|f| f.copy_bytes).sum();
-    let delivered: u64 = all.iter().map(|f| f.delivered).sum();
+    let worst_gap = all.iter().max_by_key(|(_, f)| f.max_gap);
+    let worst_switch = all
+        .iter()
+        .filter_map(|(s, f)| Some((*s, f.switch?)))
+        .max_by_key(|(_, d)| *d);
+    let copies: u64 = all.iter().map(|(_, f)| f.copy_bytes).sum();
+    let delivered: u64 = all.iter().map(|(_, f)| f.delivered).sum();
     eprintln!(
-        "{name}: {} seeds, longest delivery gap {worst_gap:?}, slowest switch {worst_switch:?}, redundancy overhead {:.1}% (secondary copy bytes / bytes delivered)",
+        "{name}: {} seeds, longest delivery gap {:?} (seed {:?}), slowest switch {:?} (seed {:?}), redundancy overhead {:.1}% (secondary copy bytes / bytes delivered)",
         all.len(),
+        worst_gap.map(|(_, f)| f.max_gap),
+        worst_gap.map(|(s, _)| *s),
+        worst_switch.map(|(_, d)| d),
+        worst_switch.map(|(s, _)| s),
         100.0 * copies as f64 / delivered.max(1) as f64
     );
 }

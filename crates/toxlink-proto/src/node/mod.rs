@@ -106,6 +106,9 @@ const PROBE_UNPROVEN: Duration = Duration::from_millis(200);
 const PROBE_STANDBY: Duration = Duration::from_secs(1);
 /// How often relay RTTs are compared to demote slow relays.
 const SLOW_CHECK: Duration = Duration::from_millis(250);
+/// How often a session without any route is looked at again (its timers
+/// are due but nothing can be sent).
+const ROUTELESS_RETRY: Duration = Duration::from_millis(50);
 /// Relay events handled per input before the rest waits for the next call
 /// (bounds the work of one call).
 const RELAY_EVENTS_PER_CALL: usize = 8192;
@@ -1292,14 +1295,30 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
             return;
         };
         let key = PathKey::Relay(relay);
+        let mut left = false;
         if let Some(p) = self.peers.get_mut(&real) {
             if state == PeerRelayState::Online {
                 p.paths.table_mut().add_path(key);
             } else {
+                left = state == PeerRelayState::Registered
+                    && p.paths
+                        .table
+                        .path(&key)
+                        .is_some_and(|e| !e.health().is_closed());
                 p.paths.table_mut().on_closed(now, &key);
             }
         }
         self.path_changes(now, real);
+        if left {
+            // The peer left a relay that is still up for us (it dropped the
+            // relay, e.g. for tampering it saw): the relay is lost for this
+            // peer and replaced at once, instead of keeping a dead slot in
+            // the peer's set until our own link to it fails.
+            let evs = self
+                .pool
+                .relay_lost(now, Some(real), relay, LossReason::Offline);
+            self.apply_pool(now, evs);
+        }
     }
 
     /// Demotes relays far slower than the peer's best one (through the
@@ -1522,7 +1541,20 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
         let mut t: Option<Instant> = None;
         for p in self.peers.values_mut() {
             let path_t = self.last_now.and_then(|n| p.paths.table.poll_timeout(n));
-            for x in p.session.poll_timeout().into_iter().chain(path_t) {
+            let mut session_t = p.session.poll_timeout();
+            if p.routes.is_empty() {
+                // No route at all (every relay lost, no UDP address): the
+                // session's "transmit now" cannot be served, so a timer due
+                // already would be asked for again and again at the same
+                // instant. Look again a little later (a route coming back
+                // is an input of its own).
+                if let (Some(s), Some(n)) = (session_t, self.last_now) {
+                    if s <= n {
+                        session_t = Some(n + ROUTELESS_RETRY);
+                    }
+                }
+            }
+            for x in session_t.into_iter().chain(path_t) {
                 t = Some(t.map_or(x, |t| t.min(x)));
             }
         }
@@ -1686,6 +1718,10 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
         let TransmitKind::Data(kind) = t.kind else {
             return (fallback, None);
         };
+        let last_key = self
+            .path_ids
+            .get(&fallback)
+            .map(|id| key_of(&fallback, *id));
         let Some(p) = self.peers.get_mut(&peer) else {
             return (fallback, None);
         };
@@ -1716,7 +1752,18 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                 }
                 (first, second)
             }
-            DataKind::Request | DataKind::Kill => (choice.primary, choice.secondary),
+            // Acknowledgements (request packets) and KILL also go back the
+            // way the peer's last authenticated packet came, when that is
+            // not the primary: a path that died in our direction only is
+            // noticed through lossless traffic, and a side that sends
+            // little of it (a receiver) would otherwise acknowledge into
+            // the void while the peer's data reaches it on another path.
+            DataKind::Request | DataKind::Kill => (
+                choice.primary,
+                choice
+                    .secondary
+                    .or(last_key.filter(|k| Some(*k) != choice.primary)),
+            ),
             DataKind::Lossy => (choice.primary, None),
         };
         let Some(p) = self.peers.get(&peer) else {
@@ -2043,6 +2090,78 @@ mod tests {
                     }),
             "{ev:?}"
         );
+    }
+
+    #[test]
+    fn a_peer_without_any_route_asks_for_no_timer_in_the_past() {
+        let now = Instant::now();
+        let mut a = node(1, now);
+        let b = node(2, now);
+        // No relay known, no UDP address: the session has nowhere to send.
+        a.connect_via_relays(now, b.real_pk(), b.dht_pk());
+        let mut buf = vec![0u8; MAX_PACKET_SIZE];
+        let mut t = now;
+        for _ in 0..20 {
+            a.handle_timeout(t);
+            while a.poll_transmit(t, &mut buf).is_some() {}
+            let next = a.poll_timeout().expect("the session keeps a timer");
+            assert!(next > t, "timer {next:?} is not after {t:?}");
+            t = next;
+        }
+    }
+
+    #[test]
+    fn acknowledgements_also_go_back_the_way_the_peers_data_came() {
+        let now = Instant::now();
+        let mut a = node(6, now);
+        // No redundant copies at B (they would hide the point).
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        let real = KeyPair::generate(&mut rng);
+        let cfg = NodeConfig {
+            scheduler: SchedulerConfig {
+                redundancy_window: Duration::ZERO,
+                ..SchedulerConfig::default()
+            },
+            ..NodeConfig::default()
+        };
+        let mut b = Node::new(now, &mut rng, real, cfg);
+        b.allow(a.real_pk());
+        a.connect(now, b.real_pk(), b.dht_pk(), 2);
+        exchange(&mut a, &mut b, now, false);
+        let pa = a.real_pk();
+        let pb = b.real_pk();
+        // B's lossless packets prove address 1: it is B's primary.
+        let mut t = now;
+        for n in 0..5u8 {
+            t += Duration::from_millis(20);
+            b.send_lossless(t, &pa, &[160, n]).unwrap();
+            exchange(&mut a, &mut b, t, false);
+        }
+        assert!(b.add_path(t, &pa, 11));
+        assert!(matches!(b.primary(&pa), Some(PathKey::Udp(_))));
+        // A's data reaches B from address 11 only (its address 1 is dead in
+        // A's direction); B must acknowledge through 11 too.
+        let mut buf = [0u8; MAX_PACKET_SIZE];
+        let mut to_b = Vec::new();
+        let mut dests = Vec::new();
+        for n in 0..10u8 {
+            t += Duration::from_millis(20);
+            a.handle_timeout(t);
+            b.handle_timeout(t);
+            a.send_lossless(t, &pb, &[160, n]).unwrap();
+            while let Some((_, tr)) = a.poll_transmit(t, &mut buf) {
+                to_b.push(buf[..tr.len].to_vec());
+            }
+            for mut d in to_b.drain(..) {
+                let _ = b.handle_datagram(t, 11, &mut d);
+            }
+            while let Some((to, tr)) = b.poll_transmit(t, &mut buf) {
+                if tr.kind == TransmitKind::Data(DataKind::Request) {
+                    dests.push(to);
+                }
+            }
+        }
+        assert!(dests.contains(&11), "request packets went to {dests:?}");
     }
 
     #[test]

@@ -270,11 +270,31 @@ impl PathTable {
         if !sole {
             // Ambiguous: some copy arrived, we cannot tell which, so no path
             // earns a proof or a loss verdict (a black-holed path must not
-            // be kept alive by copies that went through another one).
-            for c in rec.copies() {
+            // be kept alive by copies that went through another one). A path
+            // already under suspicion (suspect or dead) keeps the copy in its
+            // queue as unproven: clearing it would make the path look
+            // healthy again although nothing proved it (a black-holed
+            // primary whose packets are also copied on a relay flapped back
+            // and forth, and its stranded packets were never resent). The
+            // entry leaves the queue with the path's next proof (it is then
+            // not counted lost: it was acknowledged) or when the path dies.
+            let suspected: Vec<bool> = rec
+                .copies()
+                .map(|c| {
+                    let h = self.paths[c.path].health.health(
+                        now,
+                        self.oldest_unproven(c.path),
+                        &self.cfg,
+                    );
+                    matches!(h, Health::Suspect | Health::Dead)
+                })
+                .collect();
+            for (c, suspect) in rec.copies().zip(suspected) {
                 let p = &mut self.paths[c.path];
-                if let Some(pos) = p.queue.iter().position(|(n, _)| *n == number) {
-                    p.queue.remove(pos);
+                if !suspect {
+                    if let Some(pos) = p.queue.iter().position(|(n, _)| *n == number) {
+                        p.queue.remove(pos);
+                    }
                 }
                 p.bytes_in_flight = p.bytes_in_flight.saturating_sub(rec.bytes);
             }
@@ -294,8 +314,12 @@ impl PathTable {
                     break;
                 }
                 p.queue.pop_front();
-                p.health.on_lost();
-                freed += in_flight.get(&n).map_or(0, |r| r.bytes);
+                // An entry already acknowledged (ambiguously, kept as
+                // unproven) is not a loss and holds no bytes any more.
+                if let Some(r) = in_flight.get(&n) {
+                    p.health.on_lost();
+                    freed += r.bytes;
+                }
             }
             if let Some(pos) = p.queue.iter().position(|(n, _)| *n == number) {
                 p.queue.remove(pos);
@@ -512,6 +536,55 @@ mod tests {
         }
         assert_eq!(tab.health(t + ms(3000), &relay(1)), Some(Health::Unproven));
         assert_eq!(tab.health(t + ms(3000), &udp()), Some(Health::Healthy));
+    }
+
+    #[test]
+    fn a_suspect_path_is_not_cleared_by_copies_acked_elsewhere() {
+        let t = Instant::now();
+        let mut tab = PathTable::new(HealthConfig::default());
+        tab.add_path(relay(1));
+        tab.add_path(udp());
+        for (n, k) in [(0u32, udp()), (1, relay(1))] {
+            tab.on_sent(t, &k, n, 100);
+            tab.on_acked(t + ms(10), n);
+        }
+        // UDP black-holes: packet 2 goes on UDP alone and is not acked; it
+        // becomes suspect.
+        tab.on_sent(t + ms(20), &udp(), 2, 100);
+        let suspect_at = t + ms(20 + 150);
+        assert_eq!(tab.health(suspect_at, &udp()), Some(Health::Suspect));
+        // Packet 2 is resent on the relay and acknowledged (ambiguously);
+        // from then on every packet is copied on both paths and acked (the
+        // relay copies arrive): UDP must not look healthy again, and dies.
+        tab.on_sent(suspect_at, &relay(1), 2, 100);
+        tab.on_acked(suspect_at + ms(10), 2);
+        assert_eq!(
+            tab.health(suspect_at + ms(10), &udp()),
+            Some(Health::Suspect)
+        );
+        for n in 3..100u32 {
+            let at = suspect_at + ms(u64::from(n) * 10);
+            tab.on_sent(at, &relay(1), n, 100);
+            tab.on_sent(at, &udp(), n, 100);
+            tab.on_acked(at + ms(10), n);
+            assert_ne!(
+                tab.health(at + ms(10), &udp()),
+                Some(Health::Healthy),
+                "#{n}"
+            );
+        }
+        assert_eq!(
+            tab.health(suspect_at + ms(1000), &udp()),
+            Some(Health::Dead)
+        );
+        // A later proof of its own clears the kept entries without counting
+        // them lost (they were acknowledged).
+        let lost = tab.path(&udp()).unwrap().health().loss().totals();
+        tab.on_sent(t + ms(2000), &udp(), 200, 100);
+        tab.on_acked(t + ms(2010), 200);
+        assert_eq!(tab.health(t + ms(2010), &udp()), Some(Health::Healthy));
+        let after = tab.path(&udp()).unwrap().health().loss().totals();
+        assert_eq!(after.1, lost.1);
     }
 
     #[test]

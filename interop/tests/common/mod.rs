@@ -18,6 +18,7 @@ use toxlink::toxlink_proto::node::NodeConfig;
 use toxlink::toxlink_proto::paths::PathKey;
 use toxlink::toxlink_proto::relay_client::PeerRelayState;
 use toxlink::toxlink_proto::relay_server::ServerConfig;
+use toxlink::toxlink_proto::wire::packed::{PackedIpPort, PackedNode, Transport};
 use toxlink::{Friend, FriendConfig, FriendEvent, Node};
 use toxlink_interop::bootstrapd::Bootstrapd;
 use toxlink_interop::harness::ConnKind;
@@ -179,14 +180,24 @@ pub fn setup(bootstrapd: bool, seed: u64) -> Setup {
 }
 
 impl Setup {
-    /// Starts the friend protocol on an established connection and waits
-    /// (≤ 10 s) for the peer's ONLINE.
+    /// Starts the friend protocol on an established connection (sharing the
+    /// relay with the peer) and waits (≤ 10 s) for the peer's ONLINE.
     pub fn start_friend(&self, conn: toxlink::Connection) -> Friend {
         self.rt.block_on(async {
             let f = Friend::start(
                 conn,
                 FriendConfig {
                     name: b"toxlink".to_vec(),
+                    // SHARE_RELAYS (§7.3): c-toxcore ties the relay to our
+                    // connection and routes to us on it even while UDP is
+                    // direct (it does not otherwise after a UDP handshake).
+                    relays: vec![PackedNode {
+                        ip_port: PackedIpPort {
+                            transport: Transport::Tcp,
+                            addr: self.relay.addr(),
+                        },
+                        public_key: self.relay.public_key(),
+                    }],
                     ..FriendConfig::default()
                 },
             );

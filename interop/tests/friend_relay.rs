@@ -105,23 +105,7 @@ fn friend_through_relay(bootstrapd: bool, seed: u64) {
         SIZE,
         Duration::from_secs(60),
     ));
-    if std::env::var_os("IB_TRACE").is_some() {
-        let node = s.node.clone();
-        let peer = s.peer;
-        s.rt.spawn(async move {
-            for _ in 0..40 {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                let ss = node.inspect(|c| c.session(&peer).map(|x| x.stats().clone()));
-                let ns = node.stats();
-                eprintln!(
-                    "TRACE session {ss:?}\n  node relay_sent {} probes {} primary {:?}",
-                    ns.relay_sent,
-                    ns.probes_sent,
-                    node.primary(&peer)
-                );
-            }
-        });
-    }
+    s.spawn_trace(60);
     let stats =
         s.h.wait_stats(
             s.friend,

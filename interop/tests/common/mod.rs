@@ -228,7 +228,15 @@ impl Setup {
 
     /// Prints what our node, the relay and the harness know (before a
     /// failing assertion).
-    pub fn diagnose(&self) {
+    pub fn diagnose(&mut self) {
+        for l in self.h.unread_lines() {
+            eprintln!("harness: {l}");
+        }
+        eprintln!("harness stats: {:?}", self.h.stats(self.friend));
+        let keep = std::env::temp_dir().join(format!("toxlink-harness-{}.log", self.h.pid()));
+        if std::fs::copy(self.h.log_path(), &keep).is_ok() {
+            eprintln!("c-toxcore log kept at {}", keep.display());
+        }
         eprintln!("node stats: {:?}", self.node.stats());
         eprintln!(
             "primary: {:?}, peer on relay: {:?}",
@@ -243,6 +251,37 @@ impl Setup {
         while let Some(e) = self.node.poll_relay_event() {
             eprintln!("relay event: {e:?}");
         }
+    }
+
+    /// With `IB_TRACE` set, prints our session's counters, the primary path
+    /// and the peer's relay state every 500 ms for `secs` seconds.
+    pub fn spawn_trace(&self, secs: u32) {
+        if std::env::var_os("IB_TRACE").is_none() {
+            return;
+        }
+        let node = self.node.clone();
+        let (peer, dht, relay) = (self.peer, self.peer_dht, self.relay.public_key());
+        let t0 = Instant::now();
+        self.rt.spawn(async move {
+            for _ in 0..secs * 2 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let (ss, st) = node.inspect(|c| {
+                    (
+                        c.session(&peer).map(|x| x.stats().clone()),
+                        c.relay_set().peer_state(&dht, &relay),
+                    )
+                });
+                let ns = node.stats();
+                eprintln!(
+                    "TRACE {:5.1} s: {ss:?}\n  relay_sent {} refused {} probes {} primary {:?} relay state {st:?}",
+                    t0.elapsed().as_secs_f64(),
+                    ns.relay_sent,
+                    ns.relay_refused,
+                    ns.probes_sent,
+                    node.primary(&peer)
+                );
+            }
+        });
     }
 
     /// Our primary path to the peer.

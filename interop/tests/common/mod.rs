@@ -57,16 +57,20 @@ pub async fn next(f: &Friend, what: &str, limit: Duration) -> FriendEvent {
         .unwrap_or_else(|| panic!("{what}: friend connection closed"))
 }
 
-/// Our session's send buffer (packets) in these tests; see the report of
-/// issue 5. With the default (32768) a burst through a relay to c-toxcore
-/// builds a queue of seconds in front of the harness (it drains its relay
-/// socket at only a few hundred packets per second); c-toxcore's request
-/// packets then list packets that are merely queued, our session takes them
-/// as lost once older than its (loopback-small) smoothed RTT and resends
-/// them, which lengthens the queue: observed ~1,370 resends/s, 42,000 drops
-/// at the toxlink relay, c-toxcore's in-order delivery stuck at packet ~577
-/// until it timed us out (32 s). A small window keeps the queue short.
-pub const SEND_BUFFER: u32 = 256;
+/// Our session's send buffer (packets) in these tests: a workaround for a
+/// weakness of our session, reported with issue 5. With the default (32768)
+/// a burst through a relay to c-toxcore builds a queue of seconds in front
+/// of the harness (it drains its relay socket at only a few hundred packets
+/// per second); c-toxcore's request packets then list packets that are
+/// merely queued, our session takes them as lost once older than its
+/// (loopback-small) smoothed RTT (`process_request`) and resends them,
+/// which lengthens the queue: observed ~1,370 resends/s, 42,000 drops at
+/// the toxlink relay, c-toxcore's in-order delivery stuck at packet ~577
+/// until it timed us out (32 s). With 256 the same storm, smaller, still
+/// lost the connection in 1 of 10 runs (tox-bootstrapd relay: our relay
+/// link was dropped and re-established, c-toxcore timed us out); with 64,
+/// 8 of 8 runs passed.
+pub const SEND_BUFFER: u32 = 64;
 
 /// Our node's configuration in these tests (default but [`SEND_BUFFER`]).
 pub fn node_config() -> NodeConfig {

@@ -12,7 +12,7 @@
 //!   relay, the peer's keys, and its UDP path cut; set-up = our
 //!   `connect_via_relays` call → the harness reports `CONN tcp`. Then one
 //!   direction after the other: first send → last packet received. Our
-//!   session runs with a 256-packet send buffer, as in the tests (see
+//!   session runs with a 64-packet send buffer, as in the tests (see
 //!   `tests/common/mod.rs`, `SEND_BUFFER`).
 //! * c-toxcore ↔ c-toxcore: `measure_link(Transport::TcpRelay)` — two
 //!   TCP-only harnesses with tox-bootstrapd as bootstrap node and relay;
@@ -93,7 +93,7 @@ fn toxlink_vs_c(bootstrapd: bool, packets: u32, size: usize) -> Res<Ours> {
     let mut h = Harness::start(&HarnessOptions::new())?;
     h.add_tcp_relay(relay_addr, &relay_pk.0)?;
     let mut cfg = NodeConfig::default();
-    cfg.session.send_buffer = 256;
+    cfg.session.send_buffer = 64;
     let node = rt.block_on(Node::bind(
         "127.0.0.1:0".parse()?,
         KeyPair::generate(&mut rand_core::OsRng),

@@ -1,0 +1,377 @@
+//! Shared pieces of the friend-over-relay tests (`friend_relay.rs`,
+//! `friend_switch.rs`): the harness's custom packet layout, bounded event
+//! waits, and the set-up of our node as a friend of a c-toxcore peer with a
+//! TCP relay both of them use (PROTOCOL.md §3, §6, §7).
+//!
+//! Invariant: every wait here is bounded by a tokio timeout and fails the
+//! test (panics) when it runs out; children (harness, tox-bootstrapd) are
+//! killed by PID when their handles drop.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use toxlink::testing::FaultyRelay;
+use toxlink::toxlink_proto::crypto::{KeyPair, PublicKey};
+use toxlink::toxlink_proto::node::NodeConfig;
+use toxlink::toxlink_proto::paths::PathKey;
+use toxlink::toxlink_proto::relay_client::PeerRelayState;
+use toxlink::toxlink_proto::relay_server::ServerConfig;
+use toxlink::toxlink_proto::wire::packed::{PackedIpPort, PackedNode, Transport};
+use toxlink::{Friend, FriendConfig, FriendEvent, Node};
+use toxlink_interop::bootstrapd::Bootstrapd;
+use toxlink_interop::harness::ConnKind;
+use toxlink_interop::{Harness, HarnessOptions};
+
+/// FNV-1a over a custom packet with the checksum field (bytes 5..9) as zero.
+pub fn fnv(p: &[u8]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for (i, &b) in p.iter().enumerate() {
+        let b = if (5..9).contains(&i) { 0 } else { b };
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+/// A packet in the harness's custom layout: id ‖ seq BE32 ‖ FNV-1a BE32 ‖
+/// send time BE64 (left zero) ‖ filler.
+pub fn custom(id: u8, seq: u32, size: usize) -> Vec<u8> {
+    let mut p = vec![0u8; size];
+    p[0] = id;
+    p[1..5].copy_from_slice(&seq.to_be_bytes());
+    for (i, b) in p.iter_mut().enumerate().skip(17) {
+        *b = (seq as usize).wrapping_mul(7).wrapping_add(i) as u8;
+    }
+    let h = fnv(&p);
+    p[5..9].copy_from_slice(&h.to_be_bytes());
+    p
+}
+
+/// The next event within `limit`, failing the test otherwise.
+pub async fn next(f: &Friend, what: &str, limit: Duration) -> FriendEvent {
+    tokio::time::timeout(limit, f.next_event())
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing within {limit:?}"))
+        .unwrap_or_else(|| panic!("{what}: friend connection closed"))
+}
+
+/// Our session's send buffer (packets) in these tests: a workaround for a
+/// weakness of our session, reported with issue 5. With the default (32768)
+/// a burst through a relay to c-toxcore builds a queue of seconds in front
+/// of the harness (it drains its relay socket at only a few hundred packets
+/// per second); c-toxcore's request packets then list packets that are
+/// merely queued, our session takes them as lost once older than its
+/// (loopback-small) smoothed RTT (`process_request`) and resends them,
+/// which lengthens the queue: observed ~1,370 resends/s, 42,000 drops at
+/// the toxlink relay, c-toxcore's in-order delivery stuck at packet ~577
+/// until it timed us out (32 s). With 256 the same storm, smaller, still
+/// lost the connection in 1 of 10 runs (tox-bootstrapd relay: our relay
+/// link was dropped and re-established, c-toxcore timed us out); with 64,
+/// 8 of 8 runs passed.
+pub const SEND_BUFFER: u32 = 64;
+
+/// Our node's configuration in these tests (default but [`SEND_BUFFER`]).
+pub fn node_config() -> NodeConfig {
+    let mut cfg = NodeConfig::default();
+    cfg.session.send_buffer = SEND_BUFFER;
+    cfg
+}
+
+/// Which relay the two peers share.
+pub enum Relay {
+    /// A toxlink relay in this process.
+    Toxlink(FaultyRelay),
+    /// c-toxcore's tox-bootstrapd (a child process) with its TCP relay.
+    Bootstrapd(Bootstrapd),
+}
+
+impl Relay {
+    /// The relay's public key.
+    pub fn public_key(&self) -> PublicKey {
+        match self {
+            Relay::Toxlink(r) => r.public_key(),
+            Relay::Bootstrapd(d) => PublicKey(d.public_key()),
+        }
+    }
+    /// The relay's TCP address.
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            Relay::Toxlink(r) => r.addr(),
+            Relay::Bootstrapd(d) => d.tcp_addr(),
+        }
+    }
+}
+
+/// Our node, befriended by a c-toxcore harness, both on one relay.
+pub struct Setup {
+    /// The c-toxcore peer.
+    pub h: Harness,
+    /// Our friend number at the harness.
+    pub friend: u32,
+    /// The tokio runtime our node runs on.
+    pub rt: tokio::runtime::Runtime,
+    /// Our node.
+    pub node: Arc<Node>,
+    /// The shared relay.
+    pub relay: Relay,
+    /// The peer's long-term key.
+    pub peer: PublicKey,
+    /// The peer's DHT key (its identity on relays).
+    pub peer_dht: PublicKey,
+    /// The peer's UDP address.
+    pub peer_udp: SocketAddr,
+}
+
+/// Starts the harness, the relay (`bootstrapd`: tox-bootstrapd's, else a
+/// toxlink relay) and our node; gives the relay to both (the harness with
+/// `tox_add_tcp_relay`, PROTOCOL.md §3) and has the harness add us as a
+/// friend.
+pub fn setup(bootstrapd: bool, seed: u64) -> Setup {
+    // `RUST_LOG=...` shows our node's and relay's logs.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let relay = if bootstrapd {
+        Relay::Bootstrapd(Bootstrapd::start().expect("tox-bootstrapd starts"))
+    } else {
+        let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::seed_from_u64(!seed);
+        Relay::Toxlink(
+            rt.block_on(FaultyRelay::start_with(
+                KeyPair::generate(&mut rng),
+                ServerConfig::default(),
+            ))
+            .expect("toxlink relay"),
+        )
+    };
+    let mut h =
+        Harness::start(&HarnessOptions::new().name("ctox").toxcore_log(true)).expect("harness");
+    eprintln!("c-toxcore log: {}", h.log_path().display());
+    h.add_tcp_relay(relay.addr(), &relay.public_key().0)
+        .expect("RELAY");
+    let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::seed_from_u64(seed);
+    let node = rt
+        .block_on(Node::bind(
+            "127.0.0.1:0".parse().expect("addr"),
+            KeyPair::generate(&mut rng),
+            node_config(),
+        ))
+        .expect("bind");
+    let _guard = rt.enter();
+    node.add_relay(relay.public_key(), relay.addr());
+    let friend = h.add_friend(&node.public_key().0).expect("add friend");
+    let peer = PublicKey(h.public_key());
+    let peer_dht = PublicKey(h.dht_key());
+    let peer_udp: SocketAddr = format!("127.0.0.1:{}", h.udp_port()).parse().expect("addr");
+    drop(_guard);
+    Setup {
+        h,
+        friend,
+        rt,
+        node: Arc::new(node),
+        relay,
+        peer,
+        peer_dht,
+        peer_udp,
+    }
+}
+
+impl Setup {
+    /// Starts the friend protocol on an established connection (sharing the
+    /// relay with the peer) and waits (≤ 10 s) for the peer's ONLINE.
+    pub fn start_friend(&self, conn: toxlink::Connection) -> Friend {
+        self.rt.block_on(async {
+            let f = Friend::start(
+                conn,
+                FriendConfig {
+                    name: b"toxlink".to_vec(),
+                    // SHARE_RELAYS (§7.3): c-toxcore ties the relay to our
+                    // connection and routes to us on it even while UDP is
+                    // direct (it does not otherwise after a UDP handshake).
+                    relays: vec![PackedNode {
+                        ip_port: PackedIpPort {
+                            transport: Transport::Tcp,
+                            addr: self.relay.addr(),
+                        },
+                        public_key: self.relay.public_key(),
+                    }],
+                    ..FriendConfig::default()
+                },
+            );
+            loop {
+                match next(&f, "online", Duration::from_secs(10)).await {
+                    FriendEvent::Online => return f,
+                    FriendEvent::Offline(r) => panic!("offline before online: {r:?}"),
+                    _ => {}
+                }
+            }
+        })
+    }
+
+    /// Whether our connection's primary path is the shared relay.
+    pub fn on_relay(&self) -> bool {
+        matches!(
+            self.node.primary(&self.peer).map(|k| k.relay().copied()),
+            Some(Some(r)) if r == self.relay.public_key()
+        )
+    }
+
+    /// Our node's view of the peer on the shared relay.
+    pub fn relay_state(&self) -> Option<PeerRelayState> {
+        let relay = self.relay.public_key();
+        self.node
+            .inspect(|core| core.relay_set().peer_state(&self.peer_dht, &relay))
+    }
+
+    /// Prints what our node, the relay and the harness know (before a
+    /// failing assertion).
+    pub fn diagnose(&mut self) {
+        for l in self.h.unread_lines() {
+            eprintln!("harness: {l}");
+        }
+        eprintln!("harness stats: {:?}", self.h.stats(self.friend));
+        let keep = std::env::temp_dir().join(format!("toxlink-harness-{}.log", self.h.pid()));
+        if std::fs::copy(self.h.log_path(), &keep).is_ok() {
+            eprintln!("c-toxcore log kept at {}", keep.display());
+        }
+        eprintln!("node stats: {:?}", self.node.stats());
+        eprintln!(
+            "primary: {:?}, peer on relay: {:?}",
+            self.primary(),
+            self.relay_state()
+        );
+        if let Relay::Toxlink(r) = &self.relay {
+            if let Some(h) = r.handle() {
+                eprintln!("toxlink relay counters: {:?}", h.counters());
+            }
+        }
+        while let Some(e) = self.node.poll_relay_event() {
+            eprintln!("relay event: {e:?}");
+        }
+    }
+
+    /// With `IB_TRACE` set, prints our session's counters, the primary path
+    /// and the peer's relay state every 500 ms for `secs` seconds.
+    pub fn spawn_trace(&self, secs: u32) {
+        if std::env::var_os("IB_TRACE").is_none() {
+            return;
+        }
+        let node = self.node.clone();
+        let (peer, dht, relay) = (self.peer, self.peer_dht, self.relay.public_key());
+        let t0 = Instant::now();
+        self.rt.spawn(async move {
+            for _ in 0..secs * 2 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let (ss, st) = node.inspect(|c| {
+                    (
+                        c.session(&peer).map(|x| x.stats().clone()),
+                        c.relay_set().peer_state(&dht, &relay),
+                    )
+                });
+                let ns = node.stats();
+                eprintln!(
+                    "TRACE {:5.1} s: {ss:?}\n  relay_sent {} refused {} probes {} primary {:?} relay state {st:?}",
+                    t0.elapsed().as_secs_f64(),
+                    ns.relay_sent,
+                    ns.relay_refused,
+                    ns.probes_sent,
+                    node.primary(&peer)
+                );
+            }
+        });
+    }
+
+    /// Our primary path to the peer.
+    pub fn primary(&self) -> Option<PathKey> {
+        self.node.primary(&self.peer)
+    }
+}
+
+/// Exchanges a message each way and checks the peer's nickname arrived.
+pub fn messages_both_ways(s: &mut Setup, f: &Friend) {
+    s.rt.block_on(async {
+        for _ in 0..20 {
+            match next(f, "nickname", Duration::from_secs(10)).await {
+                FriendEvent::Nickname(n) => {
+                    assert_eq!(n, b"ctox");
+                    return;
+                }
+                FriendEvent::Offline(r) => panic!("offline: {r:?}"),
+                _ => {}
+            }
+        }
+        panic!("no nickname among 20 events");
+    });
+    s.h.send_message(s.friend, "hello from c-toxcore")
+        .expect("MSG");
+    s.rt.block_on(async {
+        for _ in 0..20 {
+            match next(f, "message", Duration::from_secs(10)).await {
+                FriendEvent::Message(m) => {
+                    assert_eq!(m, b"hello from c-toxcore");
+                    return;
+                }
+                FriendEvent::Offline(r) => panic!("offline: {r:?}"),
+                _ => {}
+            }
+        }
+        panic!("no message among 20 events");
+    });
+    s.rt.block_on(f.send_message(b"hello from toxlink"))
+        .expect("send message");
+    let text =
+        s.h.expect_message(s.friend, Duration::from_secs(10))
+            .expect("c-toxcore shows our message");
+    assert_eq!(text, "hello from toxlink");
+}
+
+/// Receives `n` custom lossless packets with id `id` and size `size` in
+/// order (each checked) within `limit`; other events are skipped, going
+/// offline fails. Returns when the last arrived.
+pub async fn receive_custom(
+    f: Arc<Friend>,
+    n: u32,
+    id: u8,
+    size: usize,
+    limit: Duration,
+) -> Instant {
+    let mut got = 0u32;
+    let deadline = tokio::time::Instant::now() + limit;
+    while got < n {
+        let e = tokio::time::timeout_at(deadline, f.next_event())
+            .await
+            .unwrap_or_else(|_| panic!("only {got} of its {n} packets within {limit:?}"))
+            .unwrap_or_else(|| panic!("closed after {got} of its packets"));
+        match e {
+            FriendEvent::CustomLossless(d) => {
+                assert_eq!(d.len(), size);
+                assert_eq!(d[0], id);
+                let seq = u32::from_be_bytes([d[1], d[2], d[3], d[4]]);
+                assert_eq!(seq, got, "in order, none missing, no duplicate");
+                let sum = u32::from_be_bytes([d[5], d[6], d[7], d[8]]);
+                assert_eq!(sum, fnv(&d), "checksum of #{seq}");
+                got += 1;
+            }
+            FriendEvent::Offline(r) => panic!("offline after {got}: {r:?}"),
+            _ => {}
+        }
+    }
+    Instant::now()
+}
+
+/// Whether the relay is the one reported connected at the harness (helper
+/// for messages).
+pub fn kind_name(k: ConnKind) -> &'static str {
+    match k {
+        ConnKind::None => "none",
+        ConnKind::Udp => "udp",
+        ConnKind::Tcp => "tcp",
+    }
+}

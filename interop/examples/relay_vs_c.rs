@@ -11,9 +11,7 @@
 //!   relay (`tox_add_tcp_relay`) and us as a friend; our node has the
 //!   relay, the peer's keys, and its UDP path cut; set-up = our
 //!   `connect_via_relays` call → the harness reports `CONN tcp`. Then one
-//!   direction after the other: first send → last packet received. Our
-//!   session runs with a 64-packet send buffer, as in the tests (see
-//!   `tests/common/mod.rs`, `SEND_BUFFER`).
+//!   direction after the other: first send → last packet received.
 //! * c-toxcore ↔ c-toxcore: `measure_link(Transport::TcpRelay)` — two
 //!   TCP-only harnesses with tox-bootstrapd as bootstrap node and relay;
 //!   set-up includes finding each other through the onion (they cannot be
@@ -102,6 +100,7 @@ fn toxlink_vs_c(bootstrapd: bool, packets: u32, size: usize) -> Res<Ours> {
     };
     let mut h = Harness::start(&HarnessOptions::new())?;
     h.add_tcp_relay(relay_addr, &relay_pk.0)?;
+    // As in the tests (see tests/common/mod.rs, SEND_BUFFER).
     let mut cfg = NodeConfig::default();
     cfg.session.send_buffer = 64;
     let node = rt.block_on(Node::bind(

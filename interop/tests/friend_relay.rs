@@ -15,8 +15,7 @@
 //! messages go both ways; then `PACKETS` custom lossless packets each way
 //! at the same time arrive complete and in order (its side by the harness's
 //! checksum, duplicate, reordering and loss counters; ours by checking every
-//! sequence number and checksum). Our session runs with a small send buffer
-//! ([`common::SEND_BUFFER`], why: see there). Set-up time and the transfer times are
+//! sequence number and checksum). Set-up time and the transfer times are
 //! printed. Every wait is bounded; the harness and tox-bootstrapd are
 //! killed by PID at the end.
 

@@ -479,8 +479,16 @@ fn a_clean_path_appearing_takes_the_traffic_off_a_lossy_one() {
         "better_path_appears",
         0..100,
         Fault::BetterAppears,
+        // Bound 2 s: the new path's RTT is measured by acks that come back
+        // on the old, lossy path, so its estimate starts high (80 ms for a
+        // 12 ms path in the slowest seed) and converges over a few probes;
+        // since loss is judged per send path (a relay queue is not loss),
+        // the old path's losses are no longer inferred from the new path's
+        // faster packets, and the slowest of 300 seeds takes 1.54 s (was
+        // 1.06 s). The issue-6 bound "on UDP < 1 s after it works" (relays
+        // → UDP) is checked in relay_paths.rs.
         |f| match f.switch {
-            Some(s) if s < secs(1) => Ok(()),
+            Some(s) if s < secs(2) => Ok(()),
             s => Err(format!("switch to the better path {s:?}")),
         },
     );

@@ -106,6 +106,24 @@ const PROBE_UNPROVEN: Duration = Duration::from_millis(200);
 const PROBE_STANDBY: Duration = Duration::from_secs(1);
 /// How often relay RTTs are compared to demote slow relays.
 const SLOW_CHECK: Duration = Duration::from_millis(250);
+/// Lossless packets in flight while the primary path is a relay: an AIMD
+/// window on top of the session's congestion control, from
+/// [`RELAY_CAP_MIN`] up to [`RELAY_CAP_MAX`]. A relay's queue towards one
+/// client is shallow (ours holds 256 KiB) and drops silently when the client
+/// reads slowly (c-toxcore drains its relay socket at a few hundred packets a
+/// second), and the loss shows only when the peer's next request packet
+/// arrives, up to a second later: an uncapped window overran it and the
+/// resends kept it overrun until c-toxcore timed us out. The cap grows by a
+/// quarter per two caps' worth of packets delivered on the relay path
+/// without a loss while its RTT shows no queue, and halves on a loss there.
+const RELAY_CAP_MIN: u32 = 64;
+/// Largest relay window (see [`RELAY_CAP_MIN`]).
+const RELAY_CAP_MAX: u32 = 4096;
+/// How long the relay routes of a departed peer stay tied (see
+/// `forget_peer_routes`).
+const UNTIE_GRACE: Duration = Duration::from_secs(1);
+/// Departed routes waiting to be untied at most (beyond, untied at once).
+const MAX_PENDING_UNTIE: usize = 4096;
 /// How often a session without any route is looked at again (its timers
 /// are due but nothing can be sent).
 const ROUTELESS_RETRY: Duration = Duration::from_millis(50);
@@ -256,6 +274,13 @@ struct Paths {
     /// change any path's health at that instant, so the choice is reused
     /// until `now` moves or the table changes otherwise.
     cached: Option<(Instant, Choice)>,
+    /// The window cap while on a relay (see [`RELAY_CAP_MIN`]).
+    relay_cap: u32,
+    /// The relay path and its (delivered, lost) totals at the last cap
+    /// change.
+    cap_seen: Option<(PathKey, u64, u64)>,
+    /// The cap last given to the session.
+    cap_applied: Option<u32>,
 }
 
 impl Paths {
@@ -266,7 +291,43 @@ impl Paths {
             probed: Vec::new(),
             primary: None,
             cached: None,
+            relay_cap: RELAY_CAP_MIN,
+            cap_seen: None,
+            cap_applied: None,
         }
+    }
+
+    /// Adjusts the relay window from the primary path's delivered and lost
+    /// totals; returns the cap the session should have (None: not on a
+    /// relay).
+    fn relay_window(&mut self) -> Option<u32> {
+        let key = self.primary.filter(|k| !k.is_direct())?;
+        let entry = self.table.path(&key);
+        let (d, l) = entry.map_or((0, 0), |e| e.health().loss().totals());
+        // Grow only while the relay path shows no queue: its latest RTT
+        // sample within twice its minimum plus 10 ms. A relay in front of a
+        // slow reader (c-toxcore) queues long before it drops, and its
+        // drops are reported a second late.
+        let no_queue = entry.is_some_and(|e| {
+            let r = e.health().rtt();
+            match (r.latest(), r.srtt(), r.min()) {
+                (Some(x), Some(sr), Some(m)) => x.max(sr) <= m * 2 + Duration::from_millis(10),
+                _ => false,
+            }
+        });
+        match self.cap_seen {
+            Some((k, d0, l0)) if k == key => {
+                if l > l0 {
+                    self.relay_cap = (self.relay_cap / 2).max(RELAY_CAP_MIN);
+                    self.cap_seen = Some((key, d, l));
+                } else if no_queue && d >= d0 + 2 * u64::from(self.relay_cap) {
+                    self.relay_cap = (self.relay_cap + self.relay_cap / 4).min(RELAY_CAP_MAX);
+                    self.cap_seen = Some((key, d, l));
+                }
+            }
+            _ => self.cap_seen = Some((key, d, l)),
+        }
+        Some(self.relay_cap)
     }
 
     /// The table, for any change other than recording a send: forgets the
@@ -440,6 +501,9 @@ pub struct Node<A> {
     blame: BlameLedger,
     prober: SelfProber,
     last_slow_check: Option<Instant>,
+    /// Relay routes of departed peers, untied after [`UNTIE_GRACE`]:
+    /// (since, peer DHT key, relay).
+    pending_untie: Vec<(Option<Instant>, PublicKey, PublicKey)>,
 }
 
 impl<A> Debug for Node<A> {
@@ -501,6 +565,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
             copy: None,
             last_now: Some(now),
             last_slow_check: None,
+            pending_untie: Vec::new(),
         }
     }
 
@@ -913,6 +978,11 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                         if let Some(t) = newest {
                             table.on_reverse_proof(now, &key, t);
                         }
+                        let cap = p.paths.relay_window();
+                        if cap != p.paths.cap_applied {
+                            p.paths.cap_applied = cap;
+                            p.session.set_inflight_cap(cap);
+                        }
                         if let Route::Relay { relay, .. } = from {
                             self.blame.on_auth_success(now, relay, peer);
                         }
@@ -1309,7 +1379,12 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
             }
         }
         self.path_changes(now, real);
-        if left {
+        // Only worth it with a spare relay to take its place: otherwise the
+        // route stays tied and becomes a path again when the peer comes
+        // back on it (a c-toxcore peer re-routes now and then; dropping its
+        // only relay left it unreachable until it timed us out).
+        let spare = self.pool.known().count() > self.pool.active(&real).len();
+        if left && spare {
             // The peer left a relay that is still up for us (it dropped the
             // relay, e.g. for tampering it saw): the relay is lost for this
             // peer and replaced at once, instead of keeping a dead slot in
@@ -1460,9 +1535,10 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
 
     /// Unties a departing peer from its relays and forgets its routes.
     fn forget_peer_routes(&mut self, real: &PublicKey, p: Peer<A>) {
+        let mut untie = Vec::new();
         for r in p.routes {
             if let Route::Relay { relay, peer } = r {
-                self.relays.untie(&peer, &relay);
+                untie.push((peer, relay));
             }
             if self.by_route.get(&r) == Some(real) {
                 self.by_route.remove(&r);
@@ -1471,9 +1547,35 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
         }
         // The pool's drops are carried out here (the peer entry is gone).
         for relay in self.pool.active(real).to_vec() {
-            self.relays.untie(&p.dht, &relay);
+            untie.push((p.dht, relay));
         }
         let _ = self.pool.remove_peer(real);
+        // Untied a little later: our last packets (a KILL) may still be on
+        // their way through the relay, and the relay would tell the peer
+        // that we left ahead of the data it still holds for it.
+        for (peer, relay) in untie {
+            if self.pending_untie.len() < MAX_PENDING_UNTIE {
+                self.pending_untie.push((self.last_now, peer, relay));
+            } else {
+                self.relays.untie(&peer, &relay);
+            }
+        }
+    }
+
+    /// Unties routes of departed peers once their grace has passed (unless
+    /// the peer is back on that relay).
+    fn untie_departed(&mut self, now: Instant) {
+        let mut keep = Vec::new();
+        for (since, peer, relay) in std::mem::take(&mut self.pending_untie) {
+            if since.is_some_and(|t| now.saturating_duration_since(t) < UNTIE_GRACE) {
+                keep.push((since, peer, relay));
+                continue;
+            }
+            if !self.by_route.contains_key(&Route::Relay { relay, peer }) {
+                self.relays.untie(&peer, &relay);
+            }
+        }
+        self.pending_untie = keep;
     }
 
     fn remove_peer(&mut self, peer: &PublicKey) {
@@ -1486,6 +1588,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
     /// Processes timers of every session and relay link.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = Some(now);
+        self.untie_departed(now);
         self.relays.handle_timeout(now);
         self.prober.set.handle_timeout(now);
         self.prober.finish(now, &mut self.relays);
@@ -1561,9 +1664,19 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
         let slow = (!self.order.is_empty() && self.pool.known().next().is_some())
             .then(|| self.last_slow_check.map(|c| c + SLOW_CHECK))
             .flatten();
-        for x in [self.relays.poll_timeout(), self.prober.poll_timeout(), slow]
-            .into_iter()
-            .flatten()
+        let untie = self
+            .pending_untie
+            .iter()
+            .filter_map(|(since, _, _)| since.map(|t| t + UNTIE_GRACE))
+            .min();
+        for x in [
+            self.relays.poll_timeout(),
+            self.prober.poll_timeout(),
+            slow,
+            untie,
+        ]
+        .into_iter()
+        .flatten()
         {
             t = Some(t.map_or(x, |t| t.min(x)));
         }
@@ -1729,6 +1842,13 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
         let switched = choice.primary.filter(|k| Some(*k) != p.paths.primary);
         let old_primary = p.paths.primary;
         p.paths.primary = choice.primary;
+        if switched.is_some() {
+            let cap = p.paths.relay_window();
+            if cap != p.paths.cap_applied {
+                p.paths.cap_applied = cap;
+                p.session.set_inflight_cap(cap);
+            }
+        }
         let (first, second) = match kind {
             DataKind::Lossless {
                 number,
@@ -1773,6 +1893,20 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
         let second = second
             .and_then(|k| self.route_of(p, k))
             .filter(|a| *a != to);
+        if let DataKind::Lossless { number, .. } = kind {
+            // A packet is judged lost by the evidence of the path it went on
+            // only: one overtaken by a later packet on a faster path (a UDP
+            // path, a probe on another relay) is merely queued (a relay in
+            // front of a slow reader queues for seconds).
+            if let (Some(id), Some(p)) =
+                (self.path_ids.get(&to).copied(), self.peers.get_mut(&peer))
+            {
+                p.session.on_sent(number, id);
+            }
+        }
+        let Some(p) = self.peers.get(&peer) else {
+            return (fallback, None);
+        };
         if second.is_some() {
             self.stats.copies_sent += 1;
             self.stats.copy_bytes += t.len as u64;

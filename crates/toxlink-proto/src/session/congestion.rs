@@ -115,6 +115,8 @@ pub struct Congestion {
     ack_interval: Duration,
     last_ack: Option<Instant>,
     inflight_hi: f64,
+    /// A cap on the window set by the owner (bytes; `INFINITY` = none).
+    cap: f64,
     /// Bytes in flight (sent, not acknowledged, not declared lost).
     pub in_flight: u64,
     pacing_credit: f64,
@@ -149,6 +151,7 @@ impl Congestion {
             ack_interval: Duration::ZERO,
             last_ack: None,
             inflight_hi: f64::INFINITY,
+            cap: f64::INFINITY,
             in_flight: 0,
             pacing_credit: 0.0,
             pacing_last: None,
@@ -235,12 +238,23 @@ impl Congestion {
     /// Congestion window in bytes.
     pub fn cwnd(&self) -> f64 {
         if self.btl_bw() <= 0.0 {
-            return INITIAL_CWND.min(self.inflight_hi).max(MIN_CWND);
+            return INITIAL_CWND
+                .min(self.inflight_hi)
+                .min(self.cap)
+                .max(MIN_CWND);
         }
         (2.0 * self.bdp() + 4.0 * FULL_PACKET)
             .max(INITIAL_CWND.min(self.inflight_hi))
             .min(self.inflight_hi)
+            .min(self.cap)
             .max(MIN_CWND)
+    }
+
+    /// Caps the window at `bytes` (`None`: no cap). The multipath owner caps
+    /// it while the connection runs on a relay, whose per-client queue is
+    /// shallow and drops silently.
+    pub fn set_cap(&mut self, bytes: Option<f64>) {
+        self.cap = bytes.unwrap_or(f64::INFINITY);
     }
 
     /// Whether the window has room for another packet.

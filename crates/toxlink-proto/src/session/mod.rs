@@ -336,6 +336,11 @@ pub struct Session {
     largest_acked_sent: Option<Instant>,
     last_now: Option<Instant>,
     paths: Vec<PathInfo>,
+    /// Per send path (tagged by the owner with [`Session::on_sent`]): the
+    /// newest send time acknowledged and a smoothed RTT, so that loss is
+    /// judged against the packet's own path (multipath: a packet overtaken
+    /// by one sent later on a *faster* path is not lost).
+    send_paths: Vec<SendPath>,
     last_authenticated_any: Option<Instant>,
     scratch: Vec<u32>,
     last_rtt_event: Option<Instant>,
@@ -344,6 +349,17 @@ pub struct Session {
     acked_log: Option<Vec<u32>>,
     stats: SessionStats,
 }
+
+/// Loss evidence of one send path (see `Session::send_paths`).
+#[derive(Debug, Clone, Copy)]
+struct SendPath {
+    path: PathId,
+    largest_acked_sent: Option<Instant>,
+    srtt: Option<Duration>,
+}
+
+/// Send paths tracked at most (the owner's paths of one peer).
+const MAX_SEND_PATHS: usize = 16;
 
 /// Most acknowledged numbers kept for an owner that does not drain them
 /// (two send buffers' worth); later ones are not recorded.
@@ -435,6 +451,7 @@ impl Session {
             largest_acked_sent: None,
             last_now: Some(now),
             paths: Vec::new(),
+            send_paths: Vec::new(),
             last_authenticated_any: None,
             scratch: Vec::new(),
             last_rtt_event: None,
@@ -850,6 +867,8 @@ impl Session {
         let mut progressed = false;
         let mut largest = self.largest_acked_sent;
         let log = &mut self.acked_log;
+        let send_paths = &mut self.send_paths;
+        let mut per_path: [Option<(PathId, Instant)>; 4] = [None; 4];
         self.send.ack_below(buffer_start, |n, p| {
             progressed = true;
             if let Some(l) = log.as_mut().filter(|l| l.len() < MAX_ACKED_LOG) {
@@ -860,10 +879,14 @@ impl Session {
                 largest = Some(largest.map_or(t, |l| l.max(t)));
                 if !p.retransmitted {
                     newest = Some(newest.map_or(t, |n| n.max(t)));
+                    if let Some(id) = p.path {
+                        note_path_ack(&mut per_path, send_paths, id, t);
+                    }
                 }
             }
         });
         self.largest_acked_sent = largest;
+        self.path_rtt_samples(now, &per_path);
         if let Some(t) = newest {
             self.rtt_sample(now, path, now.saturating_duration_since(t));
         }
@@ -894,6 +917,7 @@ impl Session {
         missing.clear();
         let mut newest: Option<Instant> = None;
         let mut progressed = false;
+        let mut per_path: [Option<(PathId, Instant)>; 4] = [None; 4];
         let start = self.send.start();
         // Walk from the peer's buffer_start (it may lag ours after reordering)
         // up to what we ever transmitted.
@@ -923,7 +947,11 @@ impl Session {
             let stamp = p.cc;
             let t = p.sent_time;
             let rt = p.retransmitted;
+            let sent_path = p.path;
             self.send.mark_acked(i);
+            if let (Some(id), Some(t), false) = (sent_path, t, rt) {
+                note_path_ack(&mut per_path, &mut self.send_paths, id, t);
+            }
             self.cc.on_acked(now, &stamp, was);
             progressed = true;
             if let Some(l) = self.acked_log.as_mut().filter(|l| l.len() < MAX_ACKED_LOG) {
@@ -939,8 +967,12 @@ impl Session {
         if let Some(t) = newest {
             self.rtt_sample(now, path, now.saturating_duration_since(t));
         }
+        self.path_rtt_samples(now, &per_path);
         // Loss: requested and either sent before a packet the peer has, or
-        // older than one smoothed RTT.
+        // older than one smoothed RTT. A packet tagged with its send path
+        // (multipath owner) is judged by that path's evidence only: overtaken
+        // by a later packet *of the same path*, or older than that path's
+        // smoothed RTT (a slow relay queue is not loss).
         let loss_delay =
             (self.cc.srtt() * 5 / 4 + self.cc.rttvar() * 4).max(Duration::from_millis(1));
         let slack = self.cc.min_rtt() / 8;
@@ -950,8 +982,19 @@ impl Session {
             if p.acked || p.lost {
                 continue;
             }
-            let reordered_past = self.largest_acked_sent.is_some_and(|l| sent + slack < l);
-            if reordered_past || now.saturating_duration_since(sent) >= loss_delay {
+            let (largest, delay) = match p
+                .path
+                .and_then(|id| self.send_paths.iter().find(|s| s.path == id))
+            {
+                Some(sp) => (
+                    sp.largest_acked_sent,
+                    sp.srtt.map_or(loss_delay, |r| loss_delay.max(r * 5 / 4)),
+                ),
+                None if p.path.is_some() => (None, loss_delay),
+                None => (self.largest_acked_sent, loss_delay),
+            };
+            let reordered_past = largest.is_some_and(|l| sent + slack < l);
+            if reordered_past || now.saturating_duration_since(sent) >= delay {
                 self.declare_lost(i);
             }
         }
@@ -1327,13 +1370,40 @@ impl Session {
         self.terminal.take()
     }
 
+    /// Per-path RTT samples from the newest packet acknowledged per path.
+    fn path_rtt_samples(&mut self, now: Instant, per_path: &[Option<(PathId, Instant)>]) {
+        for (id, t) in per_path.iter().flatten() {
+            let sample = now.saturating_duration_since(*t);
+            if let Some(sp) = self.send_paths.iter_mut().find(|s| s.path == *id) {
+                sp.srtt = Some(sp.srtt.map_or(sample, |r| (r * 7 + sample) / 8));
+            }
+        }
+    }
+
     // ---------------------------------------------------------------- multipath hooks
+
+    /// Caps the lossless packets in flight at `packets` (`None`: no cap),
+    /// e.g. while the connection runs on a relay.
+    pub fn set_inflight_cap(&mut self, packets: Option<u32>) {
+        self.cc
+            .set_cap(packets.map(|n| f64::from(n) * congestion::FULL_PACKET));
+    }
 
     /// The owner sent lossless packet `number` on `path` (optional; enables
     /// [`resend_in_flight`](Self::resend_in_flight)).
     pub fn on_sent(&mut self, number: u32, path: PathId) {
         if let Some(p) = self.send.get_mut(number) {
             p.path = Some(path);
+        }
+        if !self.send_paths.iter().any(|s| s.path == path) {
+            if self.send_paths.len() >= MAX_SEND_PATHS {
+                self.send_paths.remove(0);
+            }
+            self.send_paths.push(SendPath {
+                path,
+                largest_acked_sent: None,
+                srtt: None,
+            });
         }
     }
 
@@ -1397,3 +1467,25 @@ impl Session {
 
 #[cfg(test)]
 mod tests;
+
+/// Records that a packet sent at `t` on `id` was acknowledged: the path's
+/// newest acknowledged send time, and the newest per path of this batch (at
+/// most 4 paths per batch are sampled for RTT).
+fn note_path_ack(
+    batch: &mut [Option<(PathId, Instant)>; 4],
+    paths: &mut [SendPath],
+    id: PathId,
+    t: Instant,
+) {
+    if let Some(sp) = paths.iter_mut().find(|s| s.path == id) {
+        sp.largest_acked_sent = Some(sp.largest_acked_sent.map_or(t, |l| l.max(t)));
+    }
+    match batch.iter_mut().find(|e| e.is_some_and(|(p, _)| p == id)) {
+        Some(Some((_, newest))) => *newest = (*newest).max(t),
+        _ => {
+            if let Some(slot) = batch.iter_mut().find(|e| e.is_none()) {
+                *slot = Some((id, t));
+            }
+        }
+    }
+}

@@ -88,7 +88,33 @@ pub async fn run(b: BenchArgs) -> Result<(), String> {
         (Some(BenchCommand::Udp(a)), _) => crate::bench_udp::run(a).await,
         (None, true) => json_summary(b.mib, b.seconds).await,
         (None, false) => {
-            Err("bench: choose `bench udp`, `bench relay` or `bench --json`".to_string())
+            // Everything, one table after the other: a toxlink connection
+            // over UDP next to c-toxcore, the same through a toxlink relay,
+            // and the relays themselves (toxlink vs tox-bootstrapd).
+            crate::bench_udp::run(crate::bench_udp::UdpBenchArgs {
+                mib: 256,
+                runs: 3,
+                ctoxcore_packets: 40_000,
+                no_ctoxcore: false,
+            })
+            .await?;
+            let (_relay, t) = start_toxlink().await?;
+            let via = crate::bench_udp::toxlink_run_via(128, 1, Some((t.pk, t.addr))).await?;
+            println!(
+                "toxlink through a toxlink relay (UDP blocked): set-up {:.1} ms, lossless {:.1} MB/s, CPU {:.1} s/GB",
+                via.setup.as_secs_f64() * 1e3,
+                via.mb_s,
+                via.cpu_s_per_gb
+            );
+            relay(RelayBenchArgs {
+                seconds: 4,
+                pairs: 1,
+                idle: vec![1000, 10000],
+                no_bootstrapd: false,
+                window: 512 * 1024,
+                write_chunk: 32 * 1024,
+            })
+            .await
         }
     }
 }

@@ -604,3 +604,119 @@ async fn closing_a_relay_only_connection_reaches_the_peer() {
         .expect("the peer saw the close within 5 s (not the 32 s timeout)");
     assert_eq!(r, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_friend_framing_a_good_relay_hurts_only_itself() {
+    use toxlink::relay::RelaySetRuntime;
+    use toxlink_proto::relay_client::{PeerRelayState, RelaySetConfig};
+    // B talks to A through relay R1 only, and to the framing friend F
+    // through R2 and R3; F also holds a raw link on R1 with its own key and
+    // sends garbage to B there.
+    let relays = [
+        FaultyRelay::start().await.expect("r1"),
+        FaultyRelay::start().await.expect("r2"),
+        FaultyRelay::start().await.expect("r3"),
+    ];
+    let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let a = Node::bind(lo, key(100), cfg()).await.expect("a");
+    let b = Arc::new(Node::bind(lo, key(101), cfg()).await.expect("b"));
+    let f_key = key(102);
+    let f = Node::bind(lo, f_key.clone(), cfg()).await.expect("f");
+    b.allow(a.public_key());
+    b.allow(f.public_key());
+    for r in &relays {
+        b.add_relay(r.public_key(), r.addr());
+    }
+    a.add_relay(relays[0].public_key(), relays[0].addr());
+    for r in &relays[1..] {
+        f.add_relay(r.public_key(), r.addr());
+    }
+    let bb = b.clone();
+    let acc = tokio::spawn(async move {
+        let x = bb.accept().await;
+        let y = bb.accept().await;
+        (x, y)
+    });
+    let ca = timeout(
+        Duration::from_secs(15),
+        a.connect_via_relays(b.public_key(), b.dht_key()),
+    )
+    .await
+    .expect("in time")
+    .expect("a -> b");
+    let _cf = timeout(
+        Duration::from_secs(15),
+        f.connect_via_relays(b.public_key(), b.dht_key()),
+    )
+    .await
+    .expect("in time")
+    .expect("f -> b");
+    let (x, y) = timeout(Duration::from_secs(10), acc)
+        .await
+        .expect("accepted in time")
+        .expect("join");
+    let (x, y) = (x.expect("first"), y.expect("second"));
+    let from_a = if x.peer() == a.public_key() { x } else { y };
+    // F's raw link on R1, routed to B.
+    let r1 = relays[0].public_key();
+    let raw = RelaySetRuntime::new(f_key, RelaySetConfig::default());
+    raw.add_relay(r1, relays[0].addr());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let _ = raw.tie(b.dht_key(), &r1);
+        if raw
+            .peer_relays(&b.dht_key())
+            .iter()
+            .any(|(r, s)| *r == r1 && *s == PeerRelayState::Online)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "raw link routed to B on R1");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Garbage shaped like net_crypto data packets, while A streams to B.
+    let n = 2000;
+    let rx = tokio::spawn(receive(from_a, n));
+    for i in 0..n {
+        if i % 100 == 0 && i < 1000 {
+            let mut junk = vec![27u8; 200];
+            junk[1] = i as u8;
+            let _ = raw.send_data(&r1, &b.dht_key(), &junk);
+        }
+        ca.send_lossless(&packet(i)).await.expect("send");
+        if i % 10 == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    timeout(Duration::from_secs(60), rx)
+        .await
+        .expect("in time")
+        .expect("join")
+        .expect("A's stream intact through R1");
+    // B dropped R1 for F only; its self-probe proved R1 good; R1 is still
+    // in use for A.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut probed_ok = false;
+    let mut disconnected = false;
+    while !probed_ok && Instant::now() < deadline {
+        while let Some(e) = b.poll_relay_event() {
+            match e {
+                RelayEvent::Probed(o) if o.relay == r1 && o.ok => probed_ok = true,
+                RelayEvent::Disconnected { relay, .. } if relay == r1 => disconnected = true,
+                _ => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(probed_ok, "B's self-probe through R1 passed");
+    assert!(!disconnected, "R1 not disconnected");
+    let (dropped_for_f, kept_for_a) = b.inspect(|core| {
+        (
+            core.blame().is_dropped_for(&r1, &f.public_key()),
+            core.relay_pool().active(&a.public_key()).contains(&r1),
+        )
+    });
+    assert!(dropped_for_f, "R1 dropped for the framing friend");
+    assert!(kept_for_a, "R1 still in use for A");
+    println!("framing: R1 dropped for F only, self-probe good, kept for A");
+}

@@ -7,23 +7,17 @@
 //! task changed the node it dispatches connection events and wakes the UDP
 //! driver and the other links, since relay input can produce output anywhere.
 
-use std::cell::RefCell;
-use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use toxlink_proto::node::LinkId;
 
 use crate::{dispatch, Shared, State};
 
-/// Bytes per write: small, frame-aligned writes (see `relay::client`).
-const WRITE_BATCH: usize = 8 * 1024;
-const READ_BUF: usize = 64 * 1024;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::relay::{ReadOutcome, CLIENT_WRITE_BATCH as WRITE_BATCH};
 
 /// The driver's handle on one link task.
 #[derive(Debug, Default)]
@@ -41,10 +35,6 @@ impl LinkHandle {
         self.closed.store(true, Ordering::Release);
         self.notify.notify_one();
     }
-}
-
-thread_local! {
-    static READ_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0u8; READ_BUF]);
 }
 
 /// Starts the connections the node asks for, closes the ones it names and
@@ -78,17 +68,7 @@ fn after_input(st: &mut State, shared: &Arc<Shared>, now: Instant) {
 }
 
 async fn link_task(shared: Arc<Shared>, link: LinkId, addr: SocketAddr, handle: Arc<LinkHandle>) {
-    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => Some(s),
-        Ok(Err(e)) => {
-            tracing::debug!(%addr, error = %e, "relay connect failed");
-            None
-        }
-        Err(_) => {
-            tracing::debug!(%addr, "relay connect timed out");
-            None
-        }
-    };
+    let stream = crate::relay::connect(addr).await;
     let Some(stream) = stream.filter(|_| !handle.closed.load(Ordering::Acquire)) else {
         let mut st = shared.lock();
         if st.links.get(&link).is_some_and(|h| Arc::ptr_eq(h, &handle)) {
@@ -101,7 +81,6 @@ async fn link_task(shared: Arc<Shared>, link: LinkId, addr: SocketAddr, handle: 
         shared.wake.notify_one();
         return;
     };
-    let _ = stream.set_nodelay(true);
     {
         let mut st = shared.lock();
         let now = Instant::now();
@@ -134,22 +113,13 @@ async fn link_task(shared: Arc<Shared>, link: LinkId, addr: SocketAddr, handle: 
                 if r.is_err() {
                     break;
                 }
-                let outcome = READ_BUFFER.with(|b| {
-                    let mut buf = b.borrow_mut();
-                    match stream.try_read(&mut buf) {
-                        Ok(0) => Err(()),
-                        Ok(n) => {
-                            let mut st = shared.lock();
-                            let now = Instant::now();
-                            st.node.relay_bytes(now, link, &mut buf[..n]);
-                            after_input(&mut st, &shared, now);
-                            Ok(())
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
-                        Err(_) => Err(()),
-                    }
+                let outcome = crate::relay::read_available(&stream, |bytes| {
+                    let mut st = shared.lock();
+                    let now = Instant::now();
+                    st.node.relay_bytes(now, link, bytes);
+                    after_input(&mut st, &shared, now);
                 });
-                if outcome.is_err() {
+                if matches!(outcome, ReadOutcome::Eof) {
                     failed = true;
                 }
                 shared.wake.notify_one();

@@ -7,16 +7,13 @@
 //! waits for room before reading more, so a slow consumer slows the relay
 //! down (TCP back-pressure) instead of growing memory.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
-use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rand_core::OsRng;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use toxlink_proto::crypto::{KeyPair, PublicKey};
@@ -25,15 +22,9 @@ use toxlink_proto::relay_client::{
     RouteError, SendError,
 };
 
-/// Bytes per write. Small, frame-aligned writes: with 64 KiB writes,
-/// tox-bootstrapd (c-toxcore 0.2.18) stalled reading our stream for seconds
-/// in about one run in five of the interop test (it reads a frame only once
-/// it is wholly buffered; DESIGN.md §4 notes the same stall); with 8 KiB
-/// writes 20 runs out of 20 passed.
-const WRITE_BATCH: usize = 8 * 1024;
-const READ_BUF: usize = 64 * 1024;
+use super::{ReadOutcome, CLIENT_WRITE_BATCH as WRITE_BATCH};
+
 const EVENT_QUEUE: usize = 4096;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Default)]
 struct LinkHandle {
@@ -327,32 +318,19 @@ async fn driver_loop(shared: Arc<Shared>, tx: mpsc::Sender<RelaySetEvent>) {
     }
 }
 
-thread_local! {
-    static READ_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0u8; READ_BUF]);
-}
-
 async fn link_task(
     shared: Arc<Shared>,
     tx: mpsc::Sender<RelaySetEvent>,
     relay: PublicKey,
     addr: SocketAddr,
 ) {
-    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::debug!(%addr, error = %e, "relay connect failed");
-            fail(&shared, &relay);
-            return;
-        }
-        Err(_) => {
-            fail(&shared, &relay);
-            return;
-        }
+    let Some(stream) = super::connect(addr).await else {
+        fail(&shared, &relay);
+        return;
     };
     if shared.stop.load(Ordering::Acquire) {
         return;
     }
-    let _ = stream.set_nodelay(true);
     let handle = Arc::new(LinkHandle::default());
     {
         let mut g = shared.lock();
@@ -390,28 +368,21 @@ async fn link_task(
                 if r.is_err() {
                     break;
                 }
-                let outcome = READ_BUFFER.with(|b| {
-                    let mut buf = b.borrow_mut();
-                    match stream.try_read(&mut buf) {
-                        Ok(0) => Err(()),
-                        Ok(n) => {
-                            let mut g = shared.lock();
-                            g.set.handle_bytes(Instant::now(), &relay, &mut buf[..n]);
-                            Ok(g.dispatch())
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
-                        Err(_) => Err(()),
-                    }
+                let mut connects = false;
+                let outcome = super::read_available(&stream, |bytes| {
+                    let mut g = shared.lock();
+                    g.set.handle_bytes(Instant::now(), &relay, bytes);
+                    connects = g.dispatch();
                 });
                 match outcome {
-                    Ok(connects) => {
+                    ReadOutcome::More | ReadOutcome::WouldBlock => {
                         if connects {
                             shared.driver.notify_one();
                         }
                         // Back-pressure: wait for the application.
                         flush_events(&shared, &tx).await;
                     }
-                    Err(()) => eof = true,
+                    ReadOutcome::Eof => eof = true,
                 }
                 tokio::task::yield_now().await;
             }

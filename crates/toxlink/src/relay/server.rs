@@ -18,7 +18,6 @@
 //! the handle, stops listening and closes every connection (a "relay
 //! killed").
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
@@ -30,6 +29,8 @@ use rand_core::OsRng;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+
+use super::ReadOutcome;
 use toxlink_proto::crypto::{KeyPair, PublicKey};
 use toxlink_proto::relay_server::{ConnId, Counters, Server, ServerConfig};
 
@@ -40,8 +41,6 @@ const WRITE_BATCH: usize = 64 * 1024;
 const TIMER_SLACK: Duration = Duration::from_millis(20);
 /// Batches written per turn of a connection task.
 const WRITE_TURNS: usize = 4;
-/// Per-thread read buffer size.
-const READ_BUF: usize = 64 * 1024;
 
 /// What a relay server listens on and how it behaves.
 #[derive(Debug, Clone)]
@@ -316,35 +315,12 @@ async fn timer_loop(shared: Arc<Shared>) {
     }
 }
 
-thread_local! {
-    static READ_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0u8; READ_BUF]);
-}
-
-enum ReadOutcome {
-    More,
-    WouldBlock,
-    Eof,
-}
-
 /// Reads once into the thread's buffer and feeds the server.
 fn read_once(shared: &Shared, id: ConnId, stream: &TcpStream) -> ReadOutcome {
-    READ_BUFFER.with(|b| {
-        let mut buf = b.borrow_mut();
-        match stream.try_read(&mut buf) {
-            Ok(0) => ReadOutcome::Eof,
-            Ok(n) => {
-                let mut g = shared.lock();
-                g.server.handle_bytes(Instant::now(), id, &mut buf[..n]);
-                g.dispatch();
-                if n == buf.len() {
-                    ReadOutcome::More
-                } else {
-                    ReadOutcome::WouldBlock
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => ReadOutcome::WouldBlock,
-            Err(_) => ReadOutcome::Eof,
-        }
+    super::read_available(stream, |bytes| {
+        let mut g = shared.lock();
+        g.server.handle_bytes(Instant::now(), id, bytes);
+        g.dispatch();
     })
 }
 

@@ -104,6 +104,15 @@ struct State {
     blocked: HashSet<SocketAddr>,
 }
 
+impl State {
+    /// A new path to a blocked UDP address is closed at once.
+    fn close_if_blocked(&mut self, now: Instant, addr: SocketAddr) {
+        if self.blocked.contains(&addr) {
+            self.node.path_closed(now, addr);
+        }
+    }
+}
+
 struct Shared {
     state: Mutex<State>,
     wake: Notify,
@@ -210,21 +219,7 @@ impl Node {
         peer_dht: PublicKey,
         addr: SocketAddr,
     ) -> Result<Connection, Error> {
-        let readable = {
-            let mut st = self.shared.lock();
-            let now = Instant::now();
-            st.node.connect(now, peer, peer_dht, addr);
-            if st.blocked.contains(&addr) {
-                st.node.path_closed(now, addr);
-            }
-            links::service(&mut st, &self.shared);
-            let c = st.conns.entry(peer).or_default();
-            c.closed = None;
-            c.announced = true;
-            c.readable.clone()
-        };
-        self.shared.wake.notify_one();
-        self.wait_established(peer, readable).await
+        self.start_connect(peer, peer_dht, Some(addr)).await
     }
 
     /// The next incoming connection (established, from an allowed peer).
@@ -252,9 +247,27 @@ impl Node {
         peer: PublicKey,
         peer_dht: PublicKey,
     ) -> Result<Connection, Error> {
+        self.start_connect(peer, peer_dht, None).await
+    }
+
+    /// Starts a connection (at a UDP address, or through the relays only)
+    /// and waits until it is established.
+    async fn start_connect(
+        &self,
+        peer: PublicKey,
+        peer_dht: PublicKey,
+        addr: Option<SocketAddr>,
+    ) -> Result<Connection, Error> {
         let readable = {
             let mut st = self.shared.lock();
-            st.node.connect_via_relays(Instant::now(), peer, peer_dht);
+            let now = Instant::now();
+            match addr {
+                Some(addr) => {
+                    st.node.connect(now, peer, peer_dht, addr);
+                    st.close_if_blocked(now, addr);
+                }
+                None => st.node.connect_via_relays(now, peer, peer_dht),
+            }
             links::service(&mut st, &self.shared);
             let c = st.conns.entry(peer).or_default();
             c.closed = None;
@@ -296,9 +309,7 @@ impl Node {
         let mut st = self.shared.lock();
         let now = Instant::now();
         let r = st.node.add_path(now, peer, addr);
-        if st.blocked.contains(&addr) {
-            st.node.path_closed(now, addr);
-        }
+        st.close_if_blocked(now, addr);
         drop(st);
         self.shared.wake.notify_one();
         r

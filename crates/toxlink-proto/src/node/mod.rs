@@ -469,10 +469,6 @@ struct Peer<A> {
     initiator: bool,
     /// Path table and scheduler.
     paths: Paths,
-    /// The last cookie request or handshake sent, until established: sent
-    /// again through a relay as soon as the relay link comes up or the peer
-    /// appears on it, instead of waiting for the session's 1 s re-send.
-    hs_packet: Option<Vec<u8>>,
 }
 
 /// The sans-IO endpoint. See the module documentation.
@@ -699,14 +695,9 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
     /// the path is dead at once and its packets in flight are resent.
     pub fn path_closed(&mut self, now: Instant, addr: A) {
         self.last_now = Some(now);
-        let route = Route::Udp(addr);
-        let (Some(peer), Some(id)) = (
-            self.by_route.get(&route).copied(),
-            self.path_ids.get(&route),
-        ) else {
+        let Some((peer, key)) = self.udp_path(addr) else {
             return;
         };
-        let key = key_of(&route, *id);
         if let Some(p) = self.peers.get_mut(&peer) {
             p.paths.table_mut().on_closed(now, &key);
         }
@@ -717,17 +708,20 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
     /// carry data once proven.
     pub fn path_reopened(&mut self, now: Instant, addr: A) {
         self.last_now = Some(now);
-        let route = Route::Udp(addr);
-        let (Some(peer), Some(id)) = (
-            self.by_route.get(&route).copied(),
-            self.path_ids.get(&route),
-        ) else {
+        let Some((peer, key)) = self.udp_path(addr) else {
             return;
         };
-        let key = key_of(&route, *id);
         if let Some(p) = self.peers.get_mut(&peer) {
             p.paths.table_mut().add_path(key);
         }
+    }
+
+    /// The peer and table key of the UDP path to `addr`, if it is one.
+    fn udp_path(&self, addr: A) -> Option<(PublicKey, PathKey)> {
+        let route = Route::Udp(addr);
+        let peer = self.by_route.get(&route)?;
+        let id = self.path_ids.get(&route)?;
+        Some((*peer, key_of(&route, *id)))
     }
 
     /// The path table of the session with `peer` (per-path bytes, health).
@@ -904,7 +898,6 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                 current,
                 initiator: true,
                 paths: Paths::new(&self.cfg),
-                hs_packet: None,
             },
         );
     }
@@ -1527,7 +1520,6 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                 current: 0,
                 initiator: false,
                 paths: Paths::new(&self.cfg),
-                hs_packet: None,
             },
         );
         Ok(())
@@ -1735,9 +1727,6 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                     t.kind,
                     TransmitKind::CookieRequest | TransmitKind::Handshake
                 ) {
-                    if let Some(p) = self.peers.get_mut(&key) {
-                        p.hs_packet = Some(buf[..t.len].to_vec());
-                    }
                     self.handshake_on_relays(key, to, &buf[..t.len]);
                 }
                 let mut udp_second = None;
@@ -1773,27 +1762,19 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
         None
     }
 
-    /// Sends the pending handshake-phase packet of every peer not yet
-    /// established that has a route through `relay` (the link just came up,
-    /// or a peer appeared on it).
+    /// Sends the current cookie request or handshake of every peer still
+    /// handshaking that has a route through `relay` (the link just came up,
+    /// or the peer appeared on it), instead of waiting for the session's 1 s
+    /// re-send.
     fn resend_handshakes_on(&mut self, relay: PublicKey, only: Option<PublicKey>) {
-        let mut out = Vec::new();
-        for (real, p) in &mut self.peers {
-            if p.session.is_established() {
-                p.hs_packet = None;
-                continue;
-            }
-            if only.is_some_and(|o| o != p.dht) {
-                continue;
-            }
-            let Some(pkt) = &p.hs_packet else {
-                continue;
-            };
-            if p.routes.iter().any(|r| r.relay() == Some(&relay)) {
-                out.push((*real, p.dht, pkt.clone()));
-            }
-        }
-        for (_, dht, pkt) in out {
+        let out: Vec<(PublicKey, Vec<u8>)> = self
+            .peers
+            .values()
+            .filter(|p| only.is_none_or(|o| o == p.dht))
+            .filter(|p| p.routes.iter().any(|r| r.relay() == Some(&relay)))
+            .filter_map(|p| Some((p.dht, p.session.handshake_packet()?.to_vec())))
+            .collect();
+        for (dht, pkt) in out {
             self.relay_send(relay, dht, &pkt);
         }
     }

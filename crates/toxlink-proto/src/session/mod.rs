@@ -1181,6 +1181,16 @@ impl Session {
         self.lossless_send(now, buf)
     }
 
+    /// The cookie request or handshake this session (re-)sends in its
+    /// current state; `None` once it is established or closed.
+    pub fn handshake_packet(&self) -> Option<&[u8]> {
+        match self.state {
+            State::CookieRequesting => Some(&self.cookie_request[..]),
+            State::HandshakeSent | State::NotConfirmed => self.handshake.as_deref().map(|h| &h[..]),
+            State::Established | State::Closed => None,
+        }
+    }
+
     fn handshake_phase_send(
         &mut self,
         now: Instant,
@@ -1302,36 +1312,35 @@ impl Session {
     /// retry after acknowledgements (see [`send_buffer_free`]
     /// (Self::send_buffer_free)).
     pub fn send_lossless(&mut self, now: Instant, data: &[u8]) -> Result<u32, SendError> {
+        self.check_send(now, data, 16..=191)?;
+        self.send.push(data).ok_or(SendError::BufferFull)
+    }
+
+    /// What every send checks: established, 1..=1373 bytes, the id in `ids`.
+    fn check_send(
+        &mut self,
+        now: Instant,
+        data: &[u8],
+        ids: std::ops::RangeInclusive<u8>,
+    ) -> Result<(), SendError> {
         self.last_now = Some(now);
         match self.state {
             State::Established => {}
             State::Closed => return Err(SendError::Closed),
             _ => return Err(SendError::NotEstablished),
         }
-        if data.is_empty() || data.len() > MAX_DATA_SIZE {
-            return Err(SendError::BadLength(data.len()));
+        match data.first() {
+            None => Err(SendError::BadLength(0)),
+            Some(_) if data.len() > MAX_DATA_SIZE => Err(SendError::BadLength(data.len())),
+            Some(id) if !ids.contains(id) => Err(SendError::BadId(*id)),
+            Some(_) => Ok(()),
         }
-        if !(16..=191).contains(&data[0]) {
-            return Err(SendError::BadId(data[0]));
-        }
-        self.send.push(data).ok_or(SendError::BufferFull)
     }
 
     /// Queues a lossy packet (id 192..=254 first, 1..=1373 bytes). It bypasses
     /// congestion control and leaves before queued lossless data.
     pub fn send_lossy(&mut self, now: Instant, data: &[u8]) -> Result<(), SendError> {
-        self.last_now = Some(now);
-        match self.state {
-            State::Established => {}
-            State::Closed => return Err(SendError::Closed),
-            _ => return Err(SendError::NotEstablished),
-        }
-        if data.is_empty() || data.len() > MAX_DATA_SIZE {
-            return Err(SendError::BadLength(data.len()));
-        }
-        if !(192..=254).contains(&data[0]) {
-            return Err(SendError::BadId(data[0]));
-        }
+        self.check_send(now, data, 192..=254)?;
         if self.lossy_out.len() >= self.cfg.max_lossy_out {
             return Err(SendError::BufferFull);
         }

@@ -34,41 +34,11 @@ use toxlink::toxlink_proto::crypto::{KeyPair, PublicKey};
 use toxlink::toxlink_proto::node::NodeConfig;
 use toxlink::{Friend, FriendConfig, FriendEvent, Node};
 use toxlink_interop::bootstrapd::Bootstrapd;
-use toxlink_interop::harness::ConnKind;
+use toxlink_interop::harness::{custom_packet, mono_us, ConnKind};
 use toxlink_interop::measure::measure_link;
 use toxlink_interop::{Harness, HarnessOptions, PairOptions, Transport};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
-
-/// CLOCK_MONOTONIC in microseconds, the harness's clock.
-fn mono_us() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into the valid pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
-}
-
-/// The harness's custom packet layout: id ‖ seq BE32 ‖ FNV-1a BE32 ‖ send
-/// time BE64 ‖ filler.
-fn custom(id: u8, seq: u32, size: usize) -> Vec<u8> {
-    let mut p = vec![0u8; size];
-    p[0] = id;
-    p[1..5].copy_from_slice(&seq.to_be_bytes());
-    p[9..17].copy_from_slice(&mono_us().to_be_bytes());
-    for (i, b) in p.iter_mut().enumerate().skip(17) {
-        *b = (seq as usize).wrapping_mul(7).wrapping_add(i) as u8;
-    }
-    let mut h: u32 = 0x811c_9dc5;
-    for &b in &p {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    p[5..9].copy_from_slice(&h.to_be_bytes());
-    p
-}
 
 struct Ours {
     connect: Duration,
@@ -142,7 +112,8 @@ fn toxlink_vs_c(bootstrapd: bool, packets: u32, size: usize) -> Res<Ours> {
     let start = mono_us();
     rt.block_on(async {
         for seq in 0..packets {
-            f.send_custom_lossless(&custom(160, seq, size)).await?;
+            f.send_custom_lossless(&custom_packet(160, seq, size, mono_us()))
+                .await?;
         }
         Ok::<_, toxlink::FriendError>(())
     })?;

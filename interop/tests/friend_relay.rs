@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use toxlink::toxlink_proto::relay_client::PeerRelayState;
 use toxlink_interop::bootstrapd::bootstrapd_available;
-use toxlink_interop::harness::{harness_available, ConnKind};
+use toxlink_interop::harness::{custom_packet, harness_available, ConnKind};
 
 /// Custom lossless packets each way. c-toxcore's own sender through a relay
 /// slows to tens of packets per second when both directions run at once
@@ -90,7 +90,7 @@ fn friend_through_relay(bootstrapd: bool, seed: u64) {
         let f = f.clone();
         s.rt.spawn(async move {
             for seq in 0..PACKETS {
-                f.send_custom_lossless(&custom(160, seq, SIZE))
+                f.send_custom_lossless(&custom_packet(160, seq, SIZE, 0))
                     .await
                     .expect("send custom");
             }

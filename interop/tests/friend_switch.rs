@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use toxlink::toxlink_proto::node::{PathEventKind, Route};
 use toxlink::FriendEvent;
-use toxlink_interop::harness::{harness_available, ConnKind};
+use toxlink_interop::harness::{custom_checksum, custom_packet, harness_available, ConnKind};
 
 const PACKETS: u32 = 20_000;
 const SIZE: usize = 1373;
@@ -85,7 +85,7 @@ fn c_toxcore_friend_while_we_switch_udp_and_relay() {
         let f = f.clone();
         s.rt.spawn(async move {
             for seq in 0..PACKETS {
-                f.send_custom_lossless(&custom(160, seq, SIZE))
+                f.send_custom_lossless(&custom_packet(160, seq, SIZE, 0))
                     .await
                     .expect("send custom");
                 if seq % 8 == 7 {
@@ -110,7 +110,7 @@ fn c_toxcore_friend_while_we_switch_udp_and_relay() {
                         let seq = u32::from_be_bytes([d[1], d[2], d[3], d[4]]);
                         assert_eq!(seq, n, "in order, none missing, no duplicate");
                         let sum = u32::from_be_bytes([d[5], d[6], d[7], d[8]]);
-                        assert_eq!(sum, fnv(&d), "checksum of #{seq}");
+                        assert_eq!(sum, custom_checksum(&d), "checksum of #{seq}");
                         n += 1;
                         got.store(n, Ordering::Relaxed);
                     }

@@ -19,7 +19,7 @@ use toxlink::toxlink_proto::crypto::{KeyPair, PublicKey};
 use toxlink::toxlink_proto::node::NodeConfig;
 use toxlink::toxlink_proto::wire::packed::{PackedIpPort, PackedNode, Transport};
 use toxlink::{Friend, FriendConfig, FriendEvent, Node};
-use toxlink_interop::harness::{harness_available, ConnKind};
+use toxlink_interop::harness::{custom_checksum, custom_packet, harness_available, ConnKind};
 use toxlink_interop::{Harness, HarnessOptions};
 
 const PACKETS: u32 = 10_000;
@@ -29,31 +29,6 @@ const THEIR_SIZE: usize = 1373;
 const LOSSY: u32 = 100;
 /// Idle period, longer than c-toxcore's friend timeout of 32 s.
 const IDLE: Duration = Duration::from_secs(34);
-
-fn fnv(p: &[u8]) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
-    for (i, &b) in p.iter().enumerate() {
-        // The checksum field (bytes 5..9) counts as zero.
-        let b = if (5..9).contains(&i) { 0 } else { b };
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    h
-}
-
-/// A packet in the harness's custom layout: id ‖ seq BE32 ‖ FNV-1a BE32 ‖
-/// send time BE64 (left zero) ‖ filler.
-fn custom(id: u8, seq: u32, size: usize) -> Vec<u8> {
-    let mut p = vec![0u8; size];
-    p[0] = id;
-    p[1..5].copy_from_slice(&seq.to_be_bytes());
-    for (i, b) in p.iter_mut().enumerate().skip(17) {
-        *b = (seq as usize).wrapping_mul(7).wrapping_add(i) as u8;
-    }
-    let h = fnv(&p);
-    p[5..9].copy_from_slice(&h.to_be_bytes());
-    p
-}
 
 /// The next event within `limit`, failing the test otherwise.
 async fn next(f: &Friend, what: &str, limit: Duration) -> FriendEvent {
@@ -176,7 +151,7 @@ fn toxlink_friend_of_c_toxcore_over_udp() {
     // Custom lossy packets both ways: on loopback nearly all arrive; each
     // intact, with its id byte.
     for seq in 0..LOSSY {
-        f.send_custom_lossy(&custom(200, seq, 600))
+        f.send_custom_lossy(&custom_packet(200, seq, 600, 0))
             .expect("send lossy");
     }
     let lossy = h
@@ -205,7 +180,10 @@ fn toxlink_friend_of_c_toxcore_over_udp() {
                 Ok(Some(FriendEvent::CustomLossy(d))) => {
                     assert_eq!(d.len(), 600);
                     assert_eq!(d[0], 201);
-                    assert_eq!(u32::from_be_bytes([d[5], d[6], d[7], d[8]]), fnv(&d));
+                    assert_eq!(
+                        u32::from_be_bytes([d[5], d[6], d[7], d[8]]),
+                        custom_checksum(&d)
+                    );
                     got += 1;
                 }
                 Ok(Some(FriendEvent::Offline(r))) => panic!("offline: {r:?}"),
@@ -234,7 +212,7 @@ fn toxlink_friend_of_c_toxcore_over_udp() {
         rt.spawn(async move {
             let t = Instant::now();
             for seq in 0..PACKETS {
-                f.send_custom_lossless(&custom(160, seq, OUR_SIZE))
+                f.send_custom_lossless(&custom_packet(160, seq, OUR_SIZE, 0))
                     .await
                     .expect("send custom");
             }
@@ -258,7 +236,7 @@ fn toxlink_friend_of_c_toxcore_over_udp() {
                         let seq = u32::from_be_bytes([d[1], d[2], d[3], d[4]]);
                         assert_eq!(seq, got, "in order, none missing, no duplicate");
                         let sum = u32::from_be_bytes([d[5], d[6], d[7], d[8]]);
-                        assert_eq!(sum, fnv(&d), "checksum of #{seq}");
+                        assert_eq!(sum, custom_checksum(&d), "checksum of #{seq}");
                         got += 1;
                     }
                     FriendEvent::Offline(r) => panic!("offline after {got}: {r:?}"),

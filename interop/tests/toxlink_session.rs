@@ -10,26 +10,8 @@ use std::time::Duration;
 use toxlink::toxlink_proto::crypto::{KeyPair, PublicKey};
 use toxlink::toxlink_proto::node::NodeConfig;
 use toxlink::{Node, Received};
-use toxlink_interop::harness::harness_available;
+use toxlink_interop::harness::{custom_packet, harness_available};
 use toxlink_interop::{Harness, HarnessOptions};
-
-/// A packet in the harness's custom layout: id ‖ seq BE32 ‖ FNV-1a BE32 over
-/// the packet with this field zeroed ‖ send time BE64 ‖ filler.
-fn custom(id: u8, seq: u32, size: usize) -> Vec<u8> {
-    let mut p = vec![0u8; size];
-    p[0] = id;
-    p[1..5].copy_from_slice(&seq.to_be_bytes());
-    for (i, b) in p.iter_mut().enumerate().skip(17) {
-        *b = (seq as usize).wrapping_mul(7).wrapping_add(i) as u8;
-    }
-    let mut h: u32 = 0x811c_9dc5;
-    for &b in &p {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    p[5..9].copy_from_slice(&h.to_be_bytes());
-    p
-}
 
 #[test]
 fn toxlink_session_with_c_toxcore_over_udp() {
@@ -81,7 +63,7 @@ fn toxlink_session_with_c_toxcore_over_udp() {
     let t0 = std::time::Instant::now();
     rt.block_on(async {
         for seq in 0..packets {
-            conn.send_lossless(&custom(160, seq, 1373))
+            conn.send_lossless(&custom_packet(160, seq, 1373, 0))
                 .await
                 .expect("send");
         }
@@ -133,7 +115,7 @@ fn toxlink_session_with_c_toxcore_over_udp() {
                             last.is_none_or(|l| seq > l),
                             "echo order: {seq} after {last:?}"
                         );
-                        assert_eq!(d, custom(160, seq, 1373), "echo #{seq} intact");
+                        assert_eq!(d, custom_packet(160, seq, 1373, 0), "echo #{seq} intact");
                         last = Some(seq);
                         echoed += 1;
                         if echoed % 500 == 0 {

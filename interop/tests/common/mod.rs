@@ -21,33 +21,9 @@ use toxlink::toxlink_proto::relay_server::ServerConfig;
 use toxlink::toxlink_proto::wire::packed::{PackedIpPort, PackedNode, Transport};
 use toxlink::{Friend, FriendConfig, FriendEvent, Node};
 use toxlink_interop::bootstrapd::Bootstrapd;
+use toxlink_interop::harness::custom_checksum;
 use toxlink_interop::harness::ConnKind;
 use toxlink_interop::{Harness, HarnessOptions};
-
-/// FNV-1a over a custom packet with the checksum field (bytes 5..9) as zero.
-pub fn fnv(p: &[u8]) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
-    for (i, &b) in p.iter().enumerate() {
-        let b = if (5..9).contains(&i) { 0 } else { b };
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    h
-}
-
-/// A packet in the harness's custom layout: id ‖ seq BE32 ‖ FNV-1a BE32 ‖
-/// send time BE64 (left zero) ‖ filler.
-pub fn custom(id: u8, seq: u32, size: usize) -> Vec<u8> {
-    let mut p = vec![0u8; size];
-    p[0] = id;
-    p[1..5].copy_from_slice(&seq.to_be_bytes());
-    for (i, b) in p.iter_mut().enumerate().skip(17) {
-        *b = (seq as usize).wrapping_mul(7).wrapping_add(i) as u8;
-    }
-    let h = fnv(&p);
-    p[5..9].copy_from_slice(&h.to_be_bytes());
-    p
-}
 
 /// The next event within `limit`, failing the test otherwise.
 pub async fn next(f: &Friend, what: &str, limit: Duration) -> FriendEvent {
@@ -354,7 +330,7 @@ pub async fn receive_custom(
                 let seq = u32::from_be_bytes([d[1], d[2], d[3], d[4]]);
                 assert_eq!(seq, got, "in order, none missing, no duplicate");
                 let sum = u32::from_be_bytes([d[5], d[6], d[7], d[8]]);
-                assert_eq!(sum, fnv(&d), "checksum of #{seq}");
+                assert_eq!(sum, custom_checksum(&d), "checksum of #{seq}");
                 got += 1;
             }
             FriendEvent::Offline(r) => panic!("offline after {got}: {r:?}"),

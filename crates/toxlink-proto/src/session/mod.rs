@@ -1181,9 +1181,13 @@ impl Session {
         self.lossless_send(now, buf)
     }
 
-    /// The cookie request or handshake this session (re-)sends in its
-    /// current state; `None` once it is established or closed.
+    /// The cookie request or handshake this session has sent and re-sends
+    /// in its current state; `None` before the first one went out and once
+    /// it is established or closed.
     pub fn handshake_packet(&self) -> Option<&[u8]> {
+        if self.retry.sent == 0 {
+            return None;
+        }
         match self.state {
             State::CookieRequesting => Some(&self.cookie_request[..]),
             State::HandshakeSent | State::NotConfirmed => self.handshake.as_deref().map(|h| &h[..]),

@@ -159,37 +159,22 @@ async fn relay_only_transfer_and_relay_reset() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupting_relay_is_dropped_and_replaced() {
     let s = setup(4, 20).await;
-    let (ca, cb) = timeout(Duration::from_secs(15), connect(&s, false))
-        .await
-        .expect("connected in time");
-    let n = 6000;
-    let rx = tokio::spawn(receive(cb, n));
-    let mut victim = None;
     let started = Instant::now();
-    let mut corrupt_at = None;
-    send(&ca, n, 20, |i| {
-        if i == 1500 {
-            // The relay b receives through: a's primary.
-            let pk = relay_of(s.a.primary(&s.b.public_key())).expect("on a relay");
-            let r = s.relays.iter().find(|r| r.public_key() == pk).unwrap();
-            r.handle()
-                .unwrap()
-                .set_fault_injector(FaultInjector::new(FaultConfig {
-                    corrupt: 0.1,
-                    seed: 7,
-                    ..FaultConfig::default()
-                }));
-            victim = Some(pk);
-            corrupt_at = Some(Instant::now());
-        }
-    })
+    // The relay b receives through (a's primary) corrupts 10 %; nothing
+    // corrupted is delivered.
+    let f = stream_with_fault_on_primary(
+        &s,
+        6000,
+        20,
+        1500,
+        FaultConfig {
+            corrupt: 0.1,
+            seed: 7,
+            ..FaultConfig::default()
+        },
+    )
     .await;
-    timeout(Duration::from_secs(60), rx)
-        .await
-        .expect("received in time")
-        .expect("join")
-        .expect("all in order, nothing corrupted");
-    let victim = victim.expect("victim chosen");
+    let (victim, corrupt_at) = (f.victim, f.at);
     // b saw the failures and dropped the relay for a, then replaced it.
     let mut dropped = None;
     let mut added_after = false;
@@ -204,7 +189,7 @@ async fn corrupting_relay_is_dropped_and_replaced() {
     }
     let dropped = dropped.expect("the corrupting relay was dropped for the peer");
     assert!(added_after, "a replacement relay was added");
-    let t = dropped.saturating_duration_since(corrupt_at.unwrap());
+    let t = dropped.saturating_duration_since(corrupt_at);
     println!(
         "corrupting relay dropped {t:?} after it started corrupting (run {:?})",
         started.elapsed()
@@ -218,13 +203,6 @@ async fn corrupting_relay_is_dropped_and_replaced() {
         }
     }
     println!("self-probe ran: {probed}");
-    assert!(!matches!(
-        Route::<SocketAddr>::Relay {
-            relay: victim,
-            peer: s.a.dht_key()
-        },
-        Route::Udp(_)
-    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -307,27 +285,38 @@ fn moved_off(
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn black_holed_relay_is_left_without_loss() {
-    let s = setup(3, 40).await;
-    let (ca, cb) = timeout(Duration::from_secs(15), connect(&s, false))
+/// What [`stream_with_fault_on_primary`] saw.
+struct Faulted {
+    /// The relay that got the fault.
+    victim: toxlink_proto::crypto::PublicKey,
+    /// When the fault was installed.
+    at: Instant,
+    /// The longest delivery gap.
+    gap: Duration,
+}
+
+/// Connects a → b through the relays and streams `n` packets (a pause
+/// every `pace` packets); before packet `fault_at` the relay a sends on
+/// gets `cfg`. Every packet must arrive, intact and in order.
+async fn stream_with_fault_on_primary(
+    s: &Setup,
+    n: u32,
+    pace: u32,
+    fault_at: u32,
+    cfg: FaultConfig,
+) -> Faulted {
+    let (ca, cb) = timeout(Duration::from_secs(15), connect(s, false))
         .await
         .expect("connected in time");
-    let n = 5000;
     let rx = tokio::spawn(receive(cb, n));
-    let mut at = None;
-    let mut victim = None;
-    send(&ca, n, 10, |i| {
-        if i == 1500 {
-            let v = fault_primary(
-                &s,
-                FaultConfig {
-                    blackhole_after: Some(Duration::ZERO),
-                    ..FaultConfig::default()
-                },
-            );
-            victim = Some(s.relays[v].public_key());
-            at = Some(Instant::now());
+    let mut fault = None;
+    let mut cfg = Some(cfg);
+    send(&ca, n, pace, |i| {
+        if i == fault_at {
+            if let Some(cfg) = cfg.take() {
+                let v = fault_primary(s, cfg);
+                fault = Some((s.relays[v].public_key(), Instant::now()));
+            }
         }
     })
     .await;
@@ -335,9 +324,20 @@ async fn black_holed_relay_is_left_without_loss() {
         .await
         .expect("received in time")
         .expect("join")
-        .expect("all in order");
-    let moved =
-        moved_off(&s, victim.unwrap(), at.unwrap()).expect("traffic moved off the black hole");
+        .expect("all in order, nothing corrupted");
+    let (victim, at) = fault.expect("fault installed");
+    Faulted { victim, at, gap }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn black_holed_relay_is_left_without_loss() {
+    let s = setup(3, 40).await;
+    let cfg = FaultConfig {
+        blackhole_after: Some(Duration::ZERO),
+        ..FaultConfig::default()
+    };
+    let Faulted { victim, at, gap } = stream_with_fault_on_primary(&s, 5000, 10, 1500, cfg).await;
+    let moved = moved_off(&s, victim, at).expect("traffic moved off the black hole");
     println!("black hole: moved off after {moved:?}, longest gap {gap:?}");
     assert!(gap < Duration::from_millis(1500), "gap {gap:?}");
 }
@@ -345,35 +345,13 @@ async fn black_holed_relay_is_left_without_loss() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_delaying_by_two_seconds_is_left_within_three() {
     let s = setup(3, 50).await;
-    let (ca, cb) = timeout(Duration::from_secs(15), connect(&s, false))
-        .await
-        .expect("connected in time");
-    let n = 5000;
-    let rx = tokio::spawn(receive(cb, n));
-    let mut at = None;
-    let mut victim = None;
-    send(&ca, n, 5, |i| {
-        if i == 1000 {
-            let v = fault_primary(
-                &s,
-                FaultConfig {
-                    delay_share: 1.0,
-                    delay: Duration::from_secs(2),
-                    ..FaultConfig::default()
-                },
-            );
-            victim = Some(s.relays[v].public_key());
-            at = Some(Instant::now());
-        }
-    })
-    .await;
-    let gap = timeout(Duration::from_secs(60), rx)
-        .await
-        .expect("received in time")
-        .expect("join")
-        .expect("all in order");
-    let moved =
-        moved_off(&s, victim.unwrap(), at.unwrap()).expect("traffic moved off the slow relay");
+    let cfg = FaultConfig {
+        delay_share: 1.0,
+        delay: Duration::from_secs(2),
+        ..FaultConfig::default()
+    };
+    let Faulted { victim, at, gap } = stream_with_fault_on_primary(&s, 5000, 5, 1000, cfg).await;
+    let moved = moved_off(&s, victim, at).expect("traffic moved off the slow relay");
     println!("2 s delay: moved off after {moved:?}, longest gap {gap:?}");
     assert!(moved < Duration::from_secs(3), "moved after {moved:?}");
 }
@@ -441,6 +419,10 @@ async fn udp_black_hole_through_a_forwarder_falls_back_to_relays() {
         .expect("accept in time")
         .expect("join")
         .expect("incoming");
+    // b learns a's UDP address from a UDP handshake only; when the
+    // handshake through a relay wins the race, b must be told (as the DHT
+    // would tell it), or a's UDP packets are from an unknown address.
+    s.b.add_path(&s.a.public_key(), fwd.b_side());
     let n = 8000;
     let rx = tokio::spawn(receive(cb, n));
     let mut hole_at = None;

@@ -4,32 +4,14 @@
 //! not panic, and a dead link must stay dead.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use rand_core::{CryptoRng, RngCore};
 use std::time::{Duration, Instant};
 use toxlink_proto::crypto::{KeyPair, Nonce, PublicKey, SecretKey};
 use toxlink_proto::relay_client::{Client, ClientConfig, LinkState};
 use toxlink_proto::wire::relay::{HandshakePayload, HandshakeRequest, HandshakeResponse, SecureChannel};
 
-struct Counter(u64);
-impl RngCore for Counter {
-    fn next_u32(&mut self) -> u32 {
-        self.next_u64() as u32
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        self.0
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        for b in dest {
-            *b = self.next_u64() as u8;
-        }
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
-        self.fill_bytes(dest);
-        Ok(())
-    }
-}
-impl CryptoRng for Counter {}
+#[path = "counter_rng.rs"]
+mod counter_rng;
+use counter_rng::Counter;
 
 fuzz_target!(|data: &[u8]| {
     let server = KeyPair::from_secret(SecretKey([5; 32]));

@@ -4,33 +4,14 @@
 //! must not panic, and its output must stay within its queue bounds.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use rand_core::{CryptoRng, RngCore};
 use std::time::{Duration, Instant};
 use toxlink_proto::crypto::{KeyPair, Nonce, SecretKey};
 use toxlink_proto::relay_server::{ConnId, Server, ServerConfig};
 use toxlink_proto::wire::relay::{HandshakePayload, HandshakeRequest, HandshakeResponse, SecureChannel};
 
-/// Deterministic counter RNG (the fuzzer needs reproducible runs).
-struct Counter(u64);
-impl RngCore for Counter {
-    fn next_u32(&mut self) -> u32 {
-        self.next_u64() as u32
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        self.0
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        for b in dest {
-            *b = self.next_u64() as u8;
-        }
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
-        self.fill_bytes(dest);
-        Ok(())
-    }
-}
-impl CryptoRng for Counter {}
+#[path = "counter_rng.rs"]
+mod counter_rng;
+use counter_rng::Counter;
 
 struct Peer {
     kp: KeyPair,

@@ -2,9 +2,10 @@
 # Runs every cargo-fuzz target for N seconds each (default 60) and prints the
 # executions and any crash per target. Exit status non-zero if a target crashed.
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
-# Needs cargo-fuzz (`cargo install cargo-fuzz --locked`); works on the stable
-# toolchain through RUSTC_BOOTSTRAP=1 (cargo-fuzz uses -Z sanitizer flags).
+# Installs cargo-fuzz when it is missing (scripts/deps.sh fuzz); works on the
+# stable toolchain through RUSTC_BOOTSTRAP=1 (cargo-fuzz uses -Z sanitizer flags).
 set -euo pipefail
+"$(dirname "$0")/deps.sh" fuzz
 secs=${1:-60}
 shift || true
 cd "$(dirname "$0")/../fuzz"

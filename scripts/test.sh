@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # All of toxlink's tests: formatting, lints, then every test of the workspace
 # (unit, property, vector, simulator, loopback and c-toxcore interop tests).
-# Needs the Debian packages that .ci/run installs (libsodium-dev, pkg-config,
-# libtoxcore-dev, toxcore-utils).
+# First installs the Debian packages the tests use when they are missing
+# (scripts/deps.sh says which and why; as root or through sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+./scripts/deps.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# The packagers' build: the system libsodium through pkg-config instead of the
+# bundled source, checked against the same crypto vectors.
+cargo test -p toxlink-proto --locked --features system-libsodium --lib crypto

@@ -63,6 +63,19 @@ pub fn bootstrapd_available() -> bool {
         .unwrap_or(false)
 }
 
+/// For tests: fails the test (never skips it) when `tox-bootstrapd` is not
+/// installed, naming the package to install.
+///
+/// # Panics
+/// When [`bootstrapd_available`] is false.
+pub fn require_bootstrapd() {
+    assert!(
+        bootstrapd_available(),
+        "{:?} is missing (run ./scripts/test.sh, which installs toxcore-utils, or apt-get install toxcore-utils)",
+        bootstrapd_path()
+    );
+}
+
 /// A running `tox-bootstrapd`. See the module documentation.
 #[derive(Debug)]
 pub struct Bootstrapd {

@@ -167,6 +167,18 @@ pub fn harness_available() -> bool {
     pkg_config_toxcore().is_ok()
 }
 
+/// For tests: fails the test (never skips it) when the harness cannot be
+/// built here, naming the package to install. The README's test command
+/// installs it, so a missing harness is a broken set-up, not a pass.
+///
+/// # Panics
+/// When pkg-config does not know `toxcore`.
+pub fn require_harness() {
+    if let Err(e) = pkg_config_toxcore() {
+        panic!("the c-toxcore interop harness cannot be built: {e} (run ./scripts/test.sh, which installs libtoxcore-dev, or apt-get install libtoxcore-dev pkg-config)");
+    }
+}
+
 /// Connection status of a friend or of the node itself (`Tox_Connection`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ConnKind {

@@ -24,7 +24,7 @@ pub mod harness;
 pub mod measure;
 mod process;
 
-pub use bootstrapd::{bootstrapd_available, Bootstrapd};
+pub use bootstrapd::{bootstrapd_available, require_bootstrapd, Bootstrapd};
 pub use error::{InteropError, Result};
-pub use harness::{build_harness, ConnKind, Harness, HarnessOptions, Stats};
+pub use harness::{build_harness, require_harness, ConnKind, Harness, HarnessOptions, Stats};
 pub use measure::{connect_pair, measure_pair, PairFigures, PairOptions, Transport};

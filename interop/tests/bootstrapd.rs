@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::net::TcpStream;
 use std::time::Duration;
-use toxlink_interop::{bootstrapd_available, Bootstrapd};
+use toxlink_interop::{require_bootstrapd, Bootstrapd};
 
 fn pid_alive(pid: u32) -> bool {
     // A stopped and reaped child no longer has a /proc entry.
@@ -13,10 +13,7 @@ fn pid_alive(pid: u32) -> bool {
 
 #[test]
 fn bootstrapd_starts_serves_and_stops() {
-    assert!(
-        bootstrapd_available(),
-        "tox-bootstrapd missing: install toxcore-utils"
-    );
+    require_bootstrapd();
     let b = Bootstrapd::start().expect("start");
     let pid = b.pid();
     assert!(pid > 0 && pid_alive(pid));

@@ -25,8 +25,8 @@ use common::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use toxlink::toxlink_proto::relay_client::PeerRelayState;
-use toxlink_interop::bootstrapd::bootstrapd_available;
-use toxlink_interop::harness::{custom_packet, harness_available, ConnKind};
+use toxlink_interop::bootstrapd::require_bootstrapd;
+use toxlink_interop::harness::{custom_packet, require_harness, ConnKind};
 
 /// Custom lossless packets each way. c-toxcore's own sender through a relay
 /// slows to tens of packets per second when both directions run at once
@@ -36,9 +36,9 @@ const PACKETS: u32 = 1_000;
 const SIZE: usize = 1373;
 
 fn friend_through_relay(bootstrapd: bool, seed: u64) {
-    if !harness_available() || (bootstrapd && !bootstrapd_available()) {
-        eprintln!("skipping: libtoxcore harness or tox-bootstrapd not available");
-        return;
+    require_harness();
+    if bootstrapd {
+        require_bootstrapd();
     }
     let test_start = Instant::now();
     let mut s = setup(bootstrapd, seed);

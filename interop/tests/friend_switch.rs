@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use toxlink::toxlink_proto::node::{PathEventKind, Route};
 use toxlink::FriendEvent;
-use toxlink_interop::harness::{custom_checksum, custom_packet, harness_available, ConnKind};
+use toxlink_interop::harness::{custom_checksum, custom_packet, require_harness, ConnKind};
 
 const PACKETS: u32 = 20_000;
 const SIZE: usize = 1373;
@@ -53,10 +53,7 @@ const DRAIN: Duration = Duration::from_secs(20);
 
 #[test]
 fn c_toxcore_friend_while_we_switch_udp_and_relay() {
-    if !harness_available() {
-        eprintln!("skipping: libtoxcore harness not available");
-        return;
-    }
+    require_harness();
     let test_start = Instant::now();
     let mut s = setup(false, 71);
     let conn =

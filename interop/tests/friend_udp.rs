@@ -19,7 +19,7 @@ use toxlink::toxlink_proto::crypto::{KeyPair, PublicKey};
 use toxlink::toxlink_proto::node::NodeConfig;
 use toxlink::toxlink_proto::wire::packed::{PackedIpPort, PackedNode, Transport};
 use toxlink::{Friend, FriendConfig, FriendEvent, Node};
-use toxlink_interop::harness::{custom_checksum, custom_packet, harness_available, ConnKind};
+use toxlink_interop::harness::{custom_checksum, custom_packet, require_harness, ConnKind};
 use toxlink_interop::{Harness, HarnessOptions};
 
 const PACKETS: u32 = 10_000;
@@ -40,10 +40,7 @@ async fn next(f: &Friend, what: &str, limit: Duration) -> FriendEvent {
 
 #[test]
 fn toxlink_friend_of_c_toxcore_over_udp() {
-    if !harness_available() {
-        eprintln!("skipping: libtoxcore harness not available");
-        return;
-    }
+    require_harness();
     let test_start = Instant::now();
     let mut h = Harness::start(&HarnessOptions::new().name("ctox")).expect("harness");
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -10,7 +10,7 @@ use std::time::Duration;
 use toxlink::toxlink_proto::crypto::{KeyPair, PublicKey};
 use toxlink::toxlink_proto::node::NodeConfig;
 use toxlink::{Node, Received};
-use toxlink_interop::harness::{custom_packet, harness_available};
+use toxlink_interop::harness::{custom_packet, require_harness};
 use toxlink_interop::{Harness, HarnessOptions};
 
 #[test]
@@ -20,10 +20,7 @@ fn toxlink_session_with_c_toxcore_over_udp() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2_000);
-    if !harness_available() {
-        eprintln!("skipping: libtoxcore harness not available");
-        return;
-    }
+    require_harness();
     let mut h = Harness::start(&HarnessOptions::new().echo(true)).expect("harness");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -493,12 +493,9 @@ fn errors_are_one_line_and_non_zero() {
 
 #[test]
 fn peer_chats_with_a_c_toxcore_friend_over_udp() {
-    use toxlink_interop::harness::{harness_available, ConnKind};
+    use toxlink_interop::harness::{require_harness, ConnKind};
     use toxlink_interop::{Harness, HarnessOptions};
-    if !harness_available() {
-        eprintln!("skipping: libtoxcore harness not available");
-        return;
-    }
+    require_harness();
     let p = peers();
     let mut h = Harness::start(&HarnessOptions::new().name("ctox")).expect("harness");
     let mut our_pk = [0u8; 32];

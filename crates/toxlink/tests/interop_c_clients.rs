@@ -45,8 +45,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use toxlink::relay::{RelayServer, RelayServerConfig, RelayServerHandle};
-use toxlink_interop::harness::{harness_available, ConnEvent, MAX_CUSTOM_PACKET_SIZE};
-use toxlink_interop::{bootstrapd_available, Bootstrapd, ConnKind, Harness, HarnessOptions};
+use toxlink_interop::harness::{require_harness, ConnEvent, MAX_CUSTOM_PACKET_SIZE};
+use toxlink_interop::{require_bootstrapd, Bootstrapd, ConnKind, Harness, HarnessOptions};
 use toxlink_proto::crypto::KeyPair;
 use toxlink_proto::relay_server::{Counters, ServerConfig};
 
@@ -197,14 +197,8 @@ fn c_toxcore_clients_through_the_toxlink_relay() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    assert!(
-        bootstrapd_available(),
-        "tox-bootstrapd missing (package toxcore-utils)"
-    );
-    assert!(
-        harness_available(),
-        "pkg-config toxcore failed (package libtoxcore-dev)"
-    );
+    require_bootstrapd();
+    require_harness();
     let t_start = Instant::now();
 
     // The toxlink relay, served by a runtime in this process while the test

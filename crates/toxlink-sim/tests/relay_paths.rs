@@ -926,3 +926,123 @@ fn chaos_scenario(seed: u64) -> Result<Figures, String> {
 fn chaos_1000_seeds() {
     run("chaos_1000_seeds", 0..1000, chaos_scenario, |_| Ok(()));
 }
+
+/// How a peer's NAT rebinding reaches its relay link (issue 12).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Rebind {
+    /// The RST reaches both ends (conntrack flushed; the relay's next
+    /// segment to the old mapping is answered with a reset too).
+    BothEnds,
+    /// Only the peer sees the reset; the relay's old connection lingers
+    /// silently (its segments to the old mapping are dropped) until the
+    /// peer reconnects from its new source port with the same key.
+    PeerOnly,
+    /// Nobody sees a reset: every segment either way is dropped (a NAT that
+    /// drops what no longer matches its table). The peer must notice the
+    /// silence itself.
+    Silent,
+}
+
+/// Peer 1 sends a paced transfer to peer 2 through relays only; both know
+/// `relays` relays. When `at` of the transfer has arrived, peer 1's link to
+/// the relay carrying the traffic breaks as a NAT rebinding breaks it.
+fn rebind_scenario(seed: u64, relays: u32, at: f64, how: Rebind) -> Result<Figures, String> {
+    let known: Vec<u32> = (1..=relays).collect();
+    let mut w = world(seed, 2, |_| known.clone());
+    befriend(&mut w, 1, 2, COUNT, CHAT, false);
+    run_until_flowing(&mut w, 1, 2, (COUNT as f64 * at) as u64)?;
+    let ida = w.peers[0].1;
+    let pb = w.pk(2);
+    let fault_time = w.sim.now();
+    let carrying = w
+        .peer(1)
+        .path_log
+        .iter()
+        .rev()
+        .find(|e| e.peer == pb && matches!(e.kind, PathEventKind::Primary { .. }))
+        .and_then(|e| e.addr.relay().copied())
+        .or_else(|| w.peer(1).node.relay_pool().active(&pb).first().copied())
+        .ok_or("no relay carries the traffic")?;
+    let stream = w
+        .sim
+        .node::<PeerNode>(ida)
+        .and_then(|p| p.link_stream(&carrying))
+        .ok_or("peer 1 has no link to the carrying relay")?;
+    let now = w.sim.now();
+    let r = match how {
+        Rebind::BothEnds => w.sim.network.stream_reset(now, stream),
+        Rebind::PeerOnly => {
+            w.sim
+                .network
+                .stream_reset_from(now, stream, toxlink_sim::StreamSide::Acceptor)
+        }
+        Rebind::Silent => w.sim.network.stream_black_hole(now, stream),
+    };
+    r.map_err(|e| format!("reset: {e}"))?;
+    let res = run_to_end(&mut w, secs(40));
+    if verbose() {
+        dump(&w, seed, fault_time);
+    }
+    res?;
+    Ok(figures(&w, 1, 2, None))
+}
+
+#[test]
+fn one_relay_peer_link_reset_at_10_50_90_percent_gap_under_2_s() {
+    for at in [0.1, 0.5, 0.9] {
+        run(
+            &format!("one_relay_reset_at_{}", (at * 100.0) as u32),
+            0..100,
+            |s| rebind_scenario(s, 1, at, Rebind::BothEnds),
+            gap_under(secs(2)),
+        );
+    }
+}
+
+#[test]
+fn one_relay_peer_reconnects_from_a_new_port_at_10_50_90_percent_gap_under_2_s() {
+    for at in [0.1, 0.5, 0.9] {
+        run(
+            &format!("one_relay_new_port_at_{}", (at * 100.0) as u32),
+            0..100,
+            |s| rebind_scenario(s, 1, at, Rebind::PeerOnly),
+            gap_under(secs(2)),
+        );
+    }
+}
+
+#[test]
+fn two_relays_peer_link_to_the_carrying_one_breaks_gap_under_300_ms() {
+    for how in [Rebind::BothEnds, Rebind::PeerOnly] {
+        run(
+            &format!("two_relays_{how:?}"),
+            0..100,
+            |s| rebind_scenario(s, 2, 0.5, how),
+            gap_under(ms(300)),
+        );
+    }
+}
+
+#[test]
+fn one_relay_peer_link_silently_black_holed_at_10_50_90_percent_gap_under_2_s() {
+    for at in [0.1, 0.5, 0.9] {
+        run(
+            &format!("one_relay_silent_at_{}", (at * 100.0) as u32),
+            0..100,
+            |s| rebind_scenario(s, 1, at, Rebind::Silent),
+            gap_under(secs(2)),
+        );
+    }
+}
+
+/// Without any reset the carrying relay's path must first be judged dead
+/// (as for a black-holed relay), so the bound is the black hole's kind.
+#[test]
+fn two_relays_peer_link_to_the_carrying_one_silently_cut_gap_under_1_s() {
+    run(
+        "two_relays_silent",
+        0..100,
+        |s| rebind_scenario(s, 2, 0.5, Rebind::Silent),
+        gap_under(secs(1)),
+    );
+}

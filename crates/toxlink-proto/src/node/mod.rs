@@ -69,7 +69,7 @@ use crate::paths::pool::{LossReason, PoolConfig, PoolEvent, RelayInfo, RelayPool
 use crate::paths::scheduler::{Choice, Scheduler, SchedulerConfig};
 use crate::paths::table::PathTable;
 use crate::paths::PathKey;
-use crate::relay_client::{PeerRelayState, RelaySet, RelaySetConfig, RelaySetEvent};
+use crate::relay_client::{PeerRelayState, RelaySet, RelaySetConfig, RelaySetEvent, SocketId};
 use crate::session::handshake::{
     open_handshake, CookieKey, CookieResponder, CookieResponderConfig, COOKIE_RESPONSE_SIZE,
     PACKET_COOKIE_REQUEST, PACKET_HANDSHAKE,
@@ -155,13 +155,35 @@ impl<A> Route<A> {
     }
 }
 
-/// One relay link of the node: the main identity's, or the self-prober's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// One relay socket of the node: the main identity's, or the self-prober's,
+/// for one connection attempt. A new attempt to the same relay is a new
+/// `LinkId`, so a close meant for the old socket never reaches the new one,
+/// and reports about a socket that is no longer current are ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LinkId {
     /// The relay.
     pub relay: PublicKey,
     /// A link of the self-probe identity.
     pub probe: bool,
+    /// Connection attempt (per relay and identity, increasing).
+    pub attempt: u64,
+}
+
+impl LinkId {
+    fn new(socket: SocketId, probe: bool) -> Self {
+        LinkId {
+            relay: socket.relay,
+            probe,
+            attempt: socket.attempt,
+        }
+    }
+
+    fn socket(&self) -> SocketId {
+        SocketId {
+            relay: self.relay,
+            attempt: self.attempt,
+        }
+    }
 }
 
 /// The table key of a route with session path `id`. UDP addresses are
@@ -795,10 +817,18 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
             return;
         };
         let mut out = Vec::with_capacity(changes.len());
+        let mut doubted = Vec::new();
         for c in changes {
             let Some(addr) = self.route_of(p, c.key) else {
                 continue;
             };
+            // A relay path that stopped delivering: make its link prove it
+            // is alive (a NAT or firewall may have cut it silently).
+            if matches!(c.new, Health::Suspect | Health::Dead) {
+                if let Route::Relay { relay, .. } = addr {
+                    doubted.push(relay);
+                }
+            }
             let closed = p
                 .paths
                 .table
@@ -823,6 +853,9 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
         }
         for e in out {
             self.push_path_event(e);
+        }
+        for relay in doubted {
+            self.relays.verify(now, &relay);
         }
     }
 
@@ -1157,33 +1190,24 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
 
     /// A relay TCP connection to open.
     pub fn poll_relay_connect(&mut self) -> Option<(LinkId, SocketAddr)> {
-        if let Some((relay, addr)) = self.relays.poll_connect() {
-            return Some((
-                LinkId {
-                    relay,
-                    probe: false,
-                },
-                addr,
-            ));
+        if let Some((socket, addr)) = self.relays.poll_connect() {
+            return Some((LinkId::new(socket, false), addr));
         }
         self.prober
             .set
             .poll_connect()
-            .map(|(relay, addr)| (LinkId { relay, probe: true }, addr))
+            .map(|(socket, addr)| (LinkId::new(socket, true), addr))
     }
 
     /// A relay socket to close.
     pub fn poll_relay_close(&mut self) -> Option<LinkId> {
-        if let Some(relay) = self.relays.poll_close() {
-            return Some(LinkId {
-                relay,
-                probe: false,
-            });
+        if let Some(socket) = self.relays.poll_close() {
+            return Some(LinkId::new(socket, false));
         }
         self.prober
             .set
             .poll_close()
-            .map(|relay| LinkId { relay, probe: true })
+            .map(|socket| LinkId::new(socket, true))
     }
 
     /// The TCP connection of `link` is up (the relay handshake starts).
@@ -1195,42 +1219,43 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
             s
         });
         self.set_of(&link)
-            .handle_connected(now, &link.relay, &mut rng);
+            .handle_connected(now, &link.socket(), &mut rng);
     }
 
     /// The TCP connection of `link` could not be opened.
     pub fn relay_connect_failed(&mut self, now: Instant, link: LinkId) {
         self.last_now = Some(now);
-        self.set_of(&link).handle_connect_failed(now, &link.relay);
+        self.set_of(&link)
+            .handle_connect_failed(now, &link.socket());
         self.pump_relays(now);
     }
 
     /// Bytes read from `link`'s socket.
     pub fn relay_bytes(&mut self, now: Instant, link: LinkId, bytes: &mut [u8]) {
         self.last_now = Some(now);
-        self.set_of(&link).handle_bytes(now, &link.relay, bytes);
+        self.set_of(&link).handle_bytes(now, &link.socket(), bytes);
         self.pump_relays(now);
     }
 
     /// `link`'s socket closed.
     pub fn relay_closed(&mut self, now: Instant, link: LinkId) {
         self.last_now = Some(now);
-        self.set_of(&link).handle_closed(now, &link.relay);
+        self.set_of(&link).handle_closed(now, &link.socket());
         self.pump_relays(now);
     }
 
     /// Whether `link` has bytes to write.
     pub fn relay_has_output(&self, link: &LinkId) -> bool {
         if link.probe {
-            self.prober.set.has_output(&link.relay)
+            self.prober.set.has_output(&link.socket())
         } else {
-            self.relays.has_output(&link.relay)
+            self.relays.has_output(&link.socket())
         }
     }
 
     /// Appends at most about `limit` bytes of `link`'s output to `out`.
     pub fn relay_drain(&mut self, link: &LinkId, out: &mut Vec<u8>, limit: usize) -> usize {
-        self.set_of(link).drain_into(&link.relay, out, limit)
+        self.set_of(link).drain_into(&link.socket(), out, limit)
     }
 
     /// Sends `data` to `peer` (DHT key) through `relay`: DATA when the peer

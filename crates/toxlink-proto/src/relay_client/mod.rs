@@ -14,7 +14,12 @@
 //! Keep-alive is much faster than c-toxcore's (30 s ping, 10 s timeout): by
 //! default a PING every second and the link is declared dead after 3 s
 //! without any frame, so a black-holed relay is noticed within a few seconds.
-//! Every PONG gives an RTT sample.
+//! Every PONG gives an RTT sample. When the layer above has reason to doubt
+//! a link (a path through it stopped delivering), [`Client::verify`] asks
+//! for proof at once: a PING now, and the link is dead if nothing at all
+//! arrives from the relay within [`verify_deadline`] (½ s to 1 s) — a link
+//! that a NAT rebinding or a firewall silently cut is replaced within about
+//! a second instead of after `dead_after`.
 //!
 //! Invariants: the slot table and the per-peer table always agree; DATA is
 //! only queued to an ONLINE peer; queued data is bounded by
@@ -26,7 +31,7 @@ mod set;
 #[cfg(test)]
 mod tests;
 
-pub use set::{PeerRelayState, RelayLinkState, RelaySet, RelaySetConfig, RelaySetEvent};
+pub use set::{PeerRelayState, RelayLinkState, RelaySet, RelaySetConfig, RelaySetEvent, SocketId};
 
 use crate::crypto::{KeyPair, Nonce, PublicKey};
 use crate::relay_queue::FrameQueue;
@@ -38,6 +43,15 @@ use crate::wire::relay::{
 use rand_core::CryptoRngCore;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
+
+/// How long a liveness check ([`Client::verify`]) waits for the relay: three
+/// smoothed RTTs plus 100 ms, at least ½ s (a PING may wait behind a full
+/// socket buffer) and at most 1 s (a cut link is replaced within about a
+/// second).
+pub fn verify_deadline(srtt: Option<Duration>) -> Duration {
+    let base = srtt.map_or(Duration::ZERO, |s| s.saturating_mul(3)) + Duration::from_millis(100);
+    base.clamp(Duration::from_millis(500), Duration::from_secs(1))
+}
 
 /// Largest DATA payload on a relay link (frame plaintext minus the id byte).
 pub const MAX_DATA: usize = crate::wire::relay::MAX_FRAME_PLAINTEXT - 1;
@@ -238,6 +252,8 @@ pub struct Client {
     events: VecDeque<ClientEvent>,
     started: Instant,
     last_rx: Instant,
+    /// A liveness check in progress: (started, deadline).
+    verify: Option<(Instant, Instant)>,
     next_ping: Instant,
     ping: Option<([u8; 8], Instant)>,
     ping_counter: u64,
@@ -284,6 +300,7 @@ impl Client {
             events: VecDeque::new(),
             started: now,
             last_rx: now,
+            verify: None,
             next_ping: now,
             ping: None,
             ping_counter: rng.next_u64() | 1,
@@ -352,12 +369,33 @@ impl Client {
         self.out.drain_into(self.chan.as_mut(), out, limit)
     }
 
+    /// Asks the relay for proof that the link is alive: a PING now, and the
+    /// link dies ([`DisconnectReason::Timeout`]) unless something arrives
+    /// from the relay within [`verify_deadline`]. For a link the layer above
+    /// doubts (a path through it stopped delivering); a check already
+    /// running is left alone.
+    pub fn verify(&mut self, now: Instant) {
+        if self.state != LinkState::Connected || self.verify.is_some() {
+            return;
+        }
+        self.verify = Some((now, now + verify_deadline(self.srtt)));
+        self.send_ping(now);
+    }
+
+    /// Whether a liveness check ([`verify`](Self::verify)) is running.
+    pub fn verifying(&self) -> bool {
+        self.verify.is_some()
+    }
+
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             LinkState::Handshaking => Some(self.started + self.cfg.handshake_timeout),
             LinkState::Connected => {
-                let dead = self.last_rx + self.cfg.dead_after;
+                let mut dead = self.last_rx + self.cfg.dead_after;
+                if let Some((_, deadline)) = self.verify {
+                    dead = dead.min(deadline);
+                }
                 Some(match self.ping {
                     Some(_) => dead,
                     None => dead.min(self.next_ping),
@@ -379,6 +417,13 @@ impl Client {
                 if now >= self.last_rx + self.cfg.dead_after {
                     self.die(DisconnectReason::Timeout);
                     return;
+                }
+                if let Some((_, deadline)) = self.verify {
+                    if now >= deadline {
+                        tracing::debug!(relay = ?self.relay_pk, "relay link failed its liveness check");
+                        self.die(DisconnectReason::Timeout);
+                        return;
+                    }
                 }
                 if self.ping.is_none() && now >= self.next_ping {
                     self.send_ping(now);
@@ -493,6 +538,8 @@ impl Client {
         let mut input = bytes;
         if !input.is_empty() {
             self.last_rx = now;
+            // Anything from the relay proves the link carries bytes to us.
+            self.verify = None;
         }
         if self.state == LinkState::Handshaking {
             let take = (HANDSHAKE_RESPONSE_SIZE - self.rx.len()).min(input.len());

@@ -14,7 +14,11 @@
 //! Runtime protocol: connect the sockets [`RelaySet::poll_connect`] asks for
 //! and report [`RelaySet::handle_connected`] / [`RelaySet::handle_connect_failed`];
 //! close the sockets [`RelaySet::poll_close`] names; otherwise as for
-//! [`Client`], with a relay key in each call.
+//! [`Client`], with a [`SocketId`] in each call. Every connection attempt
+//! has its own `SocketId` (relay key and attempt number), so a close asked
+//! for an old socket can never close its replacement, and whatever the
+//! runtime reports about a socket that is no longer current (bytes, a close,
+//! a late connect) is ignored.
 
 use super::{Client, ClientConfig, ClientCounters, ClientEvent, DisconnectReason, SendError};
 use super::{LinkState, RouteError, RouteState};
@@ -43,6 +47,15 @@ impl Default for RelaySetConfig {
             backoff_max: Duration::from_secs(30),
         }
     }
+}
+
+/// One connection attempt to a relay: what the runtime names a socket by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SocketId {
+    /// The relay.
+    pub relay: PublicKey,
+    /// Attempt number (per relay, increasing).
+    pub attempt: u64,
 }
 
 /// State of one relay in the set.
@@ -141,7 +154,25 @@ struct Relay {
     /// Totals of links that are gone.
     past: ClientCounters,
     connects: u64,
+    /// The current (or last) connection attempt.
+    attempt: u64,
     last_down: Option<DisconnectReason>,
+}
+
+impl Relay {
+    /// The socket of the current attempt.
+    fn socket(&self, relay: PublicKey) -> SocketId {
+        SocketId {
+            relay,
+            attempt: self.attempt,
+        }
+    }
+
+    /// Starts a new attempt; returns its socket.
+    fn next_socket(&mut self, relay: PublicKey) -> SocketId {
+        self.attempt += 1;
+        self.socket(relay)
+    }
 }
 
 /// Several relay links of one node. See the module documentation.
@@ -151,8 +182,8 @@ pub struct RelaySet {
     cfg: RelaySetConfig,
     relays: HashMap<PublicKey, Relay>,
     events: VecDeque<RelaySetEvent>,
-    connects: VecDeque<(PublicKey, SocketAddr)>,
-    closes: VecDeque<PublicKey>,
+    connects: VecDeque<(SocketId, SocketAddr)>,
+    closes: VecDeque<SocketId>,
 }
 
 impl RelaySet {
@@ -180,20 +211,19 @@ impl RelaySet {
             r.addr = addr;
             return;
         }
-        self.relays.insert(
-            relay,
-            Relay {
-                addr,
-                state: RelayLinkState::Connecting,
-                client: None,
-                failures: 0,
-                peers: HashMap::new(),
-                past: ClientCounters::default(),
-                connects: 0,
-                last_down: None,
-            },
-        );
-        self.connects.push_back((relay, addr));
+        let mut r = Relay {
+            addr,
+            state: RelayLinkState::Connecting,
+            client: None,
+            failures: 0,
+            peers: HashMap::new(),
+            past: ClientCounters::default(),
+            connects: 0,
+            attempt: 0,
+            last_down: None,
+        };
+        self.connects.push_back((r.next_socket(relay), addr));
+        self.relays.insert(relay, r);
     }
 
     /// Removes a relay; its socket (if any) is named by
@@ -201,7 +231,7 @@ impl RelaySet {
     pub fn remove_relay(&mut self, relay: &PublicKey) {
         if let Some(r) = self.relays.remove(relay) {
             if r.client.is_some() {
-                self.closes.push_back(*relay);
+                self.closes.push_back(r.socket(*relay));
             }
         }
     }
@@ -314,13 +344,26 @@ impl RelaySet {
     }
 
     /// A relay to connect to.
-    pub fn poll_connect(&mut self) -> Option<(PublicKey, SocketAddr)> {
+    pub fn poll_connect(&mut self) -> Option<(SocketId, SocketAddr)> {
         self.connects.pop_front()
     }
 
-    /// A relay whose socket must be closed (its link died or was removed).
-    pub fn poll_close(&mut self) -> Option<PublicKey> {
+    /// A socket that must be closed (its link died or was removed).
+    pub fn poll_close(&mut self) -> Option<SocketId> {
         self.closes.pop_front()
+    }
+
+    /// The relay of `socket` if `socket` is its current attempt.
+    fn current_mut(&mut self, socket: &SocketId) -> Option<&mut Relay> {
+        self.relays
+            .get_mut(&socket.relay)
+            .filter(|r| r.attempt == socket.attempt)
+    }
+
+    fn current(&self, socket: &SocketId) -> Option<&Relay> {
+        self.relays
+            .get(&socket.relay)
+            .filter(|r| r.attempt == socket.attempt)
     }
 
     /// Next event.
@@ -328,23 +371,25 @@ impl RelaySet {
         self.events.pop_front()
     }
 
-    /// The TCP connection to `relay` is up: the handshake starts.
+    /// The TCP connection `socket` is up: the handshake starts. A socket
+    /// that is no longer current is closed again.
     pub fn handle_connected(
         &mut self,
         now: Instant,
-        relay: &PublicKey,
+        socket: &SocketId,
         rng: &mut impl CryptoRngCore,
     ) {
-        let Some(r) = self.relays.get_mut(relay) else {
+        let keypair = self.keypair.clone();
+        let cfg = self.cfg.client.clone();
+        let Some(r) = self.current_mut(socket) else {
+            self.closes.push_back(*socket);
             return;
         };
-        let mut c = Client::new(
-            now,
-            self.keypair.clone(),
-            *relay,
-            rng,
-            self.cfg.client.clone(),
-        );
+        if r.client.is_some() || r.state != RelayLinkState::Connecting {
+            // A second report for the same attempt: ignored.
+            return;
+        }
+        let mut c = Client::new(now, keypair, socket.relay, rng, cfg);
         for peer in r.peers.keys() {
             // At most 240 peers are tied (checked in `tie`).
             let _ = c.route(*peer);
@@ -353,31 +398,47 @@ impl RelaySet {
         r.state = RelayLinkState::Handshaking;
     }
 
-    /// The TCP connection to `relay` could not be opened.
-    pub fn handle_connect_failed(&mut self, now: Instant, relay: &PublicKey) {
-        if let Some(r) = self.relays.get_mut(relay) {
+    /// The TCP connection `socket` could not be opened.
+    pub fn handle_connect_failed(&mut self, now: Instant, socket: &SocketId) {
+        let cfg = self.cfg.clone();
+        if let Some(r) = self
+            .current_mut(socket)
+            .filter(|r| r.state == RelayLinkState::Connecting && r.client.is_none())
+        {
             r.failures += 1;
-            let until = now + backoff(&self.cfg, r.failures);
+            let until = now + backoff(&cfg, r.failures);
             r.state = RelayLinkState::Backoff { until };
         }
     }
 
-    /// Bytes from `relay`.
-    pub fn handle_bytes(&mut self, now: Instant, relay: &PublicKey, bytes: &mut [u8]) {
-        if let Some(c) = self.relays.get_mut(relay).and_then(|r| r.client.as_mut()) {
-            c.handle_bytes(now, bytes);
-        }
-        self.pump(now, relay);
+    /// Bytes read from `socket` (ignored if it is no longer current).
+    pub fn handle_bytes(&mut self, now: Instant, socket: &SocketId, bytes: &mut [u8]) {
+        let Some(c) = self.current_mut(socket).and_then(|r| r.client.as_mut()) else {
+            return;
+        };
+        c.handle_bytes(now, bytes);
+        self.pump(now, &socket.relay);
     }
 
-    /// The socket to `relay` closed.
-    pub fn handle_closed(&mut self, now: Instant, relay: &PublicKey) {
-        if let Some(c) = self.relays.get_mut(relay).and_then(|r| r.client.as_mut()) {
-            c.handle_closed(now);
-        }
-        self.pump(now, relay);
+    /// `socket` closed (ignored if it is no longer current).
+    pub fn handle_closed(&mut self, now: Instant, socket: &SocketId) {
         // The runtime already knows the socket is gone.
-        self.closes.retain(|k| k != relay);
+        self.closes.retain(|k| k != socket);
+        let Some(c) = self.current_mut(socket).and_then(|r| r.client.as_mut()) else {
+            return;
+        };
+        c.handle_closed(now);
+        self.pump(now, &socket.relay);
+        self.closes.retain(|k| k != socket);
+    }
+
+    /// Asks `relay`'s link for proof of life ([`Client::verify`]): a link
+    /// that a NAT or firewall silently cut is then replaced within about a
+    /// second. No-op unless the link is connected.
+    pub fn verify(&mut self, now: Instant, relay: &PublicKey) {
+        if let Some(c) = self.relays.get_mut(relay).and_then(|r| r.client.as_mut()) {
+            c.verify(now);
+        }
     }
 
     /// Closes a relay link locally (it is reconnected like a dead one).
@@ -388,18 +449,16 @@ impl RelaySet {
         self.pump(now, relay);
     }
 
-    /// Whether `relay` has output.
-    pub fn has_output(&self, relay: &PublicKey) -> bool {
-        self.relays
-            .get(relay)
+    /// Whether `socket` has output.
+    pub fn has_output(&self, socket: &SocketId) -> bool {
+        self.current(socket)
             .and_then(|r| r.client.as_ref())
             .is_some_and(Client::has_output)
     }
 
-    /// Output for `relay` (see [`Client::drain_into`]).
-    pub fn drain_into(&mut self, relay: &PublicKey, out: &mut Vec<u8>, limit: usize) -> usize {
-        self.relays
-            .get_mut(relay)
+    /// Output for `socket` (see [`Client::drain_into`]).
+    pub fn drain_into(&mut self, socket: &SocketId, out: &mut Vec<u8>, limit: usize) -> usize {
+        self.current_mut(socket)
             .and_then(|r| r.client.as_mut())
             .map_or(0, |c| c.drain_into(out, limit))
     }
@@ -417,7 +476,8 @@ impl RelaySet {
             if let RelayLinkState::Backoff { until } = r.state {
                 if now >= until {
                     r.state = RelayLinkState::Connecting;
-                    self.connects.push_back((k, r.addr));
+                    let socket = r.next_socket(k);
+                    self.connects.push_back((socket, r.addr));
                 }
             }
             self.pump(now, &k);
@@ -509,17 +569,19 @@ impl RelaySet {
             }
         }
         r.last_down = Some(reason);
+        // The dead socket is closed before any new one is opened.
+        self.closes.push_back(r.socket(relay));
         let was_connected = r.state == RelayLinkState::Connected;
         if was_connected {
             r.state = RelayLinkState::Connecting;
-            self.connects.push_back((relay, r.addr));
+            let socket = r.next_socket(relay);
+            self.connects.push_back((socket, r.addr));
         } else {
             r.failures += 1;
             r.state = RelayLinkState::Backoff {
                 until: now + backoff(&self.cfg, r.failures),
             };
         }
-        self.closes.push_back(relay);
         self.events
             .push_back(RelaySetEvent::RelayDown { relay, reason });
     }

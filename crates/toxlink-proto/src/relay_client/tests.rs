@@ -320,17 +320,29 @@ fn client_answers_server_pings_ignores_refused_and_unknown_slots() {
 mod set_tests {
     use super::*;
 
-    fn drive(net: &mut Net, set: &mut RelaySet, relay: PublicKey, conn: &mut u64) {
-        // Connect whatever the set asks for, then move bytes to quiescence.
+    /// Connects whatever the set asks for, then moves bytes to quiescence;
+    /// returns the socket in use.
+    fn drive(
+        net: &mut Net,
+        set: &mut RelaySet,
+        relay: PublicKey,
+        conn: &mut u64,
+        socket: &mut Option<SocketId>,
+    ) {
+        while set.poll_close().is_some() {}
         while let Some((k, _)) = set.poll_connect() {
-            assert_eq!(k, relay);
+            assert_eq!(k.relay, relay);
             *conn += 1;
             net.server.handle_accept(net.now, ConnId(*conn));
             set.handle_connected(net.now, &k, &mut net.rng);
+            *socket = Some(k);
         }
+        let Some(sock) = *socket else {
+            return;
+        };
         for _ in 0..50 {
             let mut buf = Vec::new();
-            set.drain_into(&relay, &mut buf, usize::MAX);
+            set.drain_into(&sock, &mut buf, usize::MAX);
             let moved_up = !buf.is_empty();
             if moved_up {
                 net.server.handle_bytes(net.now, ConnId(*conn), &mut buf);
@@ -340,7 +352,7 @@ mod set_tests {
             net.server.drain_into(ConnId(*conn), &mut down, usize::MAX);
             let moved_down = !down.is_empty();
             if moved_down {
-                set.handle_bytes(net.now, &relay, &mut down);
+                set.handle_bytes(net.now, &sock, &mut down);
             }
             if !moved_up && !moved_down {
                 return;
@@ -365,7 +377,8 @@ mod set_tests {
         set.tie(peer, &relay).unwrap();
         assert_eq!(set.peer_state(&peer, &relay), Some(PeerRelayState::None));
         let mut conn = 0;
-        drive(&mut net, &mut set, relay, &mut conn);
+        let mut sock = None;
+        drive(&mut net, &mut set, relay, &mut conn, &mut sock);
         net.pump(&mut [(&mut other, io)]);
         assert_eq!(set.relay_state(&relay), Some(RelayLinkState::Connected));
         assert_eq!(set.peer_state(&peer, &relay), Some(PeerRelayState::Online));
@@ -378,7 +391,7 @@ mod set_tests {
             state: PeerRelayState::Online
         }));
         set.send_data(&relay, &peer, b"to other").unwrap();
-        drive(&mut net, &mut set, relay, &mut conn);
+        drive(&mut net, &mut set, relay, &mut conn, &mut sock);
         net.pump(&mut [(&mut other, io)]);
         assert!(events(&mut other).contains(&ClientEvent::Data {
             peer: *set.public_key(),
@@ -386,30 +399,83 @@ mod set_tests {
         }));
         // The relay resets the link: NONE, closed, reconnect asked at once.
         net.server.handle_closed(net.now, ConnId(conn));
-        set.handle_closed(net.now, &relay);
+        let first = sock.expect("connected");
+        set.handle_closed(net.now, &first);
         assert_eq!(set.peer_state(&peer, &relay), Some(PeerRelayState::None));
         assert_eq!(set.relay_state(&relay), Some(RelayLinkState::Connecting));
         assert!(set.poll_close().is_none(), "runtime already saw the close");
         // Reconnect succeeds, routes come back without any call from us.
-        drive(&mut net, &mut set, relay, &mut conn);
+        drive(&mut net, &mut set, relay, &mut conn, &mut sock);
         net.pump(&mut [(&mut other, io)]);
         assert_eq!(set.peer_state(&peer, &relay), Some(PeerRelayState::Online));
         assert_eq!(set.relay_counters(&relay).unwrap().1, 2);
-        // Now connection attempts fail: exponential backoff.
-        set.handle_connected(net.now, &relay, &mut net.rng);
-        set.handle_closed(net.now, &relay); // closed during the handshake
+        let second = sock.expect("reconnected");
+        assert_ne!(second, first, "a reconnect is a new socket");
+        // Now connection attempts fail: exponential backoff. The link dies
+        // (reconnected at once), the new socket closes during the handshake.
+        set.handle_closed(net.now, &second);
+        let (third, _) = set.poll_connect().expect("reconnect at once");
+        set.handle_connected(net.now, &third, &mut net.rng);
+        set.handle_closed(net.now, &third); // closed during the handshake
         let Some(RelayLinkState::Backoff { until: u1 }) = set.relay_state(&relay) else {
             panic!("expected backoff");
         };
         assert_eq!(u1 - net.now, Duration::from_millis(250));
         net.now = u1;
         set.handle_timeout(net.now);
-        assert!(set.poll_connect().is_some());
-        set.handle_connect_failed(net.now, &relay);
+        let (fourth, _) = set.poll_connect().expect("retry after the backoff");
+        set.handle_connect_failed(net.now, &fourth);
         let Some(RelayLinkState::Backoff { until: u2 }) = set.relay_state(&relay) else {
             panic!("expected backoff");
         };
         assert_eq!(u2 - net.now, Duration::from_millis(500));
         assert_eq!(set.poll_timeout(), Some(u2));
+    }
+
+    /// A link that dies of a timeout asks for its socket to be closed and a
+    /// new one opened in the same breath. Whatever order the runtime does
+    /// that in, and whatever it reports late about the old socket, the new
+    /// one is never closed by mistake and the link comes back.
+    #[test]
+    fn a_close_for_the_old_socket_never_closes_its_replacement() {
+        let mut net = Net::new();
+        let relay = *net.server.public_key();
+        let kp = KeyPair::generate(&mut net.rng);
+        let mut set = RelaySet::new(kp, RelaySetConfig::default());
+        set.add_relay(net.now, relay, "127.0.0.1:1".parse().unwrap());
+        let mut conn = 0;
+        let mut sock = None;
+        drive(&mut net, &mut set, relay, &mut conn, &mut sock);
+        assert_eq!(set.relay_state(&relay), Some(RelayLinkState::Connected));
+        let old = sock.expect("connected");
+        // Silence: the link times out.
+        net.now += Duration::from_secs(10);
+        set.handle_timeout(net.now);
+        assert_eq!(set.relay_state(&relay), Some(RelayLinkState::Connecting));
+        // The runtime opens the new socket first, then closes the old one.
+        let (new, _) = set.poll_connect().expect("reconnect at once");
+        assert_ne!(new, old);
+        assert_eq!(set.poll_close(), Some(old), "only the old socket is closed");
+        assert_eq!(set.poll_close(), None);
+        conn += 1;
+        net.server.handle_accept(net.now, ConnId(conn));
+        set.handle_connected(net.now, &new, &mut net.rng);
+        // Late reports about the old socket change nothing.
+        set.handle_closed(net.now, &old);
+        set.handle_bytes(net.now, &old, &mut [0u8; 40]);
+        set.handle_connect_failed(net.now, &old);
+        assert_eq!(set.poll_close(), None);
+        assert!(!set.has_output(&old));
+        sock = Some(new);
+        drive(&mut net, &mut set, relay, &mut conn, &mut sock);
+        assert_eq!(set.relay_state(&relay), Some(RelayLinkState::Connected));
+        // A socket the set no longer wants is closed again at once.
+        let stale = SocketId {
+            relay,
+            attempt: old.attempt,
+        };
+        set.handle_connected(net.now, &stale, &mut net.rng);
+        assert_eq!(set.poll_close(), Some(stale));
+        assert_eq!(set.relay_state(&relay), Some(RelayLinkState::Connected));
     }
 }

@@ -283,31 +283,16 @@ pub struct PeerNode {
     pub relay_log: Vec<(Instant, RelayEvent)>,
     /// First failure (wrong data, killed session...).
     pub failure: Option<String>,
-    /// Stream of each live link.
-    links: BTreeMap<LinkKey, StreamId>,
-    by_stream: BTreeMap<StreamId, LinkKey>,
-    /// Opens in flight per (local, remote): link and generation.
-    pending: BTreeMap<(u32, u32), VecDeque<(LinkKey, u64)>>,
-    /// Current generation of each link (bumped on every connect and close).
-    gen: BTreeMap<LinkKey, u64>,
+    /// Stream of each live link (each connection attempt is its own
+    /// `LinkId`).
+    links: BTreeMap<LinkId, StreamId>,
+    by_stream: BTreeMap<StreamId, LinkId>,
+    /// Opens in flight per (local, remote), in order.
+    pending: BTreeMap<(u32, u32), VecDeque<LinkId>>,
     /// A hostile raw client, if any.
     pub raw: Option<RawClient>,
     out: VecDeque<Output<u32>>,
     buf: Vec<u8>,
-}
-
-/// A link as an ordered map key: (relay, probe link).
-type LinkKey = (PublicKey, bool);
-
-fn link_key(l: &LinkId) -> LinkKey {
-    (l.relay, l.probe)
-}
-
-fn link_of(k: LinkKey) -> LinkId {
-    LinkId {
-        relay: k.0,
-        probe: k.1,
-    }
 }
 
 impl PeerNode {
@@ -327,7 +312,6 @@ impl PeerNode {
             links: BTreeMap::new(),
             by_stream: BTreeMap::new(),
             pending: BTreeMap::new(),
-            gen: BTreeMap::new(),
             raw: None,
             out: VecDeque::new(),
             buf: vec![0u8; MAX_PACKET_SIZE],
@@ -353,7 +337,11 @@ impl PeerNode {
 
     /// The stream of relay `relay`'s main link, if open.
     pub fn link_stream(&self, relay: &PublicKey) -> Option<StreamId> {
-        self.links.get(&(*relay, false)).copied()
+        self.links
+            .iter()
+            .rev()
+            .find(|(l, _)| l.relay == *relay && !l.probe)
+            .map(|(_, s)| *s)
     }
 
     fn local_addr(&self, probe: bool) -> u32 {
@@ -364,38 +352,19 @@ impl PeerNode {
         }
     }
 
-    fn bump(&mut self, k: LinkKey) -> u64 {
-        let g = self.gen.entry(k).or_insert(0);
-        *g += 1;
-        *g
-    }
-
     /// Everything that follows an input: app events, sends, relay link
     /// opens, closes and writes.
     fn pump(&mut self, now: Instant) {
         self.app(now);
+        // Opens before closes on purpose: every attempt is its own LinkId,
+        // so the order cannot matter (the runtime closes first).
         while let Some((link, addr)) = self.node.poll_relay_connect() {
-            let k = link_key(&link);
-            // A new connection replaces any stream the link still had.
-            if let Some(s) = self.links.remove(&k) {
-                self.by_stream.remove(&s);
-                self.out.push_back(Output::ResetStream {
-                    stream: s,
-                    side: StreamSide::Initiator,
-                });
-            }
-            let g = self.bump(k);
             let (from, to) = (self.local_addr(link.probe), relay_addr(addr));
-            self.pending
-                .entry((from, to))
-                .or_default()
-                .push_back((k, g));
+            self.pending.entry((from, to)).or_default().push_back(link);
             self.out.push_back(Output::OpenStream { from, to });
         }
         while let Some(link) = self.node.poll_relay_close() {
-            let k = link_key(&link);
-            self.bump(k);
-            if let Some(s) = self.links.remove(&k) {
+            if let Some(s) = self.links.remove(&link) {
                 self.by_stream.remove(&s);
                 self.out.push_back(Output::ResetStream {
                     stream: s,
@@ -403,9 +372,8 @@ impl PeerNode {
                 });
             }
         }
-        let live: Vec<(LinkKey, StreamId)> = self.links.iter().map(|(k, s)| (*k, *s)).collect();
-        for (k, s) in live {
-            let link = link_of(k);
+        let live: Vec<(LinkId, StreamId)> = self.links.iter().map(|(k, s)| (*k, *s)).collect();
+        for (link, s) in live {
             let mut buf = Vec::new();
             while self.node.relay_has_output(&link) {
                 if self.node.relay_drain(&link, &mut buf, WRITE_CHUNK) == 0 {
@@ -518,8 +486,7 @@ impl PeerNode {
     }
 
     fn on_link_stream(&mut self, now: Instant, s: StreamInfo<u32>, ev: StreamEvent) {
-        if let Some(&k) = self.by_stream.get(&s.id) {
-            let link = link_of(k);
+        if let Some(&link) = self.by_stream.get(&s.id) {
             match ev {
                 StreamEvent::Opened => {}
                 StreamEvent::Data(d) => {
@@ -528,7 +495,7 @@ impl PeerNode {
                 }
                 StreamEvent::Closed | StreamEvent::Reset => {
                     self.by_stream.remove(&s.id);
-                    self.links.remove(&k);
+                    self.links.remove(&link);
                     if ev == StreamEvent::Closed {
                         self.out.push_back(Output::ResetStream {
                             stream: s.id,
@@ -544,26 +511,21 @@ impl PeerNode {
         if !matches!(ev, StreamEvent::Opened | StreamEvent::Reset) {
             return;
         }
-        let Some((k, g)) = self
+        let Some(link) = self
             .pending
             .get_mut(&(s.local, s.remote))
             .and_then(|q| q.pop_front())
         else {
             return;
         };
-        let current = self.gen.get(&k) == Some(&g);
-        match ev {
-            StreamEvent::Opened if current => {
-                self.links.insert(k, s.id);
-                self.by_stream.insert(s.id, k);
-                self.node.relay_connected(now, link_of(k));
-            }
-            StreamEvent::Opened => self.out.push_back(Output::ResetStream {
-                stream: s.id,
-                side: StreamSide::Initiator,
-            }),
-            _ if current => self.node.relay_connect_failed(now, link_of(k)),
-            _ => {}
+        // Reported whatever happened meanwhile: the node ignores (and
+        // closes) an attempt it no longer wants.
+        if ev == StreamEvent::Opened {
+            self.links.insert(link, s.id);
+            self.by_stream.insert(s.id, link);
+            self.node.relay_connected(now, link);
+        } else {
+            self.node.relay_connect_failed(now, link);
         }
     }
 

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use toxlink_proto::crypto::{KeyPair, PublicKey};
 use toxlink_proto::relay_client::{
     ClientCounters, PeerRelayState, RelayLinkState, RelaySet, RelaySetConfig, RelaySetEvent,
-    RouteError, SendError,
+    RouteError, SendError, SocketId,
 };
 
 use super::{ReadOutcome, CLIENT_WRITE_BATCH as WRITE_BATCH};
@@ -36,10 +36,11 @@ struct LinkHandle {
 
 struct Inner {
     set: RelaySet,
-    links: HashMap<PublicKey, Arc<LinkHandle>>,
+    /// The current socket of each relay and its task's handle.
+    links: HashMap<PublicKey, (SocketId, Arc<LinkHandle>)>,
     events: Vec<RelaySetEvent>,
     /// Connection attempts for the driver to start.
-    connects: Vec<(PublicKey, SocketAddr)>,
+    connects: Vec<(SocketId, SocketAddr)>,
 }
 
 struct Shared {
@@ -64,14 +65,20 @@ impl Inner {
         while let Some(ev) = self.set.poll_event() {
             self.events.push(ev);
         }
-        while let Some(relay) = self.set.poll_close() {
-            if let Some(h) = self.links.remove(&relay) {
-                h.closed.store(true, Ordering::Release);
-                h.notify.notify_one();
+        while let Some(socket) = self.set.poll_close() {
+            if self
+                .links
+                .get(&socket.relay)
+                .is_some_and(|(s, _)| *s == socket)
+            {
+                if let Some((_, h)) = self.links.remove(&socket.relay) {
+                    h.closed.store(true, Ordering::Release);
+                    h.notify.notify_one();
+                }
             }
         }
-        for (relay, h) in &self.links {
-            if self.set.has_output(relay) {
+        for (socket, h) in self.links.values() {
+            if self.set.has_output(socket) {
                 h.notify.notify_one();
             }
         }
@@ -172,7 +179,7 @@ impl RelaySetRuntime {
     ) -> Result<(), SendError> {
         let mut g = self.shared.lock();
         g.set.send_data(relay, peer, data)?;
-        if let Some(h) = g.links.get(relay) {
+        if let Some((_, h)) = g.links.get(relay) {
             h.notify.notify_one();
         }
         Ok(())
@@ -190,9 +197,9 @@ impl RelaySetRuntime {
             let handle = {
                 let mut g = self.shared.lock();
                 match g.set.send_data(relay, peer, data) {
-                    Err(SendError::QueueFull) => g.links.get(relay).cloned(),
+                    Err(SendError::QueueFull) => g.links.get(relay).map(|(_, h)| h.clone()),
                     r => {
-                        if let Some(h) = g.links.get(relay) {
+                        if let Some((_, h)) = g.links.get(relay) {
                             h.notify.notify_one();
                         }
                         return r;
@@ -215,7 +222,7 @@ impl RelaySetRuntime {
     ) -> Result<(), SendError> {
         let mut g = self.shared.lock();
         g.set.send_oob(relay, to, data)?;
-        if let Some(h) = g.links.get(relay) {
+        if let Some((_, h)) = g.links.get(relay) {
             h.notify.notify_one();
         }
         Ok(())
@@ -269,7 +276,7 @@ impl RelaySetRuntime {
         self.driver.abort();
         {
             let mut g = self.shared.lock();
-            for (_, h) in g.links.drain() {
+            for (_, (_, h)) in g.links.drain() {
                 h.closed.store(true, Ordering::Release);
                 h.notify.notify_one();
             }
@@ -291,8 +298,8 @@ async fn flush_events(shared: &Shared, tx: &mpsc::Sender<RelaySetEvent>) {
 
 fn spawn_connects(shared: &Arc<Shared>, tx: &mpsc::Sender<RelaySetEvent>) {
     let list = std::mem::take(&mut shared.lock().connects);
-    for (relay, addr) in list {
-        tokio::spawn(link_task(shared.clone(), tx.clone(), relay, addr));
+    for (socket, addr) in list {
+        tokio::spawn(link_task(shared.clone(), tx.clone(), socket, addr));
     }
 }
 
@@ -321,11 +328,11 @@ async fn driver_loop(shared: Arc<Shared>, tx: mpsc::Sender<RelaySetEvent>) {
 async fn link_task(
     shared: Arc<Shared>,
     tx: mpsc::Sender<RelaySetEvent>,
-    relay: PublicKey,
+    socket: SocketId,
     addr: SocketAddr,
 ) {
     let Some(stream) = super::connect(addr).await else {
-        fail(&shared, &relay);
+        fail(&shared, &socket);
         return;
     };
     if shared.stop.load(Ordering::Acquire) {
@@ -334,11 +341,11 @@ async fn link_task(
     let handle = Arc::new(LinkHandle::default());
     {
         let mut g = shared.lock();
-        if let Some(old) = g.links.insert(relay, handle.clone()) {
+        if let Some((_, old)) = g.links.insert(socket.relay, (socket, handle.clone())) {
             old.closed.store(true, Ordering::Release);
             old.notify.notify_one();
         }
-        g.set.handle_connected(Instant::now(), &relay, &mut OsRng);
+        g.set.handle_connected(Instant::now(), &socket, &mut OsRng);
         g.dispatch();
     }
     shared.driver.notify_one();
@@ -352,7 +359,10 @@ async fn link_task(
         if wpos == wbuf.len() {
             wbuf.clear();
             wpos = 0;
-            let n = shared.lock().set.drain_into(&relay, &mut wbuf, WRITE_BATCH);
+            let n = shared
+                .lock()
+                .set
+                .drain_into(&socket, &mut wbuf, WRITE_BATCH);
             if n > 0 {
                 handle.drained.notify_waiters();
             } else if wbuf.capacity() > 0 {
@@ -371,7 +381,7 @@ async fn link_task(
                 let mut connects = false;
                 let outcome = super::read_available(&stream, |bytes| {
                     let mut g = shared.lock();
-                    g.set.handle_bytes(Instant::now(), &relay, bytes);
+                    g.set.handle_bytes(Instant::now(), &socket, bytes);
                     connects = g.dispatch();
                 });
                 match outcome {
@@ -391,7 +401,7 @@ async fn link_task(
                     break;
                 }
                 let refill = |b: &mut Vec<u8>| {
-                    let n = shared.lock().set.drain_into(&relay, b, WRITE_BATCH);
+                    let n = shared.lock().set.drain_into(&socket, b, WRITE_BATCH);
                     if n > 0 {
                         handle.drained.notify_waiters();
                     }
@@ -406,20 +416,24 @@ async fn link_task(
     }
     {
         let mut g = shared.lock();
-        if g.links.get(&relay).is_some_and(|h| Arc::ptr_eq(h, &handle)) {
-            g.links.remove(&relay);
-            g.set.handle_closed(Instant::now(), &relay);
+        if g.links
+            .get(&socket.relay)
+            .is_some_and(|(_, h)| Arc::ptr_eq(h, &handle))
+        {
+            g.links.remove(&socket.relay);
         }
+        // Ignored by the set if the socket is no longer current.
+        g.set.handle_closed(Instant::now(), &socket);
         g.dispatch();
     }
     flush_events(&shared, &tx).await;
     shared.driver.notify_one();
 }
 
-fn fail(shared: &Shared, relay: &PublicKey) {
+fn fail(shared: &Shared, socket: &SocketId) {
     shared
         .lock()
         .set
-        .handle_connect_failed(Instant::now(), relay);
+        .handle_connect_failed(Instant::now(), socket);
     shared.driver.notify_one();
 }

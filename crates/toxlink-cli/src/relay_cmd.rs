@@ -2,11 +2,12 @@
 //!
 //! * Keys file in tox-bootstrapd's format: 64 raw bytes `pk ‖ sk`
 //!   (PROTOCOL.md §2.1), created with mode 0600 if missing.
-//! * Config: our TOML ([`TomlConfig`]) or a tox-bootstrapd config, of which
-//!   `keys_file_path`, `tcp_relay_ports`, `enable_ipv6`, `enable_tcp_relay`
-//!   and `motd` are read (the MOTD belongs to the DHT bootstrap-info service,
-//!   which a bare relay does not run: it is logged and otherwise unused).
-//!   Command-line flags override the file.
+//! * Config: our TOML or a tox-bootstrapd config, read and checked by
+//!   [`toxlink_cli::relay_config`] (the code the `relay_config` fuzz target
+//!   runs): of a bootstrapd config `keys_file_path`, `tcp_relay_ports`,
+//!   `enable_ipv6`, `enable_tcp_relay` and `motd` are used (the MOTD belongs
+//!   to the DHT bootstrap-info service, which a bare relay does not run: it
+//!   is logged and otherwise unused). Command-line flags override the file.
 //! * Prints its public key and listening addresses at start; logs with
 //!   `tracing` (RUST_LOG); prints counters on SIGUSR1 and at exit, and serves
 //!   them as text on an optional local metrics endpoint; shuts down cleanly on
@@ -15,12 +16,12 @@
 //! There is deliberately no way to turn on fault injection from here.
 
 use clap::Args;
-use serde::Deserialize;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toxlink::relay::{RelayServer, RelayServerConfig, RelayServerHandle};
+use toxlink_cli::relay_config::{parse_relay_config, read_config_file, ConfigError};
 use toxlink_proto::crypto::{KeyPair, SecretKey};
 use toxlink_proto::relay_server::{Counters, ServerConfig};
 
@@ -69,45 +70,6 @@ pub enum RelayCmdError {
     Keys(String, String),
 }
 
-/// The TOML config of `toxlink relay`.
-#[derive(Debug, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct TomlConfig {
-    /// Keys file path.
-    pub keys_file: Option<PathBuf>,
-    /// Ports.
-    pub ports: Option<Vec<u16>>,
-    /// Bind addresses.
-    pub bind: Option<Vec<IpAddr>>,
-    /// Listen on IPv6 too (default true).
-    pub enable_ipv6: Option<bool>,
-    /// Metrics endpoint.
-    pub metrics: Option<SocketAddr>,
-    /// Limits.
-    #[serde(default)]
-    pub limits: Limits,
-}
-
-/// `[limits]` of the TOML config.
-#[derive(Debug, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Limits {
-    /// Most connections.
-    pub max_clients: Option<usize>,
-    /// Most unconfirmed connections.
-    pub max_unconfirmed: Option<usize>,
-    /// Handshake + first frame deadline, seconds.
-    pub handshake_timeout_secs: Option<u64>,
-    /// Keep-alive interval, seconds.
-    pub ping_interval_secs: Option<u64>,
-    /// Keep-alive timeout, seconds.
-    pub ping_timeout_secs: Option<u64>,
-    /// Queued data bytes per client.
-    pub queue_bytes: Option<usize>,
-    /// Queued data bytes overall.
-    pub total_queue_bytes: Option<usize>,
-}
-
 /// The effective settings after merging file and flags.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -126,204 +88,6 @@ pub struct Settings {
     pub default_bind: bool,
 }
 
-/// What a tox-bootstrapd config tells a relay.
-#[derive(Debug, Default, PartialEq)]
-pub struct BootstrapdConfig {
-    /// `keys_file_path`.
-    pub keys_file_path: Option<PathBuf>,
-    /// `tcp_relay_ports`.
-    pub tcp_relay_ports: Option<Vec<u16>>,
-    /// `enable_ipv6`.
-    pub enable_ipv6: Option<bool>,
-    /// `enable_tcp_relay`.
-    pub enable_tcp_relay: Option<bool>,
-    /// `motd`.
-    pub motd: Option<String>,
-}
-
-/// Removes `//`, `#` and `/* */` comments outside strings.
-fn strip_comments(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    let mut in_str = false;
-    while let Some(c) = chars.next() {
-        if in_str {
-            out.push(c);
-            if c == '\\' {
-                if let Some(n) = chars.next() {
-                    out.push(n);
-                }
-            } else if c == '"' {
-                in_str = false;
-            }
-            continue;
-        }
-        match c {
-            '"' => {
-                in_str = true;
-                out.push(c);
-            }
-            '#' => {
-                for n in chars.by_ref() {
-                    if n == '\n' {
-                        out.push('\n');
-                        break;
-                    }
-                }
-            }
-            '/' if chars.peek() == Some(&'/') => {
-                for n in chars.by_ref() {
-                    if n == '\n' {
-                        out.push('\n');
-                        break;
-                    }
-                }
-            }
-            '/' if chars.peek() == Some(&'*') => {
-                chars.next();
-                let mut prev = ' ';
-                for n in chars.by_ref() {
-                    if prev == '*' && n == '/' {
-                        break;
-                    }
-                    prev = n;
-                }
-                out.push(' ');
-            }
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
-/// Top-level `name = value` settings of a libconfig file (nested groups and
-/// lists such as `bootstrap_nodes` are skipped).
-fn libconfig_settings(text: &str) -> Vec<(String, String)> {
-    let s = strip_comments(text);
-    let b = s.as_bytes();
-    let mut i = 0;
-    let mut depth = 0i32;
-    let mut out = Vec::new();
-    while i < b.len() {
-        let c = b[i];
-        if c == b'"' {
-            i = skip_string(b, i);
-            continue;
-        }
-        if matches!(c, b'(' | b'{') {
-            depth += 1;
-        } else if matches!(c, b')' | b'}') {
-            depth -= 1;
-        } else if depth == 0 && (c.is_ascii_alphabetic() || c == b'_') {
-            let start = i;
-            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'-') {
-                i += 1;
-            }
-            let name = &s[start..i];
-            while i < b.len() && b[i].is_ascii_whitespace() {
-                i += 1;
-            }
-            if i < b.len() && (b[i] == b'=' || b[i] == b':') {
-                i += 1;
-                let vstart = i;
-                let mut d = 0i32;
-                while i < b.len() {
-                    match b[i] {
-                        b'"' => {
-                            i = skip_string(b, i);
-                            continue;
-                        }
-                        b'[' | b'(' | b'{' => d += 1,
-                        b']' | b')' | b'}' => d -= 1,
-                        b';' | b'\n' if d <= 0 => break,
-                        _ => {}
-                    }
-                    i += 1;
-                }
-                out.push((name.to_string(), s[vstart..i].trim().to_string()));
-            }
-            continue;
-        }
-        i += 1;
-    }
-    out
-}
-
-fn skip_string(b: &[u8], mut i: usize) -> usize {
-    i += 1;
-    while i < b.len() {
-        match b[i] {
-            b'\\' => i += 2,
-            b'"' => return i + 1,
-            _ => i += 1,
-        }
-    }
-    i
-}
-
-fn unquote(v: &str) -> Option<String> {
-    let v = v.trim();
-    let inner = v.strip_prefix('"')?.strip_suffix('"')?;
-    Some(inner.replace("\\\"", "\"").replace("\\\\", "\\"))
-}
-
-/// Reads the relay-relevant keys of a tox-bootstrapd (libconfig) file.
-pub fn parse_bootstrapd(text: &str) -> Result<BootstrapdConfig, String> {
-    let mut c = BootstrapdConfig::default();
-    for (k, v) in libconfig_settings(text) {
-        let bool_of = |v: &str| match v.trim() {
-            "true" | "TRUE" | "True" => Ok(true),
-            "false" | "FALSE" | "False" => Ok(false),
-            o => Err(format!("{k}: not a boolean: {o}")),
-        };
-        match k.as_str() {
-            "keys_file_path" => {
-                c.keys_file_path = Some(
-                    unquote(&v)
-                        .ok_or(format!("keys_file_path: not a string: {v}"))?
-                        .into(),
-                )
-            }
-            "tcp_relay_ports" => {
-                let inner = v
-                    .trim()
-                    .strip_prefix('[')
-                    .and_then(|x| x.strip_suffix(']'))
-                    .ok_or(format!("tcp_relay_ports: not an array: {v}"))?;
-                let ports = inner
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|p| !p.is_empty())
-                    .map(|p| {
-                        p.parse::<u16>()
-                            .map_err(|e| format!("tcp_relay_ports: {p}: {e}"))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                c.tcp_relay_ports = Some(ports);
-            }
-            "enable_ipv6" => c.enable_ipv6 = Some(bool_of(&v)?),
-            "enable_tcp_relay" => c.enable_tcp_relay = Some(bool_of(&v)?),
-            "motd" => c.motd = unquote(&v),
-            _ => {}
-        }
-    }
-    Ok(c)
-}
-
-/// Whether a config file is tox-bootstrapd's (it names its keys).
-fn looks_like_bootstrapd(text: &str) -> bool {
-    let s = strip_comments(text);
-    [
-        "keys_file_path",
-        "tcp_relay_ports",
-        "enable_tcp_relay",
-        "pid_file_path",
-        "bootstrap_nodes",
-    ]
-    .iter()
-    .any(|k| s.contains(k))
-}
-
 /// Merges a config file (if any) and the flags.
 pub fn settings(args: &RelayArgs) -> Result<Settings, RelayCmdError> {
     let mut keys_file = None;
@@ -335,39 +99,19 @@ pub fn settings(args: &RelayArgs) -> Result<Settings, RelayCmdError> {
     let mut server = ServerConfig::default();
     if let Some(path) = &args.config {
         let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| RelayCmdError::Io(name.clone(), e))?;
-        if looks_like_bootstrapd(&text) {
-            let b = parse_bootstrapd(&text).map_err(|e| RelayCmdError::Config(name.clone(), e))?;
-            if b.enable_tcp_relay == Some(false) {
-                tracing::warn!("{name}: enable_tcp_relay = false, but this program only is a TCP relay; relaying anyway");
-            }
-            keys_file = b.keys_file_path;
-            ports = b.tcp_relay_ports;
-            ipv6 = b.enable_ipv6.unwrap_or(true);
-            motd = b.motd;
-        } else {
-            let t: TomlConfig =
-                toml::from_str(&text).map_err(|e| RelayCmdError::Config(name, e.to_string()))?;
-            keys_file = t.keys_file;
-            ports = t.ports;
-            bind = t.bind;
-            ipv6 = t.enable_ipv6.unwrap_or(true);
-            metrics = t.metrics;
-            let l = t.limits;
-            let secs = Duration::from_secs;
-            server = ServerConfig {
-                max_clients: l.max_clients.unwrap_or(server.max_clients),
-                max_unconfirmed: l.max_unconfirmed.unwrap_or(server.max_unconfirmed),
-                handshake_timeout: l
-                    .handshake_timeout_secs
-                    .map_or(server.handshake_timeout, secs),
-                ping_interval: l.ping_interval_secs.map_or(server.ping_interval, secs),
-                ping_timeout: l.ping_timeout_secs.map_or(server.ping_timeout, secs),
-                queue_bytes: l.queue_bytes.unwrap_or(server.queue_bytes),
-                total_queue_bytes: l.total_queue_bytes.unwrap_or(server.total_queue_bytes),
-                priority_queue_bytes: server.priority_queue_bytes,
-            };
+        let cfg_err = |e: ConfigError| RelayCmdError::Config(name.clone(), e.to_string());
+        let text = read_config_file(path).map_err(cfg_err)?;
+        let f = parse_relay_config(&text).map_err(cfg_err)?;
+        if f.enable_tcp_relay == Some(false) {
+            tracing::warn!("{name}: enable_tcp_relay = false, but this program only is a TCP relay; relaying anyway");
         }
+        keys_file = f.keys_file;
+        ports = f.ports;
+        bind = f.bind;
+        ipv6 = f.enable_ipv6.unwrap_or(true);
+        metrics = f.metrics;
+        motd = f.motd;
+        server = f.server;
     }
     if let Some(k) = &args.keys_file {
         keys_file = Some(k.clone());
@@ -681,22 +425,6 @@ bootstrap_nodes = (
 "#;
 
     #[test]
-    fn reads_bootstrapd_config_keys() {
-        let c = parse_bootstrapd(BOOTSTRAPD).unwrap();
-        assert_eq!(
-            c,
-            BootstrapdConfig {
-                keys_file_path: Some("/var/lib/tox-bootstrapd/keys".into()),
-                tcp_relay_ports: Some(vec![443, 3389, 33445]),
-                enable_ipv6: Some(false),
-                enable_tcp_relay: Some(true),
-                motd: Some("tox-bootstrapd // not a comment".into()),
-            }
-        );
-        assert!(parse_bootstrapd("enable_ipv6 = maybe").is_err());
-    }
-
-    #[test]
     fn bootstrapd_file_gives_listen_addresses_and_flags_override() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("b.conf");
@@ -735,7 +463,15 @@ bootstrap_nodes = (
         assert_eq!(s.metrics, Some("127.0.0.1:9".parse().unwrap()));
         // A fault-injection key (or any unknown key) is an error.
         std::fs::write(&p, "fault_drop = 0.5\n").unwrap();
-        assert!(matches!(settings(&args), Err(RelayCmdError::Config(..))));
+        let e = settings(&args).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "config {}: line 1: unknown field `fault_drop`, expected one of \
+                 `keys_file`, `ports`, `bind`, `enable_ipv6`, `metrics`, `limits`",
+                p.display()
+            )
+        );
         std::fs::write(&p, "[limits]\ncorrupt = 0.5\n").unwrap();
         assert!(matches!(settings(&args), Err(RelayCmdError::Config(..))));
     }

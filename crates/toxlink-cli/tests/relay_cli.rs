@@ -1,5 +1,6 @@
 //! `toxlink relay` as a process: keys file, start-up lines, forwarding,
-//! metrics endpoint, SIGUSR1 counters, clean exit on SIGTERM.
+//! metrics endpoint, SIGUSR1 counters, clean exit on SIGTERM; bad config
+//! files end with one `toxlink: ...` line and exit status 1, never a panic.
 
 use rand_chacha::rand_core::SeedableRng;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -149,4 +150,91 @@ async fn relay_process_serves_reports_and_exits_cleanly() {
     .unwrap()
     .unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+/// Runs `toxlink relay` with `args` (expected to fail before serving) and
+/// returns its one stderr line, checking exit status 1 (not a panic's 101).
+fn relay_fails(args: &[&std::ffi::OsStr]) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_toxlink"))
+        .arg("relay")
+        .args(args)
+        .args(["--bind", "127.0.0.1", "--port", "0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line on stderr: {err:?}");
+    assert!(lines[0].starts_with("toxlink: "), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("internal error"),
+        "{err}"
+    );
+    lines[0].to_string()
+}
+
+#[test]
+fn a_bootstrapd_config_with_a_trailing_backslash_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("tox-bootstrapd.conf");
+    let keys = dir.path().join("keys");
+    std::fs::write(
+        &cfg,
+        "port = 33445\ntcp_relay_ports = [443]\nkeys_file_path = \"/var/lib/keys\\",
+    )
+    .unwrap();
+    let e = relay_fails(&[
+        "--config".as_ref(),
+        cfg.as_os_str(),
+        "--keys-file".as_ref(),
+        keys.as_os_str(),
+    ]);
+    assert_eq!(
+        e,
+        format!(
+            "toxlink: config {}: line 3: unterminated string (it ends in a backslash)",
+            cfg.display()
+        )
+    );
+    assert!(!keys.exists(), "nothing is created from a bad config");
+}
+
+#[test]
+fn zero_timeouts_in_the_relay_config_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("relay.toml");
+    let keys = dir.path().join("keys");
+    for (limits, want) in [
+        (
+            "handshake_timeout_secs = 0",
+            "handshake_timeout_secs: 0 is out of range",
+        ),
+        (
+            "ping_interval_secs = 0",
+            "ping_interval_secs: 0 is out of range",
+        ),
+        (
+            "ping_timeout_secs = 0",
+            "ping_timeout_secs: 0 is out of range",
+        ),
+        ("max_clients = 0", "max_clients: must be at least 1"),
+    ] {
+        std::fs::write(&cfg, format!("[limits]\n{limits}\n")).unwrap();
+        let e = relay_fails(&[
+            "--config".as_ref(),
+            cfg.as_os_str(),
+            "--keys-file".as_ref(),
+            keys.as_os_str(),
+        ]);
+        assert!(
+            e.starts_with(&format!(
+                "toxlink: config {}: [limits] {want}",
+                cfg.display()
+            )),
+            "{e}"
+        );
+    }
+    assert!(!keys.exists());
 }

@@ -1,7 +1,8 @@
 //! `toxlink relay`: a Tox TCP relay server people can run.
 //!
 //! * Keys file in tox-bootstrapd's format: 64 raw bytes `pk ‖ sk`
-//!   (PROTOCOL.md §2.1), created with mode 0600 if missing.
+//!   (PROTOCOL.md §2.1), created (mode 0600, atomically) if missing, refused
+//!   if group or others may access it ([`toxlink_cli::keys_file`]).
 //! * Config: our TOML or a tox-bootstrapd config, read and checked by
 //!   [`toxlink_cli::relay_config`] (the code the `relay_config` fuzz target
 //!   runs): of a bootstrapd config `keys_file_path`, `tcp_relay_ports`,
@@ -18,11 +19,11 @@
 use clap::Args;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 use toxlink::relay::{RelayServer, RelayServerConfig, RelayServerHandle};
+use toxlink_cli::keys_file::{read_or_create_keys, KeysError};
 use toxlink_cli::relay_config::{parse_relay_config, read_config_file, ConfigError};
-use toxlink_proto::crypto::{KeyPair, SecretKey};
 use toxlink_proto::relay_server::{Counters, ServerConfig};
 
 /// Default relay ports of tox-bootstrapd's sample config.
@@ -33,7 +34,8 @@ const DEFAULT_KEYS_FILE: &str = "toxlink-relay.keys";
 /// Flags of `toxlink relay`.
 #[derive(Debug, Args, Default)]
 pub struct RelayArgs {
-    /// Keys file (64 bytes pk‖sk, tox-bootstrapd format); created if missing.
+    /// Keys file (64 bytes pk‖sk, tox-bootstrapd format, mode 0600); created
+    /// if missing.
     #[arg(long, value_name = "PATH")]
     pub keys_file: Option<PathBuf>,
     /// TCP port to listen on (repeatable). Default: 443, 3389, 33445.
@@ -65,9 +67,9 @@ pub enum RelayCmdError {
     /// A config file that does not parse.
     #[error("config {0}: {1}")]
     Config(String, String),
-    /// A keys file with the wrong size or inconsistent keys.
-    #[error("keys file {0}: {1}")]
-    Keys(String, String),
+    /// An unusable keys file.
+    #[error(transparent)]
+    Keys(#[from] KeysError),
 }
 
 /// The effective settings after merging file and flags.
@@ -150,48 +152,6 @@ pub fn settings(args: &RelayArgs) -> Result<Settings, RelayCmdError> {
         motd,
         default_bind,
     })
-}
-
-/// Loads the keys file, or creates it (mode 0600) with a fresh key pair.
-pub fn load_or_create_keys(path: &Path) -> Result<KeyPair, RelayCmdError> {
-    let name = path.display().to_string();
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            if bytes.len() != 64 {
-                return Err(RelayCmdError::Keys(
-                    name,
-                    format!("{} bytes, expected 64 (pk ‖ sk)", bytes.len()),
-                ));
-            }
-            let mut sk = [0u8; 32];
-            sk.copy_from_slice(&bytes[32..]);
-            let kp = KeyPair::from_secret(SecretKey(sk));
-            if kp.public.0[..] != bytes[..32] {
-                return Err(RelayCmdError::Keys(
-                    name,
-                    "public key does not match the secret key".into(),
-                ));
-            }
-            Ok(kp)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            use std::os::unix::fs::OpenOptionsExt;
-            let kp = KeyPair::generate(&mut rand_core::OsRng);
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(|e| RelayCmdError::Io(name.clone(), e))?;
-            f.write_all(&kp.public.0)
-                .and_then(|()| f.write_all(&kp.secret.0))
-                .and_then(|()| f.sync_all())
-                .map_err(|e| RelayCmdError::Io(name.clone(), e))?;
-            tracing::info!(path = %name, "created a new keys file");
-            Ok(kp)
-        }
-        Err(e) => Err(RelayCmdError::Io(name, e)),
-    }
 }
 
 /// Counters as `name value` lines (Prometheus text format).
@@ -336,7 +296,8 @@ pub async fn run(args: RelayArgs) -> Result<(), RelayCmdError> {
     use tokio::signal::unix::{signal, SignalKind};
     raise_nofile_limit();
     let s = settings(&args)?;
-    let keypair = load_or_create_keys(&s.keys_file)?;
+    // Like tox-bootstrapd, the relay creates its keys file when missing.
+    let (keypair, _) = read_or_create_keys(&s.keys_file)?;
     if let Some(m) = &s.motd {
         tracing::info!(motd = %m, "motd read from the bootstrapd config (a bare relay has no DHT bootstrap-info service to show it)");
     }
@@ -474,30 +435,6 @@ bootstrap_nodes = (
         );
         std::fs::write(&p, "[limits]\ncorrupt = 0.5\n").unwrap();
         assert!(matches!(settings(&args), Err(RelayCmdError::Config(..))));
-    }
-
-    #[test]
-    fn keys_file_created_0600_and_reloaded() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("keys");
-        let kp = load_or_create_keys(&p).unwrap();
-        let meta = std::fs::metadata(&p).unwrap();
-        assert_eq!(meta.len(), 64);
-        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-        let bytes = std::fs::read(&p).unwrap();
-        assert_eq!(&bytes[..32], &kp.public.0);
-        assert_eq!(load_or_create_keys(&p).unwrap(), kp);
-        std::fs::write(&p, [1u8; 63]).unwrap();
-        assert!(matches!(
-            load_or_create_keys(&p),
-            Err(RelayCmdError::Keys(..))
-        ));
-        std::fs::write(&p, [1u8; 64]).unwrap();
-        assert!(matches!(
-            load_or_create_keys(&p),
-            Err(RelayCmdError::Keys(..))
-        ));
     }
 
     #[test]

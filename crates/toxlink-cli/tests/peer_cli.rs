@@ -382,6 +382,10 @@ fn errors_are_one_line_and_non_zero() {
     assert!(!missing.exists(), "never created by chat");
     let corrupt = p.dir.path().join("corrupt.keys");
     std::fs::write(&corrupt, [1u8; 63]).expect("write");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&corrupt, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
     let e = one_line_error(
         &toxlink(&[
             "send",

@@ -229,8 +229,22 @@ pub fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// Most metrics connections served at once; further ones are answered 503
+/// (if the socket takes it at once) and closed.
+pub const METRICS_MAX_CONNECTIONS: usize = 16;
+/// Deadline for reading a metrics request head, and again for writing the
+/// answer.
+pub const METRICS_IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause after a failed accept on the metrics endpoint: out of descriptors
+/// (EMFILE/ENFILE) the pending connection stays queued and accept would fail
+/// again at once.
+pub const METRICS_ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest metrics request head read.
+const METRICS_MAX_REQUEST: usize = 8192;
+
+/// Serves the counters as text on `addr` (HTTP/1.0, any path), at most
+/// [`METRICS_MAX_CONNECTIONS`] connections at a time.
 async fn serve_metrics(addr: SocketAddr, relay: std::sync::Arc<RelayServerHandle>) {
-    use tokio::io::AsyncWriteExt;
     if !addr.ip().is_loopback() {
         tracing::warn!(%addr, "metrics endpoint is not on a loopback address");
     }
@@ -245,34 +259,71 @@ async fn serve_metrics(addr: SocketAddr, relay: std::sync::Arc<RelayServerHandle
         "metrics on http://{}",
         listener.local_addr().unwrap_or(addr)
     );
+    let _ = std::io::stdout().flush();
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(METRICS_MAX_CONNECTIONS));
+    let mut failing = false;
+    // Runs until the task is aborted at shutdown; each turn accepts one
+    // connection or sleeps after an error.
     loop {
-        let Ok((mut s, _)) = listener.accept().await else {
+        let s = match listener.accept().await {
+            Ok((s, _)) => {
+                failing = false;
+                s
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "metrics endpoint: accept failed; retrying every {} ms", METRICS_ACCEPT_BACKOFF.as_millis());
+                }
+                failing = true;
+                tokio::time::sleep(METRICS_ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::debug!("metrics endpoint busy; connection refused");
+            let _ = s.try_write(b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
             continue;
         };
-        let body = format_counters(&relay.counters());
-        let resp = format!(
-            "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
+        let relay = relay.clone();
         tokio::spawn(async move {
-            use tokio::io::AsyncReadExt;
-            let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                // Read the request head (closing with unread input would
-                // reset the connection), then answer.
-                let mut req = Vec::new();
-                let mut buf = [0u8; 512];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => req.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = s.write_all(resp.as_bytes()).await;
-                let _ = s.shutdown().await;
-            })
-            .await;
+            answer_metrics(s, &relay).await;
+            drop(permit);
         });
     }
+}
+
+/// Reads one request head (closing with unread input would reset the
+/// connection) and writes the counters, each within [`METRICS_IO_TIMEOUT`].
+async fn answer_metrics(mut s: tokio::net::TcpStream, relay: &RelayServerHandle) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let read_head = async {
+        let mut req = Vec::new();
+        let mut buf = [0u8; 512];
+        // Bounded: at most METRICS_MAX_REQUEST bytes are read.
+        while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < METRICS_MAX_REQUEST {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => req.extend_from_slice(buf.get(..n).unwrap_or_default()),
+            }
+        }
+        true
+    };
+    if !matches!(
+        tokio::time::timeout(METRICS_IO_TIMEOUT, read_head).await,
+        Ok(true)
+    ) {
+        return;
+    }
+    let body = format_counters(&relay.counters());
+    let resp = format!(
+        "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(METRICS_IO_TIMEOUT, async {
+        let _ = s.write_all(resp.as_bytes()).await;
+        let _ = s.shutdown().await;
+    })
+    .await;
 }
 
 /// Raises the open-files soft limit to the hard limit (10,000 clients need

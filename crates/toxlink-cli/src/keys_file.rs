@@ -15,7 +15,7 @@
 //!   reads the winner's keys: never two identities, never a partial file.
 
 use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use toxlink_proto::crypto::{KeyPair, SecretKey};
 
@@ -85,7 +85,13 @@ pub fn parse_keys(bytes: &[u8]) -> Result<KeyPair, KeysFormatError> {
 /// Reads an existing keys file (see the module doc for what is refused).
 pub fn read_keys(path: &Path) -> Result<KeyPair, KeysError> {
     let name = path.display().to_string();
-    let f = match std::fs::File::open(path) {
+    // O_NONBLOCK: opening a FIFO does not wait for a writer (it is then
+    // refused as not a regular file); no effect on regular files.
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path);
+    let f = match opened {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(KeysError::NotFound(name));
@@ -207,6 +213,12 @@ mod tests {
             assert!(e.contains(want), "{e}");
         }
         let e = read_keys(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = read_keys(&fifo).unwrap_err().to_string();
         assert!(e.contains("not a regular file"), "{e}");
         let e = read_keys(&dir.path().join("missing"))
             .unwrap_err()

@@ -175,7 +175,7 @@ pub fn settings(a: &PeerArgs, peer_dht_flag: Option<PublicKey>) -> Result<Settin
     let file = match &a.config {
         Some(p) => {
             let name = p.display().to_string();
-            let text = std::fs::read_to_string(p)
+            let text = toxlink_cli::relay_config::read_config_file(p)
                 .map_err(|e| LinkError::Config(name.clone(), e.to_string()))?;
             toml::from_str::<PeerToml>(&text).map_err(|e| {
                 // toml's messages span several lines; keep the first.

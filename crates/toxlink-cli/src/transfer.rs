@@ -26,10 +26,11 @@
 //! file unless `--overwrite`, and a size over `--max-size` or the free space
 //! of DIR ([`check_room`]), all before any byte is written. Data goes to
 //! `DIR/.NAME.part-<random>` (created exclusively; NAME shortened so the part
-//! file name stays within 255 bytes, [`part_file_name`]); at END the size and SHA-256 are checked, the file is
-//! fsynced, then linked (no overwrite: fails if the name appeared meanwhile)
-//! or renamed (overwrite) into place and the directory fsynced. On any
-//! failure, or if the process stops early, the part file is removed
+//! file name stays within 255 bytes, [`part_file_name`]); at END the size
+//! and SHA-256 are checked, the file is fsynced, then linked (no overwrite:
+//! fails if the name appeared meanwhile) or renamed (overwrite) into place
+//! and the directory fsynced. On any failure, or if the process stops
+//! early, the part file is removed
 //! ([`PartFile`]'s drop): a partial file never carries the final name. The
 //! peer's file name and reasons are printed with control characters escaped.
 
@@ -808,6 +809,7 @@ mod tests {
             PartFile::create(dir.path(), offer_for(&data, "../f"), true, &mut rng()).unwrap_err();
         assert!(e.to_string().contains("'/'"), "{e}");
     }
+
     #[test]
     fn a_file_name_of_255_bytes_gets_a_part_file_name_of_at_most_255_bytes() {
         let names = [

@@ -67,7 +67,9 @@ pub fn read_config_file(path: &Path) -> Result<String, ConfigError> {
         )));
     }
     String::from_utf8(bytes).map_err(|e| {
-        let line = 1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
+        let valid = e.as_bytes().get(..e.utf8_error().valid_up_to());
+        let line = 1 + valid
+            .unwrap_or_default()
             .iter()
             .filter(|&&b| b == b'\n')
             .count();

@@ -2,7 +2,8 @@
 //! c-toxcore peer): lines read from stdin go out as Tox MESSAGE packets
 //! (PROTOCOL.md §7.4), received messages are printed on stdout as
 //! `SHORTID: text` (the peer key's first 8 hex digits; actions as
-//! `* SHORTID text`), and a status line goes to stderr whenever the
+//! `* SHORTID text`; control characters such as terminal escapes shown
+//! escaped, e.g. `\x1b`), and a status line goes to stderr whenever the
 //! connection, the online state or the primary path (UDP or which relay)
 //! changes.
 //!
@@ -18,6 +19,7 @@ use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
 use toxlink::toxlink_proto::crypto::PublicKey;
 use toxlink::FriendEvent;
+use toxlink_cli::text::escape_bytes;
 
 /// Longest chat message (bytes).
 pub const MAX_MESSAGE: usize = 1372;
@@ -136,10 +138,10 @@ async fn run(s: crate::link::Settings, dht_is_real: bool, name: &str) -> Result<
                     online = false;
                     eprintln!("* {who} offline ({r:?})");
                 }
-                Some(FriendEvent::Message(m)) => println!("{who}: {}", String::from_utf8_lossy(&m)),
-                Some(FriendEvent::Action(m)) => println!("* {who} {}", String::from_utf8_lossy(&m)),
+                Some(FriendEvent::Message(m)) => println!("{who}: {}", escape_bytes(&m)),
+                Some(FriendEvent::Action(m)) => println!("* {who} {}", escape_bytes(&m)),
                 Some(FriendEvent::Nickname(n)) => {
-                    eprintln!("* {who} is called {}", String::from_utf8_lossy(&n));
+                    eprintln!("* {who} is called {}", escape_bytes(&n));
                 }
                 Some(other) => tracing::debug!(?other, "friend event"),
             },

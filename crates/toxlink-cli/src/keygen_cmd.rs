@@ -2,15 +2,17 @@
 //! prints its public key and Tox ID.
 //!
 //! The keys file is tox-bootstrapd's format: 64 bytes, public key ‖ secret
-//! key, created with mode 0600; an existing file is never overwritten. The Tox
+//! key, created with mode 0600 (atomically: see [`toxlink_cli::keys_file`]);
+//! an existing file is never overwritten, and one that group or others may
+//! access is refused. The Tox
 //! ID is `public key ‖ nospam ‖ checksum` (76 hex digits), the checksum being
 //! the XOR of the 36 preceding bytes taken two at a time, as c-toxcore forms it.
 //! Our keys file holds no nospam, so the printed ID uses `--nospam` (default
 //! 00000000); c-toxcore peers add us by public key (`tox_friend_add_norequest`)
 //! anyway.
 
-use crate::relay_cmd::load_or_create_keys;
 use std::path::PathBuf;
+use toxlink_cli::keys_file::read_or_create_keys;
 use toxlink_proto::crypto::PublicKey;
 
 /// Options of `toxlink keygen`.
@@ -57,11 +59,10 @@ pub fn parse_tox_id(s: &str) -> Option<PublicKey> {
 
 /// Runs `toxlink keygen`.
 pub fn run(a: KeygenArgs) -> Result<(), String> {
-    let existed = a.keys_file.exists();
-    let kp = load_or_create_keys(&a.keys_file).map_err(|e| e.to_string())?;
+    let (kp, created) = read_or_create_keys(&a.keys_file).map_err(|e| e.to_string())?;
     println!(
         "{} {}",
-        if existed { "read" } else { "created" },
+        if created { "created" } else { "read" },
         a.keys_file.display()
     );
     println!("public key {}", kp.public.to_hex());

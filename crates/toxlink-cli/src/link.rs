@@ -18,7 +18,6 @@
 //! bounded by `--timeout` on the connecting side; every failure is a
 //! [`LinkError`] whose text is one line.
 
-use crate::relay_cmd::load_or_create_keys;
 use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -26,6 +25,7 @@ use std::time::Duration;
 use toxlink::toxlink_proto::crypto::{KeyPair, PublicKey};
 use toxlink::toxlink_proto::node::NodeConfig;
 use toxlink::{Connection, Friend, FriendConfig, Node};
+use toxlink_cli::keys_file::{read_keys, KeysError};
 
 /// Default keys file of the peer commands.
 pub const DEFAULT_KEYS_FILE: &str = "toxlink.keys";
@@ -41,9 +41,9 @@ pub enum LinkError {
     /// The config file could not be read or parsed.
     #[error("config {0}: {1}")]
     Config(String, String),
-    /// The keys file is missing or corrupt.
-    #[error("keys file {0}: {1}")]
-    Keys(String, String),
+    /// The keys file is missing, corrupt or accessible by others.
+    #[error(transparent)]
+    Keys(#[from] KeysError),
     /// A socket error.
     #[error("{0}: {1}")]
     Io(String, std::io::Error),
@@ -175,7 +175,7 @@ pub fn settings(a: &PeerArgs, peer_dht_flag: Option<PublicKey>) -> Result<Settin
     let file = match &a.config {
         Some(p) => {
             let name = p.display().to_string();
-            let text = std::fs::read_to_string(p)
+            let text = toxlink_cli::relay_config::read_config_file(p)
                 .map_err(|e| LinkError::Config(name.clone(), e.to_string()))?;
             toml::from_str::<PeerToml>(&text).map_err(|e| {
                 // toml's messages span several lines; keep the first.
@@ -256,17 +256,7 @@ pub fn settings(a: &PeerArgs, peer_dht_flag: Option<PublicKey>) -> Result<Settin
 /// Reads an existing keys file (never creates one here: a typo in the path
 /// must not silently give us a new identity).
 pub fn load_keys(path: &Path) -> Result<KeyPair, LinkError> {
-    let name = path.display().to_string();
-    if !path.exists() {
-        return Err(LinkError::Keys(
-            name.clone(),
-            format!("not found (create it with `toxlink keygen --keys-file {name}`)"),
-        ));
-    }
-    load_or_create_keys(path).map_err(|e| match e {
-        crate::relay_cmd::RelayCmdError::Keys(n, m) => LinkError::Keys(n, m),
-        other => LinkError::Keys(name, other.to_string()),
-    })
+    Ok(read_keys(path)?)
 }
 
 /// Resolves `HOST:PORT` to one address within `timeout`.

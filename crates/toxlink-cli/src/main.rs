@@ -165,7 +165,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("toxlink: {e}");
+            // Errors can quote the peer (a refusal reason, a file name).
+            eprintln!("toxlink: {}", toxlink_cli::text::escape_controls(&e));
             ExitCode::FAILURE
         }
     }

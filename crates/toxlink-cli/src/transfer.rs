@@ -23,12 +23,16 @@
 //! # Receiver invariants
 //!
 //! Names with `/`, `..`, NUL, or empty are refused, and so is an existing
-//! file unless `--overwrite`. Data goes to `DIR/.NAME.part-<random>` (created
-//! exclusively); at END the size and SHA-256 are checked, the file is
-//! fsynced, then linked (no overwrite: fails if the name appeared meanwhile)
-//! or renamed (overwrite) into place and the directory fsynced. On any
-//! failure, or if the process stops early, the part file is removed
-//! ([`PartFile`]'s drop): a partial file never carries the final name.
+//! file unless `--overwrite`, and a size over `--max-size` or the free space
+//! of DIR ([`check_room`]), all before any byte is written. Data goes to
+//! `DIR/.NAME.part-<random>` (created exclusively; NAME shortened so the part
+//! file name stays within 255 bytes, [`part_file_name`]); at END the size
+//! and SHA-256 are checked, the file is fsynced, then linked (no overwrite:
+//! fails if the name appeared meanwhile) or renamed (overwrite) into place
+//! and the directory fsynced. On any failure, or if the process stops
+//! early, the part file is removed
+//! ([`PartFile`]'s drop): a partial file never carries the final name. The
+//! peer's file name and reasons are printed with control characters escaped.
 
 use crate::link::{establish, settings, short_id, LinkError, PeerArgs};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -38,6 +42,7 @@ use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toxlink::{Friend, FriendEvent};
+use toxlink_cli::text::{escape_controls, parse_bytes};
 
 /// OFFER packet id.
 pub const OFFER: u8 = 160;
@@ -157,6 +162,40 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Longest file name on Linux file systems (NAME_MAX), part files included.
+const NAME_MAX: usize = 255;
+
+/// The part file name `.NAME.part-XXXXXXXX` of `name`, NAME shortened on a
+/// character boundary so the whole is at most [`NAME_MAX`] bytes.
+pub fn part_file_name(name: &str, tag: u32) -> String {
+    let suffix = format!(".part-{tag:08x}");
+    let mut end = name.len().min(NAME_MAX - 1 - suffix.len());
+    // At most 3 steps back: a UTF-8 character is at most 4 bytes.
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(".{}{suffix}", name.get(..end).unwrap_or_default())
+}
+
+/// Refuses an offer of `size` bytes larger than `max_size` or than the
+/// space free for us in `dir` (statvfs: available blocks × fragment size).
+pub fn check_room(dir: &Path, size: u64, max_size: Option<u64>) -> Result<(), TransferError> {
+    if let Some(max) = max_size.filter(|&m| size > m) {
+        return Err(TransferError::Refused(format!(
+            "file of {size} bytes is larger than the receiver's --max-size of {max} bytes"
+        )));
+    }
+    let st = rustix::fs::statvfs(dir)
+        .map_err(|e| TransferError::Io(dir.display().to_string(), e.into()))?;
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    if size > free {
+        return Err(TransferError::Refused(format!(
+            "file of {size} bytes does not fit: {free} bytes free in the receiver's directory"
+        )));
+    }
+    Ok(())
+}
+
 /// Lower-case hex.
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|b| format!("{b:02x}")).collect()
@@ -215,7 +254,7 @@ impl PartFile {
                 target.display()
             )));
         }
-        let part = dir.join(format!(".{}.part-{:08x}", offer.name, rng.next_u32()));
+        let part = dir.join(part_file_name(&offer.name, rng.next_u32()));
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -365,6 +404,10 @@ pub struct RecvArgs {
     /// Replace an existing file of the same name.
     #[arg(long)]
     pub overwrite: bool,
+    /// Refuse files larger than this (e.g. 10GiB, 500MB); files larger than
+    /// the free space of DIR are always refused.
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    pub max_size: Option<u64>,
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
@@ -469,7 +512,12 @@ async fn send_body(
     send_packet(f, &offer.encode()).await?;
     match wait_reply(f, "an answer to the offer").await? {
         (ReplyCode::Accept, _) => {}
-        (_, reason) => return Err(TransferError::Refused(format!("by the peer: {reason}"))),
+        (_, reason) => {
+            return Err(TransferError::Refused(format!(
+                "by the peer: {}",
+                escape_controls(&reason)
+            )))
+        }
     }
     let pb = progress(size, a.quiet, &name);
     let io = |e| TransferError::Io(a.file.display().to_string(), e);
@@ -500,6 +548,7 @@ async fn send_body(
                 ev = f.next_event() => match ev {
                     Some(FriendEvent::CustomLossless(p)) => {
                         if let Some((_, reason)) = parse_reply(&p) {
+                            let reason = escape_controls(&reason);
                             return Err(TransferError::Verify(format!("at the peer: {reason}")));
                         }
                     }
@@ -524,7 +573,10 @@ async fn send_body(
             println!("sent {name} ({size} bytes, sha256 {})", hex(&sha256));
             Ok(())
         }
-        (_, reason) => Err(TransferError::Verify(format!("at the peer: {reason}"))),
+        (_, reason) => Err(TransferError::Verify(format!(
+            "at the peer: {}",
+            escape_controls(&reason)
+        ))),
     }
 }
 
@@ -559,8 +611,9 @@ pub async fn recv(a: RecvArgs) -> Result<(), TransferError> {
             }
         }
     };
-    let mut part = match PartFile::create(&a.dir, offer.clone(), a.overwrite, &mut rand_core::OsRng)
-    {
+    let created = check_room(&a.dir, offer.size, a.max_size)
+        .and_then(|()| PartFile::create(&a.dir, offer.clone(), a.overwrite, &mut rand_core::OsRng));
+    let mut part = match created {
         Ok(p) => p,
         Err(e) => {
             let _ = send_packet(f, &encode_reply(ReplyCode::Refuse, &e.to_string())).await;
@@ -571,7 +624,7 @@ pub async fn recv(a: RecvArgs) -> Result<(), TransferError> {
     };
     tracing::debug!(part = %part.part_path().display(), size = offer.size, "receiving");
     send_packet(f, &encode_reply(ReplyCode::Accept, "")).await?;
-    let pb = progress(offer.size, a.quiet, &offer.name);
+    let pb = progress(offer.size, a.quiet, &escape_controls(&offer.name));
     let outcome: Result<PathBuf, TransferError> = async {
         loop {
             let ev = next_event(f, Duration::from_secs(24 * 3600), "data").await;
@@ -609,10 +662,10 @@ pub async fn recv(a: RecvArgs) -> Result<(), TransferError> {
     let path = outcome?;
     println!(
         "received {} from {who} ({} bytes, sha256 {}) -> {}",
-        offer.name,
+        escape_controls(&offer.name),
         offer.size,
         hex(&offer.sha256),
-        path.display()
+        escape_controls(&path.display().to_string())
     );
     Ok(())
 }
@@ -755,5 +808,71 @@ mod tests {
         let e =
             PartFile::create(dir.path(), offer_for(&data, "../f"), true, &mut rng()).unwrap_err();
         assert!(e.to_string().contains("'/'"), "{e}");
+    }
+
+    #[test]
+    fn a_file_name_of_255_bytes_gets_a_part_file_name_of_at_most_255_bytes() {
+        let names = [
+            "a".to_string(),
+            "x".repeat(240),
+            "x".repeat(241),
+            "x".repeat(255),
+            format!("x{}", "ü".repeat(127)), // 255 bytes, 240 falls inside a ü
+            "日".repeat(85),                 // 255 bytes of 3-byte characters
+            format!("abc{}", "😀".repeat(63)), // 255 bytes of 4-byte characters
+        ];
+        for name in &names {
+            assert!(name.len() <= MAX_NAME);
+            let part = part_file_name(name, 0xdead_beef);
+            assert!(
+                part.len() <= 255,
+                "{} bytes for a {}-byte name",
+                part.len(),
+                name.len()
+            );
+            let kept = part
+                .strip_prefix('.')
+                .and_then(|p| p.strip_suffix(".part-deadbeef"))
+                .unwrap();
+            assert!(name.starts_with(kept), "{kept:?}");
+            assert!(
+                kept.len() + 4 > name.len().min(240),
+                "shortened no more than needed"
+            );
+            if name.len() <= 240 {
+                assert_eq!(kept, name);
+            }
+        }
+        // Received for real: the part file can be created, the file gets
+        // its full 255-byte name.
+        let dir = tempfile::tempdir().unwrap();
+        for name in &names[3..] {
+            let data = name.as_bytes().to_vec();
+            let mut p =
+                PartFile::create(dir.path(), offer_for(&data, name), false, &mut rng()).unwrap();
+            p.write(&data).unwrap();
+            let path = p.finish().unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), data);
+            assert_eq!(path.file_name().unwrap().len(), name.len());
+        }
+        assert_eq!(entries(dir.path()).len(), 4, "no part file left");
+    }
+
+    #[test]
+    fn an_offer_over_max_size_or_the_free_space_is_refused_before_any_byte_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = check_room(dir.path(), 2000, Some(1999)).unwrap_err();
+        assert!(matches!(e, TransferError::Refused(_)));
+        assert_eq!(
+            e.to_string(),
+            "refused file of 2000 bytes is larger than the receiver's --max-size of 1999 bytes"
+        );
+        let e = check_room(dir.path(), u64::MAX / 2, None).unwrap_err();
+        assert!(matches!(e, TransferError::Refused(_)));
+        assert!(e.to_string().contains("does not fit"), "{e}");
+        check_room(dir.path(), 2000, Some(2000)).unwrap();
+        check_room(dir.path(), 0, Some(0)).unwrap();
+        assert!(entries(dir.path()).is_empty());
+        assert!(check_room(&dir.path().join("missing"), 1, None).is_err());
     }
 }

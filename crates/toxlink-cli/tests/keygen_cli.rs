@@ -1,6 +1,9 @@
 //! `toxlink keygen` as a process: creates a 0600 keys file, reads it back
 //! unchanged, refuses corrupt files and bad arguments with a one-line error
-//! and a non-zero exit; and our Tox ID checksum equals c-toxcore's.
+//! and a non-zero exit; and our Tox ID checksum equals c-toxcore's. Keys
+//! file rules of every command: one accessible by group or others is
+//! refused; concurrent creators end with one identity; only `keygen` and
+//! `relay` create a missing file.
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
@@ -15,6 +18,12 @@ fn toxlink(args: &[&str]) -> Output {
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Writes a keys file with mode 0600 (as keygen makes them).
+fn write_keys(path: &std::path::Path, bytes: &[u8]) {
+    std::fs::write(path, bytes).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 fn one_line_error(o: &Output) -> String {
@@ -70,7 +79,7 @@ fn keygen_creates_then_reads_the_same_key() {
 fn corrupt_keys_file_and_bad_arguments_fail_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let short = dir.path().join("short.keys");
-    std::fs::write(&short, [7u8; 63]).unwrap();
+    write_keys(&short, &[7u8; 63]);
     let e = one_line_error(&toxlink(&[
         "keygen",
         "--keys-file",
@@ -79,7 +88,7 @@ fn corrupt_keys_file_and_bad_arguments_fail_cleanly() {
     assert!(e.contains("63 bytes"), "{e}");
 
     let mismatched = dir.path().join("bad.keys");
-    std::fs::write(&mismatched, [7u8; 64]).unwrap();
+    write_keys(&mismatched, &[7u8; 64]);
     let e = one_line_error(&toxlink(&[
         "keygen",
         "--keys-file",
@@ -113,7 +122,7 @@ fn our_tox_id_equals_c_toxcore_for_the_same_key() {
     let path = dir.path().join("k");
     let mut bytes = kp.public.0.to_vec();
     bytes.extend_from_slice(&sk);
-    std::fs::write(&path, bytes).unwrap();
+    write_keys(&path, &bytes);
     let out = toxlink(&[
         "keygen",
         "--keys-file",
@@ -129,4 +138,153 @@ fn our_tox_id_equals_c_toxcore_for_the_same_key() {
         .trim()
         .to_owned();
     assert_eq!(ours, theirs);
+}
+
+#[test]
+fn a_keys_file_readable_by_others_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("me.keys");
+    let p = path.to_str().unwrap();
+    assert!(toxlink(&["keygen", "--keys-file", p]).status.success());
+    let before = std::fs::read(&path).unwrap();
+    let peer = "AB".repeat(32);
+    for mode in [0o644, 0o660, 0o604] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let want = format!(
+            "toxlink: keys file {p} is accessible by group or others (mode {mode:04o}); \
+             run `chmod 600 {p}`"
+        );
+        for args in [
+            vec!["keygen", "--keys-file", p],
+            vec!["chat", "--keys-file", p, "--peer", &peer],
+            vec!["recv", ".", "--keys-file", p, "--peer", &peer],
+            vec!["send", p, "--keys-file", p, "--peer", &peer],
+            vec![
+                "peer",
+                "--keys-file",
+                p,
+                "--peer",
+                &peer,
+                "--peer-dht",
+                &peer,
+                "--peer-addr",
+                "127.0.0.1:9",
+            ],
+            vec![
+                "relay",
+                "--keys-file",
+                p,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                "0",
+            ],
+        ] {
+            let o = toxlink(&args);
+            assert_eq!(o.status.code(), Some(1), "{args:?}: {o:?}");
+            assert_eq!(one_line_error(&o), want, "{args:?}");
+            assert!(o.stdout.is_empty(), "{args:?}: nothing used the keys");
+        }
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), before, "left as it was");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(toxlink(&["keygen", "--keys-file", p]).status.success());
+}
+
+#[test]
+fn concurrent_keygens_create_one_identity_and_no_stray_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.keys");
+    for round in 0..3 {
+        let _ = std::fs::remove_file(&path);
+        let children: Vec<_> = (0..6)
+            .map(|_| {
+                Command::new(env!("CARGO_BIN_EXE_toxlink"))
+                    .args(["keygen", "--keys-file"])
+                    .arg(&path)
+                    .env("RUST_LOG", "warn")
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("spawn keygen")
+            })
+            .collect();
+        let outs: Vec<Output> = children
+            .into_iter()
+            .map(|c| c.wait_with_output().expect("keygen output"))
+            .collect();
+        for o in &outs {
+            assert!(o.status.success(), "round {round}: {o:?}");
+        }
+        let created = outs
+            .iter()
+            .filter(|o| stdout(o).starts_with("created "))
+            .count();
+        assert_eq!(
+            created, 1,
+            "round {round}: exactly one run creates the file"
+        );
+        let keys: std::collections::BTreeSet<String> = outs
+            .iter()
+            .map(|o| {
+                stdout(o)
+                    .lines()
+                    .find_map(|l| l.strip_prefix("public key "))
+                    .expect("public key line")
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(keys.len(), 1, "round {round}: one identity: {keys:?}");
+        let bytes = std::fs::read(&path).unwrap();
+        let hex: String = bytes[..32].iter().map(|b| format!("{b:02X}")).collect();
+        assert!(keys.contains(&hex));
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            vec!["shared.keys".to_string()],
+            "no temporary file left"
+        );
+    }
+}
+
+#[test]
+fn only_keygen_and_relay_create_a_missing_keys_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("missing.keys");
+    let p = path.to_str().unwrap();
+    let peer = "AB".repeat(32);
+    for args in [
+        vec!["chat", "--keys-file", p, "--peer", &peer],
+        vec!["recv", ".", "--keys-file", p, "--peer", &peer],
+        vec!["send", "Cargo.toml", "--keys-file", p, "--peer", &peer],
+        vec![
+            "peer",
+            "--keys-file",
+            p,
+            "--peer",
+            &peer,
+            "--peer-dht",
+            &peer,
+            "--peer-addr",
+            "127.0.0.1:9",
+        ],
+    ] {
+        let e = one_line_error(&toxlink(&args));
+        assert_eq!(
+            e,
+            format!("toxlink: keys file {p}: not found (create it with `toxlink keygen --keys-file {p}`)"),
+            "{args:?}"
+        );
+        assert!(!path.exists(), "{args:?} created it");
+    }
+    let o = toxlink(&["keygen", "--keys-file", p]);
+    assert!(
+        o.status.success() && stdout(&o).starts_with("created "),
+        "{o:?}"
+    );
 }

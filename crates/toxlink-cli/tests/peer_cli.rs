@@ -382,6 +382,10 @@ fn errors_are_one_line_and_non_zero() {
     assert!(!missing.exists(), "never created by chat");
     let corrupt = p.dir.path().join("corrupt.keys");
     std::fs::write(&corrupt, [1u8; 63]).expect("write");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&corrupt, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
     let e = one_line_error(
         &toxlink(&[
             "send",
@@ -723,4 +727,114 @@ fn through_a_relay_only_files_and_chat_arrive() {
     drop(b.child.stdin.take());
     assert!(a.wait().success(), "{:?}", a.drain_err());
     assert!(b.wait().success(), "{:?}", b.drain_err());
+}
+
+#[test]
+fn a_file_name_of_255_bytes_is_received() {
+    let p = peers();
+    // 255 bytes; the part file name shortens it inside a 2-byte character.
+    let name = format!("x{}", "ü".repeat(127));
+    assert_eq!(name.len(), 255);
+    let file = p.dir.path().join(&name);
+    let data: Vec<u8> = (0..50_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&file, &data).expect("write");
+    let out = p.dir.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+    let (mut snd, mut r) = transfer(&p, &file, &out, &[]);
+    assert!(snd.wait().success(), "{:?}", snd.drain_err());
+    assert!(r.wait().success(), "{:?}", r.drain_err());
+    let line = r.expect_out("received ");
+    assert!(
+        line.starts_with(&format!("received {name} from ")),
+        "{line}"
+    );
+    assert_eq!(std::fs::read(out.join(&name)).expect("read"), data);
+    assert_eq!(dir_entries(&out), vec![name], "no part file");
+}
+
+#[test]
+fn a_file_over_max_size_is_refused_with_a_reason_before_any_byte_is_written() {
+    let p = peers();
+    let file = p.dir.path().join("big.bin");
+    std::fs::write(&file, vec![7u8; 4000]).expect("write");
+    let out = p.dir.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+    let (mut snd, mut r) = transfer(&p, &file, &out, &["--max-size", "1KiB"]);
+    assert!(!snd.wait().success());
+    assert!(!r.wait().success());
+    let why = "file of 4000 bytes is larger than the receiver's --max-size of 1024 bytes";
+    assert_eq!(r.expect_err("toxlink: "), format!("toxlink: refused {why}"));
+    assert_eq!(
+        snd.expect_err("toxlink: "),
+        format!("toxlink: refused by the peer: refused {why}")
+    );
+    assert!(dir_entries(&out).is_empty(), "{:?}", dir_entries(&out));
+    // Within the limit it arrives.
+    let (mut snd, mut r) = transfer(&p, &file, &out, &["--max-size", "4000"]);
+    assert!(snd.wait().success(), "{:?}", snd.drain_err());
+    assert!(r.wait().success(), "{:?}", r.drain_err());
+    assert_eq!(dir_entries(&out), vec!["big.bin".to_string()]);
+}
+
+#[test]
+fn terminal_escapes_from_the_peer_are_shown_escaped() {
+    let p = peers();
+    // Chat: a nickname and a message with escape sequences.
+    let mut b = Proc::spawn(toxlink(&[
+        "chat",
+        "--keys-file",
+        s(&p.b),
+        "--bind",
+        "127.0.0.1",
+        "--peer",
+        &p.a_pk,
+    ]));
+    let addr = b.listening();
+    let mut a = Proc::spawn(toxlink(&[
+        "chat",
+        "--keys-file",
+        s(&p.a),
+        "--bind",
+        "127.0.0.1",
+        "--peer",
+        &p.b_pk,
+        "--peer-addr",
+        &addr,
+        "--name",
+        "mallory\x1b[2J\x07",
+    ]));
+    a.expect_err(&format!("* {} online", &p.b_pk[..8]));
+    let who = &p.a_pk[..8];
+    let nick = b.expect_err("is called");
+    assert_eq!(nick, format!("* {who} is called mallory\\x1b[2J\\x07"));
+    let mut a_in = a.child.stdin.take().expect("stdin");
+    writeln!(a_in, "\x1b]0;owned\x07hi \x1b[31mred\u{202e} é\r").expect("write");
+    assert_eq!(
+        b.expect_out(who),
+        format!("{who}: \\x1b]0;owned\\x07hi \\x1b[31mred\\u{{202e}} é")
+    );
+    drop(a_in);
+    assert!(a.wait().success(), "{:?}", a.drain_err());
+    drop(b);
+
+    // A file name with an escape sequence: saved under its name, shown
+    // escaped.
+    let name = "a\x1b[31mb.txt";
+    let file = p.dir.path().join(name);
+    std::fs::write(&file, b"data").expect("write");
+    let out = p.dir.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+    let (mut snd, mut r) = transfer(&p, &file, &out, &[]);
+    assert!(snd.wait().success(), "{:?}", snd.drain_err());
+    assert!(r.wait().success(), "{:?}", r.drain_err());
+    let line = r.expect_out("received ");
+    assert!(line.starts_with("received a\\x1b[31mb.txt from "), "{line}");
+    assert!(!line.contains('\x1b'), "{line:?}");
+    assert_eq!(std::fs::read(out.join(name)).expect("read"), b"data");
+    // Refused because it exists: the receiver's reason quotes the name.
+    let (mut snd, _r) = transfer(&p, &file, &out, &[]);
+    assert!(!snd.wait().success());
+    let e = snd.expect_err("toxlink: ");
+    assert!(e.contains("a\\x1b[31mb.txt: file exists"), "{e}");
+    assert!(!e.contains('\x1b'), "{e:?}");
 }

@@ -1,5 +1,6 @@
 //! `toxlink relay` as a process: keys file, start-up lines, forwarding,
-//! metrics endpoint, SIGUSR1 counters, clean exit on SIGTERM.
+//! metrics endpoint, SIGUSR1 counters, clean exit on SIGTERM; bad config
+//! files end with one `toxlink: ...` line and exit status 1, never a panic.
 
 use rand_chacha::rand_core::SeedableRng;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -149,4 +150,263 @@ async fn relay_process_serves_reports_and_exits_cleanly() {
     .unwrap()
     .unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+/// Runs `toxlink relay` with `args` (expected to fail before serving) and
+/// returns its one stderr line, checking exit status 1 (not a panic's 101).
+fn relay_fails(args: &[&std::ffi::OsStr]) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_toxlink"))
+        .arg("relay")
+        .args(args)
+        .args(["--bind", "127.0.0.1", "--port", "0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line on stderr: {err:?}");
+    assert!(lines[0].starts_with("toxlink: "), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("internal error"),
+        "{err}"
+    );
+    lines[0].to_string()
+}
+
+#[test]
+fn a_bootstrapd_config_with_a_trailing_backslash_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("tox-bootstrapd.conf");
+    let keys = dir.path().join("keys");
+    std::fs::write(
+        &cfg,
+        "port = 33445\ntcp_relay_ports = [443]\nkeys_file_path = \"/var/lib/keys\\",
+    )
+    .unwrap();
+    let e = relay_fails(&[
+        "--config".as_ref(),
+        cfg.as_os_str(),
+        "--keys-file".as_ref(),
+        keys.as_os_str(),
+    ]);
+    assert_eq!(
+        e,
+        format!(
+            "toxlink: config {}: line 3: unterminated string (it ends in a backslash)",
+            cfg.display()
+        )
+    );
+    assert!(!keys.exists(), "nothing is created from a bad config");
+}
+
+#[test]
+fn zero_timeouts_in_the_relay_config_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("relay.toml");
+    let keys = dir.path().join("keys");
+    for (limits, want) in [
+        (
+            "handshake_timeout_secs = 0",
+            "handshake_timeout_secs: 0 is out of range",
+        ),
+        (
+            "ping_interval_secs = 0",
+            "ping_interval_secs: 0 is out of range",
+        ),
+        (
+            "ping_timeout_secs = 0",
+            "ping_timeout_secs: 0 is out of range",
+        ),
+        ("max_clients = 0", "max_clients: must be at least 1"),
+    ] {
+        std::fs::write(&cfg, format!("[limits]\n{limits}\n")).unwrap();
+        let e = relay_fails(&[
+            "--config".as_ref(),
+            cfg.as_os_str(),
+            "--keys-file".as_ref(),
+            keys.as_os_str(),
+        ]);
+        assert!(
+            e.starts_with(&format!(
+                "toxlink: config {}: [limits] {want}",
+                cfg.display()
+            )),
+            "{e}"
+        );
+    }
+    assert!(!keys.exists());
+}
+
+/// A relay process on loopback with a metrics endpoint: the child, its
+/// relay address and its metrics address.
+fn start_relay_with_metrics(dir: &std::path::Path) -> (Child, std::net::SocketAddr, String) {
+    let mut child = Child(
+        Command::new(env!("CARGO_BIN_EXE_toxlink"))
+            .args([
+                "relay",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--metrics",
+                "127.0.0.1:0",
+            ])
+            .arg("--keys-file")
+            .arg(dir.join("keys"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let out = BufReader::new(child.0.stdout.take().unwrap());
+    let mut relay = None;
+    let mut metrics = None;
+    for line in out.lines().take(10) {
+        let line = line.unwrap();
+        if let Some(a) = line.strip_prefix("listening on ") {
+            relay = Some(a.parse().unwrap());
+        }
+        if let Some(m) = line.strip_prefix("metrics on http://") {
+            metrics = Some(m.to_string());
+            break;
+        }
+    }
+    (
+        child,
+        relay.expect("listening line"),
+        metrics.expect("metrics line"),
+    )
+}
+
+/// One metrics request; the answer (empty if the connection failed).
+fn get_metrics(addr: &str) -> String {
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body
+}
+
+/// Polls `get_metrics` until it answers 200 (≤ `limit`).
+fn metrics_answer_within(addr: &str, limit: Duration) -> String {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let body = get_metrics(addr);
+        if body.starts_with("HTTP/1.0 200 OK") {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no metrics answer within {limit:?}: {body:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Whether the server has closed `s` (EOF or reset), without blocking.
+fn closed_by_server(s: &mut std::net::TcpStream) -> bool {
+    s.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 256];
+    // Bounded: a refused connection holds at most a short 503 answer.
+    for _ in 0..16 {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+#[test]
+fn sixty_four_idle_metrics_connections_hold_at_most_sixteen_and_the_relay_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_child, relay, metrics) = start_relay_with_metrics(dir.path());
+    // 64 connections that never send a request.
+    let start = std::time::Instant::now();
+    let mut idle: Vec<std::net::TcpStream> = (0..64)
+        .map(|_| std::net::TcpStream::connect(&metrics).unwrap())
+        .collect();
+    // Those beyond the 16 served at once are closed at once; the served
+    // ones wait for their request up to the 2 s timeout.
+    let mut closed = 0;
+    while start.elapsed() < Duration::from_millis(1500) {
+        closed = idle.iter_mut().map(closed_by_server).filter(|c| *c).count();
+        if closed >= 48 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(start.elapsed() < Duration::from_secs(2), "too slow to tell");
+    assert_eq!(closed, 48, "64 - 16 refused at once");
+    // The relay itself still accepts clients meanwhile.
+    let client = std::net::TcpStream::connect(relay).unwrap();
+    // Once the idle ones are gone, a new request is answered.
+    drop(idle);
+    let body = metrics_answer_within(&metrics, Duration::from_secs(5));
+    assert!(body.contains("toxlink_relay_accepted_total 1\n"), "{body}");
+    drop(client);
+}
+
+/// CPU seconds (user + system) the process has used so far.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the line.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / hz
+}
+
+#[test]
+fn a_metrics_endpoint_out_of_descriptors_backs_off_instead_of_spinning() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, relay, metrics) = start_relay_with_metrics(dir.path());
+    let pid = child.0.id();
+    // Leave the relay four descriptors beyond what it has open now.
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as u64;
+    let lim = libc::rlimit {
+        rlim_cur: open + 4,
+        rlim_max: open + 4,
+    };
+    // SAFETY: lowering our own child's limit; both pointers are valid.
+    let r = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &lim,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+    // More idle connections than descriptors left: accept fails (EMFILE)
+    // while the connections wait in the backlog.
+    let idle: Vec<std::net::TcpStream> = (0..32)
+        .map(|_| std::net::TcpStream::connect(&metrics).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_secs(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_secs(pid) - before;
+    assert!(
+        used < 0.3,
+        "{used:.2} CPU seconds in one second: accept errors spin"
+    );
+    drop(idle);
+    // Out of the squeeze: a new request is answered, and the relay still
+    // accepts clients.
+    let body = metrics_answer_within(&metrics, Duration::from_secs(15));
+    assert!(body.contains("toxlink_relay_clients "), "{body}");
+    drop(std::net::TcpStream::connect(relay).unwrap());
 }

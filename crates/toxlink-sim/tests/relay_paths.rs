@@ -1046,3 +1046,38 @@ fn two_relays_peer_link_to_the_carrying_one_silently_cut_gap_under_1_s() {
         gap_under(secs(1)),
     );
 }
+
+/// Every path of a relay-only connection is gone for `outage` (the one relay
+/// resets every link and refuses new ones), then the relay returns: the
+/// connection resumes on it with nothing lost, duplicated or reordered, and
+/// the application saw a gap, not a close.
+fn outage_scenario(seed: u64, outage: Duration) -> Result<Figures, String> {
+    let mut w = world(seed, 2, |_| vec![1]);
+    befriend(&mut w, 1, 2, COUNT, CHAT, false);
+    run_until_flowing(&mut w, 1, 2, COUNT / 3)?;
+    let fault_time = w.sim.now();
+    let (_, rid) = w.relays[0];
+    let addr = RELAY_BASE + 1;
+    w.sim.network.refuse_streams(addr, true);
+    reset_relay(&mut w.sim, rid);
+    w.sim.after(outage, move |s| {
+        s.network.refuse_streams(addr, false);
+    });
+    let res = run_to_end(&mut w, outage + secs(30));
+    if verbose() {
+        dump(&w, seed, fault_time);
+    }
+    res?;
+    Ok(figures(&w, 1, 2, None))
+}
+
+#[test]
+fn every_path_gone_for_25_s_the_connection_resumes_within_6_s_of_the_relay_returning() {
+    let outage = secs(25);
+    run(
+        "outage_25_s",
+        0..20,
+        |s| outage_scenario(s, outage),
+        gap_under(outage + secs(6)),
+    );
+}

@@ -1397,19 +1397,15 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
             }
         }
         self.path_changes(now, real);
-        // Only worth it with a spare relay to take its place: otherwise the
-        // route stays tied and becomes a path again when the peer comes
-        // back on it (a c-toxcore peer re-routes now and then; dropping its
-        // only relay left it unreachable until it timed us out).
-        let spare = self.pool.known().count() > self.pool.active(&real).len();
-        if left && spare {
-            // The peer left a relay that is still up for us (it dropped the
-            // relay, e.g. for tampering it saw): the relay is lost for this
-            // peer and replaced at once, instead of keeping a dead slot in
-            // the peer's set until our own link to it fails.
-            let evs = self
-                .pool
-                .relay_lost(now, Some(real), relay, LossReason::Offline);
+        if state == PeerRelayState::Online {
+            self.pool.peer_returned(&real, &relay);
+        } else if left {
+            // The peer left a relay that is still up for us (its link broke,
+            // e.g. a NAT rebinding, or it dropped the relay): the route stays
+            // tied, so the path comes back the moment the peer does (a
+            // c-toxcore peer re-routes now and then too), and a spare relay,
+            // if one is known, keeps the peer's redundancy meanwhile.
+            let evs = self.pool.peer_left(now, real, relay);
             self.apply_pool(now, evs);
         }
     }

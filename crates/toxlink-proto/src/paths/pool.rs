@@ -8,10 +8,17 @@
 //! once from the known relays, so the connection keeps its redundancy.
 //!
 //! Known relays come from configuration, from the peer (SHARE_RELAYS) and
-//! from relays we are already connected to; the list is bounded. A relay that
-//! went offline is backed off globally (exponentially); one dropped for
-//! tampering is never used again for that peer; one disconnected for
-//! everyone is banned for a long time.
+//! from relays we are already connected to; the list is bounded. A relay
+//! whose link went offline is backed off globally (exponentially) until it
+//! is back; a relay lost for one peer only (its route refused) is not; one
+//! dropped for tampering is never used again for that peer; one disconnected
+//! for everyone is banned for a long time.
+//!
+//! A peer that *leaves* a relay we still hold (its own link broke, e.g. a NAT
+//! rebinding, or it dropped the relay) does not lose the relay for us: it
+//! stays in the peer's set, tied, so the path comes back the moment the peer
+//! returns to it ([`RelayPool::peer_returned`]); meanwhile a spare takes its
+//! place in the count ([`RelayPool::peer_left`]), up to the hard cap.
 
 use crate::crypto::PublicKey;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -110,8 +117,23 @@ struct Known {
 #[derive(Debug, Clone, Default)]
 struct PeerSet {
     active: Vec<PublicKey>,
+    /// Active relays the peer is not on at the moment (it left them); they
+    /// do not count towards the target. Always a subset of `active`.
+    absent: BTreeSet<PublicKey>,
     excluded: BTreeSet<PublicKey>,
+    /// Relays lost for this peer only (route refused): not before then.
+    retry_after: BTreeMap<PublicKey, Instant>,
     slow_since: BTreeMap<PublicKey, Instant>,
+}
+
+impl PeerSet {
+    /// Relays still wanted to reach the target (present ones count), within
+    /// the hard cap.
+    fn want(&self, cfg: &PoolConfig) -> usize {
+        let present = self.active.len() - self.absent.len();
+        let to_target = cfg.target.min(cfg.max).saturating_sub(present);
+        to_target.min(cfg.max.saturating_sub(self.active.len()))
+    }
 }
 
 /// The relay pool of one node.
@@ -187,6 +209,10 @@ impl RelayPool {
     fn usable(&self, now: Instant, k: &Known, set: &PeerSet) -> bool {
         !set.active.contains(&k.info.public_key)
             && !set.excluded.contains(&k.info.public_key)
+            && set
+                .retry_after
+                .get(&k.info.public_key)
+                .is_none_or(|t| now >= *t)
             && k.banned_until.is_none_or(|t| now >= t)
     }
 
@@ -197,11 +223,7 @@ impl RelayPool {
         let Some(set) = self.peers.get(&peer) else {
             return out;
         };
-        let want = self
-            .cfg
-            .target
-            .min(self.cfg.max)
-            .saturating_sub(set.active.len());
+        let want = set.want(&self.cfg);
         let mut candidates: Vec<&Known> = self
             .known
             .iter()
@@ -230,7 +252,9 @@ impl RelayPool {
         let cfg = self.cfg;
         if let Some(k) = self.known.iter_mut().find(|k| k.info.public_key == relay) {
             match reason {
-                LossReason::Offline => {
+                // Only a relay lost for everyone (its link) is backed off: a
+                // route refused for one peer says nothing about the relay.
+                LossReason::Offline if peer.is_none() => {
                     let backoff = cfg
                         .offline_backoff
                         .saturating_mul(1 << k.offline_count.min(16))
@@ -239,7 +263,7 @@ impl RelayPool {
                     k.banned_until = Some(now + backoff);
                 }
                 LossReason::Disconnected => k.banned_until = Some(now + cfg.disconnect_ban),
-                LossReason::Slow | LossReason::Tampering => {}
+                LossReason::Offline | LossReason::Slow | LossReason::Tampering => {}
             }
         }
         let peers: Vec<PublicKey> = match peer {
@@ -260,9 +284,15 @@ impl RelayPool {
                 LossReason::Tampering | LossReason::Slow => {
                     set.excluded.insert(relay);
                 }
+                LossReason::Offline if peer.is_some() => {
+                    // Bounded: one entry per known relay at most.
+                    set.retry_after.retain(|r, t| now < *t && *r != relay);
+                    set.retry_after.insert(relay, now + cfg.offline_backoff);
+                }
                 LossReason::Offline | LossReason::Disconnected => {}
             }
             set.slow_since.remove(&relay);
+            set.absent.remove(&relay);
             if let Some(pos) = set.active.iter().position(|r| *r == relay) {
                 set.active.remove(pos);
                 out.push(PoolEvent::Drop {
@@ -274,6 +304,33 @@ impl RelayPool {
             }
         }
         out
+    }
+
+    /// `peer` left `relay` (its route there went offline while our link is
+    /// up): the relay stays in the peer's set, tied, but a spare is taken to
+    /// keep the target number of relays the peer is on.
+    pub fn peer_left(&mut self, now: Instant, peer: PublicKey, relay: PublicKey) -> Vec<PoolEvent> {
+        let Some(set) = self.peers.get_mut(&peer) else {
+            return vec![];
+        };
+        if !set.active.contains(&relay) || !set.absent.insert(relay) {
+            return vec![];
+        }
+        self.refill(now, peer)
+    }
+
+    /// `peer` is back on `relay` (ONLINE there again).
+    pub fn peer_returned(&mut self, peer: &PublicKey, relay: &PublicKey) {
+        if let Some(set) = self.peers.get_mut(peer) {
+            set.absent.remove(relay);
+        }
+    }
+
+    /// Whether `peer` left `relay` and has not returned.
+    pub fn is_absent(&self, peer: &PublicKey, relay: &PublicKey) -> bool {
+        self.peers
+            .get(peer)
+            .is_some_and(|s| s.absent.contains(relay))
     }
 
     /// A relay came back (its link reconnected): it may be used again.
@@ -474,5 +531,51 @@ mod tests {
         assert!(!p.learn(info(3)));
         assert!(p.learn(info(1)), "a known key is updated");
         assert_eq!(p.known().count(), 2);
+    }
+
+    #[test]
+    fn a_peer_leaving_a_relay_keeps_it_tied_and_takes_a_spare_until_it_returns() {
+        let t = Instant::now();
+        let mut p = pool(5);
+        p.add_peer(t, pk(100));
+        p.add_peer(t, pk(101));
+        assert_eq!(p.active(&pk(100)), &[pk(1), pk(2), pk(3)]);
+        // The peer's own link to relay 2 broke: relay 2 stays, a spare joins.
+        let ev = p.peer_left(t, pk(100), pk(2));
+        assert_eq!(
+            ev,
+            vec![PoolEvent::Use {
+                peer: pk(100),
+                relay: info(4)
+            }]
+        );
+        assert_eq!(p.active(&pk(100)), &[pk(1), pk(2), pk(3), pk(4)]);
+        assert!(p.is_absent(&pk(100), &pk(2)));
+        // Leaving twice takes no second spare.
+        assert!(p.peer_left(t, pk(100), pk(2)).is_empty());
+        // Nothing changed for the relay itself: other peers may still take it.
+        let ev = p.relay_lost(t, Some(pk(101)), pk(1), LossReason::Slow);
+        assert!(ev.contains(&PoolEvent::Use {
+            peer: pk(101),
+            relay: info(4)
+        }));
+        p.peer_returned(&pk(100), &pk(2));
+        assert!(!p.is_absent(&pk(100), &pk(2)));
+        // The set never grows past the hard cap, however often peers leave.
+        for r in 1..=5 {
+            p.peer_left(t, pk(100), pk(r));
+        }
+        assert!(p.active(&pk(100)).len() <= PoolConfig::default().max);
+    }
+
+    #[test]
+    fn a_route_refused_for_one_peer_does_not_back_the_relay_off_for_others() {
+        let t = Instant::now();
+        let mut p = pool(4);
+        p.add_peer(t, pk(100));
+        p.relay_lost(t, Some(pk(100)), pk(1), LossReason::Offline);
+        // A new peer still gets relay 1 at once.
+        p.add_peer(t, pk(101));
+        assert!(p.active(&pk(101)).contains(&pk(1)));
     }
 }

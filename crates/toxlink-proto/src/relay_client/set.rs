@@ -44,7 +44,11 @@ impl Default for RelaySetConfig {
         RelaySetConfig {
             client: ClientConfig::default(),
             backoff_min: Duration::from_millis(250),
-            backoff_max: Duration::from_secs(30),
+            // Short enough that a connection whose every path is gone
+            // resumes within seconds of its relay returning, long before
+            // the friend timeout (32 s); one SYN per relay every 5 s costs
+            // nothing.
+            backoff_max: Duration::from_secs(5),
         }
     }
 }

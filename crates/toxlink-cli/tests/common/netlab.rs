@@ -24,8 +24,9 @@
 //! - on drop (also while a test panics) every process started through
 //!   [`Lab::spawn`] is killed by its pidfd (never by name, and never a
 //!   recycled PID) and its exit awaited (bounded), then every namespace is
-//!   deleted; namespaces left by a lab whose process died (SIGKILL) are
-//!   deleted by the next lab;
+//!   deleted; if the test process is killed instead, its lab processes die
+//!   with it (`PR_SET_PDEATHSIG`) and the next lab deletes the namespaces
+//!   left behind (and kills any process still in them);
 //! - every wait is bounded ([`CMD_TIMEOUT`] for helper commands);
 //! - a missing component (not root, `ip`/`nft`/`conntrack` missing) panics
 //!   with what to install: a test using the lab fails, never skips.
@@ -279,6 +280,18 @@ fn remove_orphans() {
             .split_once('-')
             .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
         if ours && pid > 0 && !alive(pid) {
+            // Processes a dead lab left in it (normally gone with their
+            // parent: see PR_SET_PDEATHSIG in `exec_cmd`).
+            let o = run_bounded(&mut cmd("ip", &["netns", "pids", name]), CMD_TIMEOUT);
+            for p in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                if let Ok(p) = p.parse::<i32>() {
+                    // SAFETY: kill by PID, of a process listed in a namespace
+                    // only our labs create.
+                    unsafe {
+                        libc::kill(p, libc::SIGKILL);
+                    }
+                }
+            }
             let _ = run_bounded(&mut cmd("ip", &["netns", "del", name]), CMD_TIMEOUT);
         }
     }
@@ -501,6 +514,16 @@ impl Lab {
         );
         let mut c = Command::new("ip");
         c.args(["netns", "exec", ns, program]).args(args);
+        // SAFETY: prctl is async-signal-safe. The process is killed if the
+        // test thread that started it dies without dropping the lab (the
+        // test process was killed).
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            c.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         c
     }
 

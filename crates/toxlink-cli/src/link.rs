@@ -168,6 +168,9 @@ pub struct Settings {
     pub relays: Vec<RelaySpec>,
     /// Connect timeout.
     pub timeout: Duration,
+    /// Print the `public key`, `tox id` and `listening on` lines on stderr
+    /// (stdout is reserved for `--json`).
+    pub info_on_stderr: bool,
 }
 
 /// Reads the config (if any) and merges the flags over it.
@@ -250,6 +253,7 @@ pub fn settings(a: &PeerArgs, peer_dht_flag: Option<PublicKey>) -> Result<Settin
                 .unwrap_or(DEFAULT_TIMEOUT_SECS)
                 .max(1),
         ),
+        info_on_stderr: false,
     })
 }
 
@@ -277,8 +281,9 @@ pub async fn hand_relays_to_node(
     node: &Node,
     relays: &[RelaySpec],
     timeout: Duration,
-) -> Result<Vec<SocketAddr>, LinkError> {
+) -> Result<HandedRelays, LinkError> {
     let mut ok = Vec::new();
+    let mut known = Vec::new();
     let mut last_err = None;
     for r in relays {
         let addr = match resolve("relay", &r.addr, timeout).await {
@@ -289,6 +294,7 @@ pub async fn hand_relays_to_node(
             }
         };
         node.add_relay(r.key, addr);
+        known.push((r.key, addr));
         match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
             Ok(Ok(_)) => {
                 tracing::debug!(relay = %r, "relay reachable");
@@ -305,8 +311,20 @@ pub async fn hand_relays_to_node(
     }
     match last_err {
         Some(e) if ok.is_empty() => Err(LinkError::Unreachable(e)),
-        _ => Ok(ok),
+        _ => Ok(HandedRelays {
+            reachable: ok,
+            known,
+        }),
     }
+}
+
+/// The relays [`hand_relays_to_node`] gave the node.
+#[derive(Debug, Clone, Default)]
+pub struct HandedRelays {
+    /// Addresses that accepted a TCP connection.
+    pub reachable: Vec<SocketAddr>,
+    /// Every relay handed to the node: its key and resolved address.
+    pub known: Vec<(PublicKey, SocketAddr)>,
 }
 
 /// The first 8 hex digits of a key (how peers are shown in chat).
@@ -344,6 +362,9 @@ pub struct Linked {
     pub friend: Friend,
     /// How we reached the peer, for status lines.
     pub via: String,
+    /// The relays given to the node (key, resolved address): path events
+    /// name a relay by its key only.
+    pub relays: Vec<(PublicKey, SocketAddr)>,
 }
 
 impl Drop for Linked {
@@ -384,7 +405,7 @@ impl Linked {
 }
 
 /// Binds the node, prints `public key`, `tox id` and `listening on` lines on
-/// stdout, then connects (with `peer_addr`) or accepts the peer, and starts
+/// stdout (stderr with [`Settings::info_on_stderr`]), then connects (with `peer_addr`) or accepts the peer, and starts
 /// the friend protocol. `dht_is_real`: see [`NodeConfig::dht_is_real`].
 pub async fn establish(s: &Settings, dht_is_real: bool, name: &str) -> Result<Linked, LinkError> {
     let keys = load_keys(&s.keys_file)?;
@@ -398,13 +419,23 @@ pub async fn establish(s: &Settings, dht_is_real: bool, name: &str) -> Result<Li
     )
     .await
     .map_err(|e| LinkError::Usage(format!("cannot bind {}: {e}", s.bind)))?;
-    println!("public key {}", keys.public.to_hex());
-    println!(
-        "tox id     {}",
-        crate::keygen_cmd::tox_id(&keys.public, [0; 4])
-    );
-    println!("listening on {}", node.local_addr());
-    let relays = hand_relays_to_node(&node, &s.relays, s.timeout).await?;
+    let info = [
+        format!("public key {}", keys.public.to_hex()),
+        format!(
+            "tox id     {}",
+            crate::keygen_cmd::tox_id(&keys.public, [0; 4])
+        ),
+        format!("listening on {}", node.local_addr()),
+    ];
+    for line in info {
+        if s.info_on_stderr {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
+    let handed = hand_relays_to_node(&node, &s.relays, s.timeout).await?;
+    let relays = &handed.reachable;
     let conn: Connection = match &s.peer_addr {
         Some(a) => {
             let addr = resolve("peer", a, s.timeout).await?;
@@ -459,6 +490,7 @@ pub async fn establish(s: &Settings, dht_is_real: bool, name: &str) -> Result<Li
         node: Some(node),
         friend,
         via,
+        relays: handed.known,
     })
 }
 

@@ -16,6 +16,7 @@ mod keygen_cmd;
 mod link;
 mod relay_cmd;
 mod transfer;
+mod transfer_report;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -155,8 +156,18 @@ fn main() -> ExitCode {
             Command::Relay(args) => relay_cmd::run(args).await.map_err(|e| e.to_string()),
             Command::Chat(args) => until_signal(chat_cmd::chat(args)).await,
             Command::Peer(args) => until_signal(chat_cmd::peer(args)).await,
-            Command::Send(args) => until_signal(transfer::send(args)).await,
-            Command::Recv(args) => until_signal(transfer::recv(args)).await,
+            Command::Send(args) => {
+                let report = transfer_report::Report::new(args.json, transfer_report::Role::Send);
+                let r = until_signal(transfer::send(args, &report)).await;
+                report.print(&r);
+                r
+            }
+            Command::Recv(args) => {
+                let report = transfer_report::Report::new(args.json, transfer_report::Role::Recv);
+                let r = until_signal(transfer::recv(args, &report)).await;
+                report.print(&r);
+                r
+            }
             Command::Bench(b) => until_signal(bench_cmd::run(b)).await,
         }
     });

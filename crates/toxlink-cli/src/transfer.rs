@@ -34,14 +34,17 @@
 //! ([`PartFile`]'s drop): a partial file never carries the final name. The
 //! peer's file name and reasons are printed with control characters escaped.
 
-use crate::link::{establish, settings, short_id, LinkError, PeerArgs};
+use crate::link::{establish, settings, short_id, LinkError, Linked, PeerArgs};
+use crate::transfer_report::{unacknowledged, AckTracker, Report, SAMPLE_EVERY};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand_core::RngCore;
 use sha2::{Digest, Sha256};
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-use toxlink::{Friend, FriendEvent};
+use std::time::{Duration, Instant};
+use tokio::time::{Interval, MissedTickBehavior};
+use toxlink::toxlink_proto::crypto::PublicKey;
+use toxlink::{Friend, FriendEvent, Node};
 use toxlink_cli::text::{escape_controls, parse_bytes};
 
 /// OFFER packet id.
@@ -391,6 +394,11 @@ pub struct SendArgs {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+    /// At the end print one JSON line on stdout (ok, bytes, seconds,
+    /// max_gap_ms, path_switches, paths, error: see transfer_report.rs);
+    /// the lines otherwise printed on stdout go to stderr.
+    #[arg(long)]
+    pub json: bool,
     /// Keys, peer, transport and config flags.
     #[command(flatten)]
     pub peer: PeerArgs,
@@ -411,6 +419,11 @@ pub struct RecvArgs {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+    /// At the end print one JSON line on stdout (ok, bytes, seconds,
+    /// max_gap_ms, path_switches, paths, error: see transfer_report.rs);
+    /// the lines otherwise printed on stdout go to stderr.
+    #[arg(long)]
+    pub json: bool,
     /// Keys, peer, transport and config flags.
     #[command(flatten)]
     pub peer: PeerArgs,
@@ -443,6 +456,31 @@ async fn wait_reply(f: &Friend, what: &str) -> Result<(ReplyCode, String), LinkE
     }
 }
 
+/// [`wait_reply`] while sampling acknowledgements.
+async fn wait_reply_sampling(
+    f: &Friend,
+    what: &str,
+    prog: &mut SendProgress<'_>,
+) -> Result<(ReplyCode, String), LinkError> {
+    let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        tokio::select! {
+            biased;
+            _ = prog.tick.tick() => prog.sample(),
+            ev = next_event(f, left, what) => {
+                if let FriendEvent::CustomLossless(p) = ev? {
+                    if let Some(r) = parse_reply(&p) {
+                        prog.sample();
+                        return Ok(r);
+                    }
+                    tracing::debug!(id = p.first().copied(), "ignored custom packet");
+                }
+            }
+        }
+    }
+}
+
 /// Hashes a file: (size, SHA-256).
 fn hash_file(path: &Path) -> Result<(u64, [u8; 32]), TransferError> {
     let io = |e| TransferError::Io(path.display().to_string(), e);
@@ -461,9 +499,46 @@ fn hash_file(path: &Path) -> Result<(u64, [u8; 32]), TransferError> {
     Ok((size, h.finalize().into()))
 }
 
-/// Runs `toxlink send`.
-pub async fn send(a: SendArgs) -> Result<(), TransferError> {
-    let s = settings(&a.peer, None)?;
+/// A result line: stdout, or stderr when stdout carries `--json`.
+fn say(json: bool, line: String) {
+    if json {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+}
+
+/// A ticker of [`SAMPLE_EVERY`] that skips missed ticks.
+fn ticker() -> Interval {
+    let mut t = tokio::time::interval(SAMPLE_EVERY);
+    t.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    t
+}
+
+/// The sender's view of acknowledgements, sampled on a ticker.
+struct SendProgress<'a> {
+    node: Option<&'a Node>,
+    peer: PublicKey,
+    acks: AckTracker,
+    report: &'a Report,
+    tick: Interval,
+}
+
+impl SendProgress<'_> {
+    /// Drains path events and records acknowledgement progress.
+    fn sample(&mut self) {
+        let Some(node) = self.node else { return };
+        self.report.observe(node);
+        if let Some(total) = unacknowledged(node, &self.peer).and_then(|u| self.acks.sample(u)) {
+            self.report.delivered(Instant::now(), total);
+        }
+    }
+}
+
+/// Runs `toxlink send`; `report` gets its figures.
+pub async fn send(a: SendArgs, report: &Report) -> Result<(), TransferError> {
+    let mut s = settings(&a.peer, None)?;
+    s.info_on_stderr = a.json;
     let name = match &a.name {
         Some(n) => n.clone(),
         None => a
@@ -484,20 +559,26 @@ pub async fn send(a: SendArgs) -> Result<(), TransferError> {
     }
     let (size, sha256) = hash_file(&a.file)?;
     let linked = establish(&s, true, "toxlink send").await?;
-    let r = send_body(&linked.friend, &a, &s, name, size, sha256).await;
+    report.relays(&linked.relays);
+    let r = send_body(&linked, &a, &s, name, size, sha256, report).await;
+    if let Some(n) = linked.node() {
+        report.observe(n);
+    }
     linked.close().await;
     r
 }
 
 /// The sender's side once connected.
 async fn send_body(
-    f: &Friend,
+    linked: &Linked,
     a: &SendArgs,
     s: &crate::link::Settings,
     name: String,
     size: u64,
     sha256: [u8; 32],
+    report: &Report,
 ) -> Result<(), TransferError> {
+    let f = &linked.friend;
     loop {
         match next_event(f, s.timeout, "ONLINE").await? {
             FriendEvent::Online => break,
@@ -510,6 +591,7 @@ async fn send_body(
         name: name.clone(),
     };
     send_packet(f, &offer.encode()).await?;
+    report.offer(&name, size, sha256);
     match wait_reply(f, "an answer to the offer").await? {
         (ReplyCode::Accept, _) => {}
         (_, reason) => {
@@ -526,6 +608,13 @@ async fn send_body(
     // part, so `..1 + n` stays inside the buffer.
     let mut pkt = vec![CHUNK; 1 + CHUNK_DATA];
     let mut sent = 0u64;
+    let mut prog = SendProgress {
+        node: linked.node(),
+        peer: f.connection().peer(),
+        acks: AckTracker::default(),
+        report,
+        tick: ticker(),
+    };
     while sent < size {
         let n = file.read(&mut pkt[1..]).map_err(io)?;
         if n == 0 {
@@ -539,10 +628,13 @@ async fn send_body(
         // Send, but notice a FAILED reply or a closed connection meanwhile.
         loop {
             tokio::select! {
+                biased;
+                _ = prog.tick.tick() => prog.sample(),
                 r = f.send_custom_lossless(chunk) => {
-                    r.map_err(|e| {
+                    let number = r.map_err(|e| {
                         LinkError::Peer(format!("connection closed after {sent} of {size} bytes ({e})"))
                     })?;
+                    prog.acks.queued(number, sent + n as u64);
                     break;
                 }
                 ev = f.next_event() => match ev {
@@ -563,14 +655,20 @@ async fn send_body(
             }
         }
         sent += n as u64;
+        report.queued(sent);
         pb.set_position(sent);
     }
     send_packet(f, &[END]).await?;
-    let result = wait_reply(f, "the verification result").await?;
+    let result = wait_reply_sampling(f, "the verification result", &mut prog).await?;
     pb.finish_and_clear();
     match result {
         (ReplyCode::Saved, _) => {
-            println!("sent {name} ({size} bytes, sha256 {})", hex(&sha256));
+            // The receiver has verified every byte.
+            report.set_bytes(size);
+            say(
+                a.json,
+                format!("sent {name} ({size} bytes, sha256 {})", hex(&sha256)),
+            );
             Ok(())
         }
         (_, reason) => Err(TransferError::Verify(format!(
@@ -587,9 +685,10 @@ async fn send_packet(f: &Friend, p: &[u8]) -> Result<(), LinkError> {
         .map_err(|e| LinkError::Peer(format!("send: {e}")))
 }
 
-/// Runs `toxlink recv`.
-pub async fn recv(a: RecvArgs) -> Result<(), TransferError> {
-    let s = settings(&a.peer, None)?;
+/// Runs `toxlink recv`; `report` gets its figures.
+pub async fn recv(a: RecvArgs, report: &Report) -> Result<(), TransferError> {
+    let mut s = settings(&a.peer, None)?;
+    s.info_on_stderr = a.json;
     if !a.dir.is_dir() {
         return Err(TransferError::Io(
             a.dir.display().to_string(),
@@ -597,6 +696,7 @@ pub async fn recv(a: RecvArgs) -> Result<(), TransferError> {
         ));
     }
     let linked = establish(&s, true, "toxlink recv").await?;
+    report.relays(&linked.relays);
     let f = &linked.friend;
     let who = short_id(&linked.friend.connection().peer());
     // The offer: no deadline (the sender sends it as soon as it is online),
@@ -611,6 +711,7 @@ pub async fn recv(a: RecvArgs) -> Result<(), TransferError> {
             }
         }
     };
+    report.offer(&offer.name, offer.size, offer.sha256);
     let created = check_room(&a.dir, offer.size, a.max_size)
         .and_then(|()| PartFile::create(&a.dir, offer.clone(), a.overwrite, &mut rand_core::OsRng));
     let mut part = match created {
@@ -625,9 +726,19 @@ pub async fn recv(a: RecvArgs) -> Result<(), TransferError> {
     tracing::debug!(part = %part.part_path().display(), size = offer.size, "receiving");
     send_packet(f, &encode_reply(ReplyCode::Accept, "")).await?;
     let pb = progress(offer.size, a.quiet, &escape_controls(&offer.name));
+    let mut tick = ticker();
     let outcome: Result<PathBuf, TransferError> = async {
         loop {
-            let ev = next_event(f, Duration::from_secs(24 * 3600), "data").await;
+            let ev = tokio::select! {
+                biased;
+                _ = tick.tick() => {
+                    if let Some(n) = linked.node() {
+                        report.observe(n);
+                    }
+                    continue;
+                }
+                ev = next_event(f, Duration::from_secs(24 * 3600), "data") => ev,
+            };
             let p = match ev {
                 Ok(FriendEvent::CustomLossless(p)) => p,
                 Ok(_) => continue,
@@ -643,9 +754,13 @@ pub async fn recv(a: RecvArgs) -> Result<(), TransferError> {
             match p.split_first() {
                 Some((&CHUNK, data)) if !data.is_empty() => {
                     part.write(data)?;
+                    report.delivered(Instant::now(), part.written());
                     pb.set_position(part.written());
                 }
-                Some((&END, [])) => return part.finish(),
+                Some((&END, [])) => {
+                    report.delivered(Instant::now(), part.written());
+                    return part.finish();
+                }
                 _ => tracing::debug!(id = p.first().copied(), "ignored custom packet"),
             }
         }
@@ -658,14 +773,20 @@ pub async fn recv(a: RecvArgs) -> Result<(), TransferError> {
     };
     let _ = send_packet(f, &reply).await;
     linger(&linked.friend).await;
+    if let Some(n) = linked.node() {
+        report.observe(n);
+    }
     linked.close().await;
     let path = outcome?;
-    println!(
-        "received {} from {who} ({} bytes, sha256 {}) -> {}",
-        escape_controls(&offer.name),
-        offer.size,
-        hex(&offer.sha256),
-        escape_controls(&path.display().to_string())
+    say(
+        a.json,
+        format!(
+            "received {} from {who} ({} bytes, sha256 {}) -> {}",
+            escape_controls(&offer.name),
+            offer.size,
+            hex(&offer.sha256),
+            escape_controls(&path.display().to_string())
+        ),
     );
     Ok(())
 }

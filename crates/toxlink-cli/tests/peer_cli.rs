@@ -838,3 +838,257 @@ fn terminal_escapes_from_the_peer_are_shown_escaped() {
     assert!(e.contains("a\\x1b[31mb.txt: file exists"), "{e}");
     assert!(!e.contains('\x1b'), "{e:?}");
 }
+
+impl Proc {
+    /// Every stdout line until the process closes stdout (bounded by WAIT).
+    fn all_out(&mut self) -> Vec<String> {
+        let deadline = Instant::now() + WAIT;
+        let mut v = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.out.recv_timeout(left) {
+                Ok(l) => v.push(l),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return v,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("stdout still open after {WAIT:?}"),
+            }
+        }
+    }
+
+    /// The process's stdout is exactly one line of JSON: that object.
+    fn json(&mut self) -> serde_json::Value {
+        let out = self.all_out();
+        assert_eq!(out.len(), 1, "exactly one stdout line with --json: {out:?}");
+        serde_json::from_str(&out[0]).unwrap_or_else(|e| panic!("not JSON ({e}): {}", out[0]))
+    }
+
+    /// `listening on` printed on stderr (where it goes with --json).
+    fn listening_on_stderr(&mut self) -> String {
+        self.expect_err("listening on ")
+            .trim_start_matches("listening on ")
+            .to_string()
+    }
+}
+
+/// The fields every `--json` report has, checked for a successful transfer
+/// of `size` bytes.
+fn check_ok_report(v: &serde_json::Value, role: &str, size: u64) {
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["role"], role, "{v}");
+    assert_eq!(v["error"], serde_json::Value::Null, "{v}");
+    assert_eq!(v["bytes"].as_u64(), Some(size), "{v}");
+    assert_eq!(v["size"].as_u64(), Some(size), "{v}");
+    let secs = v["seconds"].as_f64().expect("seconds");
+    assert!(secs > 0.0 && secs < WAIT.as_secs_f64(), "{v}");
+    let gap = v["max_gap_ms"].as_f64().expect("max_gap_ms");
+    assert!(gap >= 0.0 && gap < secs * 1e3, "{v}");
+    assert!(v["deliveries"].as_u64().expect("deliveries") >= 2, "{v}");
+    assert!(v["path_switches"].as_u64().is_some(), "{v}");
+    assert!(!v["paths"].as_array().expect("paths").is_empty(), "{v}");
+}
+
+#[test]
+fn send_recv_json_reports_bytes_gap_and_the_real_paths() {
+    let p = peers();
+    let file = p.dir.path().join("j.bin");
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&file, &data).expect("write");
+    let size = data.len() as u64;
+
+    // Direct UDP: the sender's path is the receiver's real address.
+    let out = p.dir.path().join("udp");
+    std::fs::create_dir(&out).expect("mkdir");
+    let mut r = Proc::spawn(toxlink(&[
+        "recv",
+        s(&out),
+        "--keys-file",
+        s(&p.b),
+        "--bind",
+        "127.0.0.1",
+        "--peer",
+        &p.a_pk,
+        "--quiet",
+        "--json",
+    ]));
+    let addr = r.listening_on_stderr();
+    let mut snd = Proc::spawn(toxlink(&[
+        "send",
+        s(&file),
+        "--keys-file",
+        s(&p.a),
+        "--bind",
+        "127.0.0.1",
+        "--peer",
+        &p.b_pk,
+        "--peer-addr",
+        &addr,
+        "--timeout",
+        "10",
+        "--json",
+    ]));
+    assert!(snd.wait().success(), "{:?}", snd.drain_err());
+    assert!(r.wait().success(), "{:?}", r.drain_err());
+    let vs = snd.json();
+    let vr = r.json();
+    check_ok_report(&vs, "send", size);
+    check_ok_report(&vr, "recv", size);
+    assert_eq!(vs["bytes_queued"].as_u64(), Some(size), "{vs}");
+    assert_eq!(vs["name"], "j.bin");
+    let sha = vs["sha256"].as_str().expect("sha256").to_string();
+    assert_eq!(vr["sha256"].as_str(), Some(sha.as_str()));
+    let paths = vs["paths"].as_array().expect("paths");
+    assert!(
+        paths
+            .iter()
+            .any(|p| p["kind"] == "udp" && p["addr"] == addr.as_str()),
+        "the sender's path is the receiver's address {addr}: {vs}"
+    );
+    // The human lines went to stderr.
+    snd.expect_err("sent j.bin");
+    r.expect_err("received j.bin");
+    assert_eq!(std::fs::read(out.join("j.bin")).expect("read"), data);
+
+    // Relay only: both paths are the relay, by key and address.
+    let mut relay = Proc::spawn(toxlink(&[
+        "relay",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--no-ipv6",
+        "--keys-file",
+        s(&p.dir.path().join("relay.keys")),
+    ]));
+    let rpk = relay
+        .expect_out("public key ")
+        .trim_start_matches("public key ")
+        .to_string();
+    let raddr = relay.listening();
+    let spec = format!("{rpk}@{raddr}");
+    let out = p.dir.path().join("relay");
+    std::fs::create_dir(&out).expect("mkdir");
+    let mut r = Proc::spawn(toxlink(&[
+        "recv",
+        s(&out),
+        "--keys-file",
+        s(&p.b),
+        "--bind",
+        "127.0.0.1",
+        "--peer",
+        &p.a_pk,
+        "--relay",
+        &spec,
+        "--quiet",
+        "--json",
+    ]));
+    r.listening_on_stderr();
+    let mut snd = Proc::spawn(toxlink(&[
+        "send",
+        s(&file),
+        "--keys-file",
+        s(&p.a),
+        "--bind",
+        "127.0.0.1",
+        "--peer",
+        &p.b_pk,
+        "--relay",
+        &spec,
+        "--quiet",
+        "--timeout",
+        "10",
+        "--json",
+    ]));
+    assert!(snd.wait().success(), "{:?}", snd.drain_err());
+    assert!(r.wait().success(), "{:?}", r.drain_err());
+    for v in [snd.json(), r.json()] {
+        check_ok_report(&v, v["role"].as_str().unwrap_or("?"), size);
+        let paths = v["paths"].as_array().expect("paths");
+        assert_eq!(paths.len(), 1, "{v}");
+        assert_eq!(paths[0]["kind"], "relay", "{v}");
+        assert_eq!(
+            paths[0]["relay"].as_str().map(str::to_uppercase),
+            Some(rpk.to_uppercase()),
+            "{v}"
+        );
+        assert_eq!(paths[0]["addr"], raddr.as_str(), "{v}");
+        assert_eq!(v["path_switches"], 0, "{v}");
+        assert!(v["relay_links_up"].as_u64().expect("links up") >= 1, "{v}");
+    }
+    assert_eq!(std::fs::read(out.join("j.bin")).expect("read"), data);
+}
+
+#[test]
+fn send_recv_json_report_a_failure_once() {
+    let p = peers();
+    let file = p.dir.path().join("big.bin");
+    std::fs::File::create(&file)
+        .and_then(|f| f.set_len(64 << 20))
+        .expect("sparse file");
+    let out = p.dir.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+    let mut r = Proc::spawn(toxlink(&[
+        "recv",
+        s(&out),
+        "--keys-file",
+        s(&p.b),
+        "--bind",
+        "127.0.0.1",
+        "--peer",
+        &p.a_pk,
+        "--quiet",
+        "--json",
+    ]));
+    let addr = r.listening_on_stderr();
+    let mut snd = Proc::spawn(toxlink(&[
+        "send",
+        s(&file),
+        "--keys-file",
+        s(&p.a),
+        "--bind",
+        "127.0.0.1",
+        "--peer",
+        &p.b_pk,
+        "--peer-addr",
+        &addr,
+        "--quiet",
+        "--json",
+    ]));
+    // Wait until some data arrived, then interrupt the receiver.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let part = std::fs::read_dir(&out)
+            .expect("read_dir")
+            .filter_map(Result::ok)
+            .find(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".big.bin.part-")
+            });
+        if part
+            .and_then(|e| e.metadata().ok())
+            .is_some_and(|m| m.len() > 1 << 20)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no data arrived within {WAIT:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: signalling our own child by its PID.
+    unsafe {
+        libc::kill(r.child.id() as i32, libc::SIGTERM);
+    }
+    assert!(!r.wait().success());
+    assert!(!snd.wait().success());
+    let vr = r.json();
+    assert_eq!(vr["ok"], false, "{vr}");
+    assert_eq!(vr["error"], "interrupted", "{vr}");
+    assert!(vr["bytes"].as_u64().expect("bytes") > 1 << 20, "{vr}");
+    let vs = snd.json();
+    assert_eq!(vs["ok"], false, "{vs}");
+    let err = vs["error"].as_str().expect("error");
+    assert!(err.contains("connection closed"), "{vs}");
+    let acked = vs["bytes"].as_u64().expect("bytes");
+    let queued = vs["bytes_queued"].as_u64().expect("bytes_queued");
+    assert!(acked > 0 && acked <= queued && queued < 64 << 20, "{vs}");
+    // The one-line error on stderr is still there.
+    snd.expect_err("toxlink: connection closed");
+}

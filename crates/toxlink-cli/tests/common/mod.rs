@@ -1,0 +1,3 @@
+//! Support shared by the CLI's real-process tests.
+
+pub mod netlab;

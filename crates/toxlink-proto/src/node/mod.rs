@@ -656,8 +656,12 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
             }
         } else {
             if p.routes.len() >= MAX_ROUTES_PER_PEER {
-                // Forget the oldest UDP address (relays leave through the
-                // pool).
+                // Forget the oldest UDP address to make room for a newer
+                // one. A relay route never evicts a direct one (relays
+                // leave through the pool): past the cap it is not added.
+                if matches!(route, Route::Relay { .. }) {
+                    return;
+                }
                 if let Some(i) = p.routes.iter().position(|r| matches!(r, Route::Udp(_))) {
                     let old = p.routes.remove(i);
                     self.by_route.remove(&old);
@@ -1466,15 +1470,21 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
             buf,
         )
         .inspect_err(|_| self.stats.handshakes_refused += 1)?;
+        // A handshake through a relay comes from the peer's DHT key (the
+        // relay names the sender of OOB and DATA): a relay replaying it under
+        // another sender key is not the peer, and must not become a route.
+        if let Route::Relay { peer, .. } = from {
+            if !peer.ct_eq(&hs.peer_dht) {
+                self.stats.handshakes_refused += 1;
+                return Err(DropReason::Malformed);
+            }
+        }
         // Only an authenticated handshake from a new route earns a path id
         // (so spoofed junk cannot grow the table).
         let path = self.path_of(from);
-        // A handshake that came through a relay names the peer's DHT key as
-        // the sender: route to it there.
+        // A handshake that came through a relay: route to the peer there.
         if let Route::Relay { relay, peer } = from {
-            if peer == hs.peer_dht {
-                let _ = self.relays.tie(peer, &relay);
-            }
+            let _ = self.relays.tie(peer, &relay);
         }
         if let Some(p) = self.peers.get_mut(&hs.peer_real) {
             let state = p.session.state();
@@ -2334,5 +2344,77 @@ mod tests {
         assert!(a.stats().reconnects >= 1);
         assert!(cookie_requests > 8);
         assert!(a.session(&b.real_pk()).is_some());
+    }
+
+    /// A relay that replays a peer's handshake as OOB under made-up sender
+    /// keys (issue: it evicted the UDP route after 16 replays and the node
+    /// never sent over UDP again): the sender must be the handshake's DHT
+    /// key, so every replay is dropped, no route or path id is added, and
+    /// the UDP route stays — during the handshake and once established.
+    #[test]
+    fn a_relay_replaying_a_handshake_under_made_up_keys_cannot_evict_the_udp_route() {
+        let now = Instant::now();
+        let mut a = node(11, now);
+        let mut b = node(12, now);
+        b.allow(a.real_pk());
+        a.connect(now, b.real_pk(), b.dht_pk(), 2);
+        // Run the handshake, keeping a's handshake and holding b's answer
+        // back so that b stays NOT_CONFIRMED.
+        let mut buf = [0u8; MAX_PACKET_SIZE];
+        let mut hs = None;
+        for _ in 0..4 {
+            while let Some((_, t)) = a.poll_transmit(now, &mut buf) {
+                if buf[0] == PACKET_HANDSHAKE {
+                    hs = Some(buf[..t.len].to_vec());
+                }
+                let _ = b.handle_datagram(now, 1, &mut buf[..t.len]);
+            }
+            while let Some((_, t)) = b.poll_transmit(now, &mut buf) {
+                if buf[0] != PACKET_HANDSHAKE {
+                    let _ = a.handle_datagram(now, 2, &mut buf[..t.len]);
+                }
+            }
+        }
+        let hs = hs.expect("a sent its handshake");
+        assert_eq!(
+            b.session(&a.real_pk()).map(|s| s.state()),
+            Some(State::NotConfirmed)
+        );
+        let relay = PublicKey([0xee; 32]);
+        let a_pk = a.real_pk();
+        let replay = |b: &mut Node<u8>, n: u8| {
+            let ids = b.path_ids.len();
+            for i in 0..20u8 {
+                let made_up = PublicKey([n ^ i; 32]);
+                let mut p = hs.clone();
+                let r = b.on_packet(
+                    now,
+                    Route::Relay {
+                        relay,
+                        peer: made_up,
+                    },
+                    &mut p,
+                );
+                assert!(r.is_err(), "replay {i} accepted");
+            }
+            assert_eq!(b.path_ids.len(), ids, "replays allocated path ids");
+            let routes = &b.peers[&a_pk].routes;
+            assert_eq!(routes, &vec![Route::Udp(1)], "{routes:?}");
+        };
+        replay(&mut b, 0x10);
+        // Established, the same.
+        let later = now + Duration::from_secs(1);
+        a.handle_timeout(later);
+        b.handle_timeout(later);
+        exchange(&mut a, &mut b, later, false);
+        assert!(b.session(&a.real_pk()).is_some_and(|s| s.is_established()));
+        replay(&mut b, 0x40);
+        // And b still sends to a over UDP.
+        assert!(b.send_lossless(later, &a.real_pk(), &[160, 7]).is_ok());
+        let mut sent_udp = false;
+        while let Some((to, _)) = b.poll_transmit(later, &mut buf) {
+            sent_udp |= to == 1;
+        }
+        assert!(sent_udp);
     }
 }

@@ -343,6 +343,10 @@ enum Fault {
     UdpAppears,
     UdpStops,
     AllButOne,
+    /// The relay answers PINGs but drops every DATA packet.
+    DropAll,
+    /// The relay drops half of the DATA packets.
+    DropHalf,
 }
 
 fn two_peer_scenario(seed: u64, fault: Fault) -> Result<Figures, String> {
@@ -405,6 +409,19 @@ fn two_peer_scenario(seed: u64, fault: Fault) -> Result<Figures, String> {
                     );
                 }
             }
+            Fault::DropAll | Fault::DropHalf => {
+                if let Some(r) = rid {
+                    install(
+                        s,
+                        r,
+                        FaultConfig {
+                            drop: if fault == Fault::DropAll { 1.0 } else { 0.5 },
+                            seed,
+                            ..FaultConfig::default()
+                        },
+                    );
+                }
+            }
             Fault::Delay => {
                 if let Some(r) = rid {
                     install(
@@ -454,7 +471,16 @@ fn two_peer_scenario(seed: u64, fault: Fault) -> Result<Figures, String> {
             }
         }
     });
-    let res = run_to_end(&mut w, secs(30));
+    let mut res = run_to_end(&mut w, secs(30));
+    if res.is_ok() && fault == Fault::DropAll {
+        // The transfer may end before the relay's replacement is due: the
+        // connection goes on (chat, probes) until the bound has passed.
+        res = w
+            .sim
+            .run_until_instant(fault_time + secs(4))
+            .map_err(|e| e.to_string())
+            .and_then(|()| w.failure().map_or(Ok(()), Err));
+    }
     if verbose() {
         dump(&w, seed, fault_time);
     }
@@ -483,7 +509,28 @@ fn two_peer_scenario(seed: u64, fault: Fault) -> Result<Figures, String> {
             .ok_or("B never took the spare relay")?;
             Some(dropped.max(added))
         }
-        Fault::Delay => {
+        Fault::DropAll => {
+            let v = victim.ok_or("no relay carried the traffic")?;
+            // One side drops the relay that delivers nothing (the other
+            // then sees the peer leave it), and the sender has a spare.
+            let dropped = |p, q| {
+                first_event(&w, p, q, fault_time, |k, a| {
+                    a.relay() == Some(&v) && matches!(k, PathEventKind::RelayDropped { .. })
+                })
+            };
+            let dropped = match (dropped(1, 2), dropped(2, 1)) {
+                (Some(x), Some(y)) => x.min(y),
+                (x, y) => x
+                    .or(y)
+                    .ok_or("the relay that drops everything was never dropped")?,
+            };
+            let spare = first_event(&w, 1, 2, fault_time, |k, a| {
+                a.relay() != Some(&v) && matches!(k, PathEventKind::RelayAdded)
+            })
+            .ok_or("the sender never took a spare relay")?;
+            Some(dropped.max(spare))
+        }
+        Fault::Delay | Fault::DropHalf => {
             let v = victim.ok_or("no relay carried the traffic")?;
             Some(
                 first_event(&w, 1, 2, fault_time, |k, a| {
@@ -1079,5 +1126,25 @@ fn every_path_gone_for_25_s_the_connection_resumes_within_6_s_of_the_relay_retur
         0..20,
         |s| outage_scenario(s, outage),
         gap_under(outage + secs(6)),
+    );
+}
+
+#[test]
+fn a_relay_answering_pings_but_dropping_all_data_is_replaced_under_3_s() {
+    run(
+        "relay_drops_all_data",
+        0..100,
+        |s| two_peer_scenario(s, Fault::DropAll),
+        switch_under(secs(3)),
+    );
+}
+
+#[test]
+fn a_relay_dropping_half_the_data_loses_the_traffic_under_3_s() {
+    run(
+        "relay_drops_half",
+        0..100,
+        |s| two_peer_scenario(s, Fault::DropHalf),
+        switch_under(secs(3)),
     );
 }

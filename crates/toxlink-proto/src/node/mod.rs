@@ -69,7 +69,9 @@ use crate::paths::pool::{LossReason, PoolConfig, PoolEvent, RelayInfo, RelayPool
 use crate::paths::scheduler::{Choice, Scheduler, SchedulerConfig};
 use crate::paths::table::PathTable;
 use crate::paths::PathKey;
-use crate::relay_client::{PeerRelayState, RelaySet, RelaySetConfig, RelaySetEvent, SocketId};
+use crate::relay_client::{
+    PeerRelayState, RelayLinkState, RelaySet, RelaySetConfig, RelaySetEvent, SocketId,
+};
 use crate::session::handshake::{
     open_handshake, CookieKey, CookieResponder, CookieResponderConfig, COOKIE_RESPONSE_SIZE,
     PACKET_COOKIE_REQUEST, PACKET_HANDSHAKE,
@@ -104,6 +106,10 @@ const PROBE_UNPROVEN: Duration = Duration::from_millis(200);
 /// Probe interval of a dead (not closed) or standby path that does not
 /// look better than the primary.
 const PROBE_STANDBY: Duration = Duration::from_secs(1);
+/// A relay path that has been without proof (suspect, then dead) this long
+/// while its relay link is up (the relay answers PINGs but delivers nothing
+/// for the peer) loses the relay for that peer, replaced by a spare.
+const RELAY_DEAD_FOR: Duration = Duration::from_millis(1500);
 /// How often relay RTTs are compared to demote slow relays.
 const SLOW_CHECK: Duration = Duration::from_millis(250);
 /// Lossless packets in flight while the primary path is a relay: an AIMD
@@ -303,6 +309,10 @@ struct Paths {
     cap_seen: Option<(PathKey, u64, u64)>,
     /// The cap last given to the session.
     cap_applied: Option<u32>,
+    /// Relay paths without proof (suspect or dead, not closed) and since
+    /// when: a relay whose link stays up but that delivers nothing for the
+    /// peer is replaced after [`RELAY_DEAD_FOR`].
+    dead_relays: Vec<(PublicKey, Instant)>,
 }
 
 impl Paths {
@@ -316,6 +326,7 @@ impl Paths {
             relay_cap: RELAY_CAP_MIN,
             cap_seen: None,
             cap_applied: None,
+            dead_relays: Vec::new(),
         }
     }
 
@@ -822,6 +833,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
         };
         let mut out = Vec::with_capacity(changes.len());
         let mut doubted = Vec::new();
+        let mut dead = Vec::new();
         for c in changes {
             let Some(addr) = self.route_of(p, c.key) else {
                 continue;
@@ -838,6 +850,10 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                 .table
                 .path(&c.key)
                 .is_some_and(|e| e.health().is_closed());
+            if let Route::Relay { relay, .. } = addr {
+                let no_proof = matches!(c.new, Health::Suspect | Health::Dead);
+                dead.push((relay, no_proof && !closed));
+            }
             let reason = match c.new {
                 Health::Dead if closed => PathReason::Closed,
                 Health::Dead | Health::Suspect => PathReason::NoProof,
@@ -860,6 +876,19 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
         }
         for relay in doubted {
             self.relays.verify(now, &relay);
+        }
+        if let Some(p) = self.peers.get_mut(&peer) {
+            let d = &mut p.paths.dead_relays;
+            for (relay, is_dead) in dead {
+                let known = d.iter().position(|(r, _)| *r == relay);
+                match (is_dead, known) {
+                    (true, None) => d.push((relay, now)),
+                    (false, Some(i)) => {
+                        d.swap_remove(i);
+                    }
+                    _ => {}
+                }
+            }
         }
     }
 
@@ -1135,6 +1164,9 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                         continue;
                     };
                     self.relays.untie(&dht, &relay);
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        p.paths.dead_relays.retain(|(r, _)| *r != relay);
+                    }
                     let route = Route::Relay { relay, peer: dht };
                     self.remove_route(now, peer, route);
                     self.push_path_event(PathEvent {
@@ -1414,7 +1446,8 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
         }
     }
 
-    /// Demotes relays far slower than the peer's best one (through the
+    /// Demotes relays far slower than the peer's best one, and relays that
+    /// deliver nothing for the peer while their link stays up (through the
     /// pool's one replacement path).
     fn check_slow_relays(&mut self, now: Instant) {
         if self
@@ -1426,6 +1459,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
         self.last_slow_check = Some(now);
         for i in 0..self.order.len() {
             let peer = self.order[i];
+            self.check_dead_relays(now, peer);
             let Some(p) = self.peers.get(&peer) else {
                 continue;
             };
@@ -1440,6 +1474,45 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                 continue;
             }
             let evs = self.pool.observe_rtts(now, peer, &rtts);
+            self.apply_pool(now, evs);
+        }
+    }
+
+    /// A relay path without proof for [`RELAY_DEAD_FOR`] while its relay link is up
+    /// and not being verified (so the relay answers PINGs but delivers
+    /// nothing for this peer — data was outstanding, or the path would not
+    /// be dead) loses the relay for the peer, when a spare can replace it.
+    fn check_dead_relays(&mut self, now: Instant, peer: PublicKey) {
+        let Some(p) = self.peers.get(&peer) else {
+            return;
+        };
+        let spare = self.pool.known().count() > self.pool.active(&peer).len();
+        if !spare {
+            return;
+        }
+        let gone: Vec<PublicKey> = p
+            .paths
+            .dead_relays
+            .iter()
+            .filter(|(_, since)| now.saturating_duration_since(*since) >= RELAY_DEAD_FOR)
+            .map(|(r, _)| *r)
+            .filter(|r| {
+                self.relays.relay_state(r) == Some(RelayLinkState::Connected)
+                    && !self.relays.verifying(r)
+            })
+            .collect();
+        for relay in gone {
+            tracing::debug!(
+                ?peer,
+                ?relay,
+                "relay delivers nothing for the peer: replaced"
+            );
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.paths.dead_relays.retain(|(r, _)| *r != relay);
+            }
+            let evs = self
+                .pool
+                .relay_lost(now, Some(peer), relay, LossReason::Slow);
             self.apply_pool(now, evs);
         }
     }

@@ -445,6 +445,14 @@ impl RelaySet {
         }
     }
 
+    /// Whether `relay`'s link is proving it is alive ([`Client::verify`]).
+    pub fn verifying(&self, relay: &PublicKey) -> bool {
+        self.relays
+            .get(relay)
+            .and_then(|r| r.client.as_ref())
+            .is_some_and(Client::verifying)
+    }
+
     /// Closes a relay link locally (it is reconnected like a dead one).
     pub fn disconnect(&mut self, now: Instant, relay: &PublicKey) {
         if let Some(c) = self.relays.get_mut(relay).and_then(|r| r.client.as_mut()) {

@@ -1486,8 +1486,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
         let Some(p) = self.peers.get(&peer) else {
             return;
         };
-        let spare = self.pool.known().count() > self.pool.active(&peer).len();
-        if !spare {
+        if !self.pool.has_spare(now, &peer) {
             return;
         }
         let gone: Vec<PublicKey> = p

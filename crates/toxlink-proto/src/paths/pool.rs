@@ -216,6 +216,14 @@ impl RelayPool {
             && k.banned_until.is_none_or(|t| now >= t)
     }
 
+    /// Whether a known relay could join `peer`'s set now (not in it, not
+    /// excluded for the peer, not backed off).
+    pub fn has_spare(&self, now: Instant, peer: &PublicKey) -> bool {
+        self.peers
+            .get(peer)
+            .is_some_and(|set| self.known.iter().any(|k| self.usable(now, k, set)))
+    }
+
     /// Tops `peer` up to the target from the known relays (fewest past
     /// failures first, then the order they were learnt).
     pub fn refill(&mut self, now: Instant, peer: PublicKey) -> Vec<PoolEvent> {

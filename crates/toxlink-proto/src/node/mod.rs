@@ -62,7 +62,7 @@
 
 pub mod probe;
 
-use crate::crypto::{KeyPair, PublicKey};
+use crate::crypto::{KeyPair, PublicKey, SharedKey};
 use crate::paths::blame::{BlameConfig, BlameLedger, DisconnectReason, Verdict};
 use crate::paths::health::{Health, HealthConfig};
 use crate::paths::pool::{LossReason, PoolConfig, PoolEvent, RelayInfo, RelayPool};
@@ -73,8 +73,8 @@ use crate::relay_client::{
     PeerRelayState, RelayLinkState, RelaySet, RelaySetConfig, RelaySetEvent, SocketId,
 };
 use crate::session::handshake::{
-    open_handshake, CookieKey, CookieResponder, CookieResponderConfig, COOKIE_RESPONSE_SIZE,
-    PACKET_COOKIE_REQUEST, PACKET_HANDSHAKE,
+    open_handshake, CookieKey, CookieResponder, CookieResponderConfig, TokenBucket,
+    COOKIE_RESPONSE_SIZE, PACKET_COOKIE_REQUEST, PACKET_HANDSHAKE,
 };
 use crate::session::{
     DataKind, DropReason, Event, Identity, PathId, SendError, Session, SessionConfig, State,
@@ -95,6 +95,11 @@ const MAX_ROUTES_PER_PEER: usize = 16;
 /// Silence after which an ESTABLISHED session gives way to a new handshake
 /// from the same peer (the peer restarted).
 const RESTART_SILENCE: std::time::Duration = std::time::Duration::from_secs(2);
+/// Public-key operations per second (and burst) for handshakes of peers
+/// not allowed in advance (accept-all mode).
+const X25519_PER_SEC: f64 = 200.0;
+/// See [`X25519_PER_SEC`].
+const X25519_BURST: f64 = 50.0;
 /// Cookie responses queued before more requests are dropped.
 const MAX_QUEUED_RESPONSES: usize = 256;
 /// Path and relay events queued for the owner (the oldest are dropped
@@ -490,6 +495,9 @@ pub struct NodeStats {
     pub relays_dropped: u64,
     /// Self-probes run.
     pub self_probes: u64,
+    /// Public-key operations done for handshakes of peers not allowed in
+    /// advance (accept-all mode; rate limited).
+    pub handshake_key_ops: u64,
 }
 
 struct Peer<A> {
@@ -515,6 +523,13 @@ pub struct Node<A> {
     path_ids: HashMap<Route<A>, PathId>,
     next_path: u32,
     allowed: HashSet<PublicKey>,
+    /// Our long-term key precomputed with each allowed peer's: a handshake
+    /// naming an allowed peer costs no public-key operation, one naming
+    /// anybody else is refused before any (bounded by `allowed`).
+    real_keys: HashMap<PublicKey, SharedKey>,
+    /// Public-key operations for handshakes of peers not allowed in advance
+    /// (accept-all mode only): rate limited, so a flood costs bounded CPU.
+    x25519_budget: TokenBucket,
     responses: VecDeque<(Route<A>, [u8; COOKIE_RESPONSE_SIZE])>,
     events: VecDeque<NodeEvent>,
     order: Vec<PublicKey>,
@@ -584,6 +599,8 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
             path_ids: HashMap::new(),
             next_path: 0,
             allowed: HashSet::new(),
+            real_keys: HashMap::new(),
+            x25519_budget: TokenBucket::new(X25519_PER_SEC, X25519_BURST),
             responses: VecDeque::new(),
             events: VecDeque::new(),
             order: Vec::new(),
@@ -620,7 +637,14 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
 
     /// Allows handshakes from `peer` (a friend).
     pub fn allow(&mut self, peer: PublicKey) {
-        self.allowed.insert(peer);
+        self.allow_inner(peer);
+    }
+
+    fn allow_inner(&mut self, peer: PublicKey) {
+        if self.allowed.insert(peer) || !self.real_keys.contains_key(&peer) {
+            let k = self.id.real.precompute(&peer);
+            self.real_keys.insert(peer, k);
+        }
     }
 
     fn path_of(&mut self, route: Route<A>) -> PathId {
@@ -928,7 +952,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
         route: Option<Route<A>>,
     ) {
         self.last_now = Some(now);
-        self.allowed.insert(peer);
+        self.allow_inner(peer);
         let session = Session::connect(
             now,
             &mut self.rng,
@@ -1531,17 +1555,33 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                 }
             }
         }
-        // Unknown path (§4.4): validate with our cookie key, then look up the
-        // peer by the real key in the cookie.
-        let real = self.id.real.clone();
+        // Unknown path (§4.4): validate with our cookie key (symmetric), then
+        // look up the peer by the real key in the cookie: an allowed peer's
+        // key is precomputed, anybody else is refused before any public-key
+        // work (accept-all mode: within a rate-limited budget).
+        let (real_keys, budget, accept_all) = (
+            &self.real_keys,
+            &mut self.x25519_budget,
+            self.cfg.accept_all,
+        );
+        let real = &self.id.real;
+        let mut key_ops = 0;
         let hs = open_handshake(
             &self.id.cookie_key,
             now,
             None,
-            |pk| real.precompute(pk),
+            |pk| match real_keys.get(pk) {
+                Some(k) => Some(k.clone()),
+                None if accept_all && budget.take(now) => {
+                    key_ops += 1;
+                    Some(real.precompute(pk))
+                }
+                None => None,
+            },
             buf,
-        )
-        .inspect_err(|_| self.stats.handshakes_refused += 1)?;
+        );
+        self.stats.handshake_key_ops += key_ops;
+        let hs = hs.inspect_err(|_| self.stats.handshakes_refused += 1)?;
         // A handshake through a relay comes from the peer's DHT key (the
         // relay names the sender of OOB and DATA): a relay replaying it under
         // another sender key is not the peer, and must not become a route.

@@ -63,6 +63,10 @@ pub enum HandshakeError {
     /// The cookie names another peer than the one expected.
     #[error("cookie for an unexpected peer")]
     UnexpectedPeer,
+    /// The cookie names a peer we do not accept (refused before any
+    /// public-key work).
+    #[error("handshake from a peer not allowed")]
+    NotAllowed,
     /// The hash of the outer cookie does not match the inner one.
     #[error("cookie hash mismatch")]
     BadHash,
@@ -278,7 +282,7 @@ pub fn open_handshake(
     cookie_key: &CookieKey,
     now: Instant,
     expected_peer: Option<&PublicKey>,
-    real_shared: impl FnOnce(&PublicKey) -> SharedKey,
+    real_shared: impl FnOnce(&PublicKey) -> Option<SharedKey>,
     packet: &[u8],
 ) -> Result<ValidHandshake, HandshakeError> {
     const KIND: &str = "handshake";
@@ -289,7 +293,10 @@ pub fn open_handshake(
             return Err(HandshakeError::UnexpectedPeer);
         }
     }
-    let p = hs.open(&real_shared(&peer_real)).map_err(|e| match e {
+    // The caller decides from the cookie's (authenticated, cheap) peer key
+    // whether the public-key work is worth doing at all.
+    let shared = real_shared(&peer_real).ok_or(HandshakeError::NotAllowed)?;
+    let p = hs.open(&shared).map_err(|e| match e {
         WireError::BadField { .. } => HandshakeError::BadHash,
         _ => HandshakeError::Auth(KIND),
     })?;

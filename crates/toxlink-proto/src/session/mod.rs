@@ -657,7 +657,7 @@ impl Session {
             &self.cookie_key,
             now,
             Some(&self.peer_real),
-            |_| real_shared,
+            |_| Some(real_shared),
             buf,
         )
         .inspect_err(|e| {

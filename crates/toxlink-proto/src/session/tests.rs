@@ -376,7 +376,7 @@ impl Pair {
                     &side.id.cookie_key,
                     now,
                     None,
-                    |pk| real.precompute(pk),
+                    |pk| Some(real.precompute(pk)),
                     &bytes,
                 ) {
                     side.session = Some(Session::accept(
@@ -974,7 +974,7 @@ fn handshake_packets_agree_with_wire_module() {
         &b_cookie_key,
         now,
         Some(&a_real.public),
-        |pk| b_real.precompute(pk),
+        |pk| Some(b_real.precompute(pk)),
         &hs,
     )
     .expect("valid");
@@ -993,7 +993,7 @@ fn handshake_packets_agree_with_wire_module() {
         &b_cookie_key,
         now,
         None,
-        |pk| b_real.precompute(pk),
+        |pk| Some(b_real.precompute(pk)),
         &wh.to_bytes(),
     )
     .expect("valid");
@@ -1004,7 +1004,7 @@ fn handshake_packets_agree_with_wire_module() {
             &b_cookie_key,
             now + Duration::from_secs(16),
             None,
-            |pk| b_real.precompute(pk),
+            |pk| Some(b_real.precompute(pk)),
             &hs
         )
         .map(|_| ()),
@@ -1015,7 +1015,7 @@ fn handshake_packets_agree_with_wire_module() {
             &b_cookie_key,
             now,
             Some(&b_real.public),
-            |pk| b_real.precompute(pk),
+            |pk| Some(b_real.precompute(pk)),
             &hs
         )
         .map(|_| ()),

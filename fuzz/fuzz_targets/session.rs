@@ -54,7 +54,7 @@ fn established(now: Instant) -> (Session, Session) {
                 (PACKET_HANDSHAKE, None) => {
                     let real = b_id.real.clone();
                     if let Ok(hs) =
-                        open_handshake(&b_id.cookie_key, now, None, |pk| real.precompute(pk), pkt)
+                        open_handshake(&b_id.cookie_key, now, None, |pk| Some(real.precompute(pk)), pkt)
                     {
                         b = Some(Session::accept(
                             now,

@@ -309,6 +309,25 @@ impl Nonce {
         }
     }
 
+    /// Subtracts a 32-bit number (big-endian, full borrow through all 24
+    /// bytes): the inverse of [`add`](Self::add).
+    pub fn sub(&mut self, x: u32) {
+        let mut borrow = i64::from(x);
+        for byte in self.0.iter_mut().rev() {
+            if borrow == 0 {
+                break;
+            }
+            let d = i64::from(*byte) - (borrow & 0xff);
+            borrow >>= 8;
+            if d < 0 {
+                *byte = (d + 256) as u8;
+                borrow += 1;
+            } else {
+                *byte = d as u8;
+            }
+        }
+    }
+
     /// The nonce plus `x`, leaving `self` unchanged.
     pub fn plus(mut self, x: u32) -> Self {
         self.add(x);

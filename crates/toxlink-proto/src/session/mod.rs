@@ -696,11 +696,23 @@ impl Session {
             return Err(DropReason::WrongState(self.state));
         }
         // §4.6: reconstruct the nonce from the 2-byte header.
-        let cand = rx.candidate(u16::from_be_bytes([buf[1], buf[2]]));
-        let Ok(pt) = key.open_in_place(&cand.nonce, &mut buf[3..]) else {
+        let low = u16::from_be_bytes([buf[1], buf[2]]);
+        let cand = rx.candidate(low);
+        if key.open_in_place(&cand.nonce, &mut buf[3..]).is_err() {
+            // A packet from before the current nonce window (delayed for
+            // long on a path that was black-holed, or a relay's stale
+            // queue) is old, not forged: dropped without blaming the path.
+            // (A failed open leaves the buffer as it was.)
+            if let Some(old) = rx.stale(low) {
+                if key.open_in_place(&old, &mut buf[3..]).is_ok() {
+                    return Err(DropReason::Duplicate);
+                }
+            }
             self.push_info(Event::AuthFailed { path });
             return Err(DropReason::Auth);
-        };
+        }
+        // Opened in place: the plaintext follows the tag.
+        let pt = &buf[3 + MAC_SIZE..];
         let fresh = rx.accept(cand);
         // Length checked above: pt is at least 9 bytes.
         let buffer_start = u32::from_be_bytes([pt[0], pt[1], pt[2], pt[3]]);

@@ -142,6 +142,23 @@ impl RxNonce {
         }
     }
 
+    /// The nonce a packet carrying `low` had if it was sent one window
+    /// *before* the current one (a stale packet, e.g. released by a relay
+    /// or a path that was black-holed for a while): `None` when that would
+    /// be before the peer's base nonce. Such a packet fails to open with
+    /// [`candidate`](Self::candidate)'s nonce through no fault of the path
+    /// that carried it.
+    pub fn stale(&self, low: u16) -> Option<Nonce> {
+        let diff = low.wrapping_sub(self.rx.low16());
+        let back = 65536 - u32::from(diff);
+        if u64::from(back) > self.rx_offset {
+            return None;
+        }
+        let mut n = self.rx;
+        n.sub(back);
+        Some(n)
+    }
+
     /// After a packet with `c` authenticated: returns false if this nonce was
     /// already seen (a duplicate datagram), otherwise records it and moves
     /// the window forward when `diff > 2·21845` (§4.6).
@@ -644,5 +661,29 @@ mod tests {
         assert_eq!(freed, [u32::MAX - 1, u32::MAX, 0]);
         assert_eq!(s.start(), 1);
         assert_eq!(s.push(&[16]), Some(2));
+    }
+
+    #[test]
+    fn a_nonce_one_window_back_is_found_only_past_the_base() {
+        let base = Nonce([0xab; 24]);
+        let mut rx = RxNonce::new(base);
+        // At the base nothing is older.
+        assert_eq!(rx.stale(0xabab), None);
+        // Move the window forward three steps (each accepts a packet far
+        // ahead).
+        for _ in 0..3 {
+            let c = rx.candidate(rx.rx.low16().wrapping_add(50_000));
+            assert!(rx.accept(c));
+        }
+        // A packet sent right after the base: its true nonce is base + 5.
+        let true_nonce = base.plus(5);
+        let low = true_nonce.low16();
+        // The current window reads it as far ahead (wrong)...
+        assert_ne!(rx.candidate(low).nonce, true_nonce);
+        // ...the window before finds it.
+        assert_eq!(rx.stale(low), Some(true_nonce));
+        let mut n = base.plus(70_000);
+        n.sub(70_000);
+        assert_eq!(n, base);
     }
 }

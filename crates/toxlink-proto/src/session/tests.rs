@@ -1065,3 +1065,44 @@ fn cookie_responder_is_rate_limited() {
         .is_err());
     assert_eq!(r.invalid, 1);
 }
+
+/// A good relay blamed for tampering (issue: after a black hole or a
+/// restart a relay released packets older than the receiver's nonce window;
+/// their reconstructed nonce was a window too far, they failed to open and
+/// counted as forged): a packet from the window before the current one is
+/// dropped as stale, with no authentication failure reported.
+#[test]
+fn a_packet_older_than_the_nonce_window_is_stale_not_forged() {
+    let now = Instant::now();
+    let mut s = established_with_vector_keys();
+    let mut r = established_with_vector_keys();
+    let mut buf = [0u8; MAX_PACKET_SIZE];
+    let t = s.write_request(now, &mut buf);
+    let early = buf[..t.len].to_vec();
+    // 70,000 later packets move the receiver's window past the early one.
+    for _ in 0..70_000 {
+        let t = s.write_request(now, &mut buf);
+        let _ = r.handle_packet(now, PathId(0), &mut buf[..t.len]);
+    }
+    while r.poll_event().is_some() {}
+    let mut pkt = early.clone();
+    assert_eq!(
+        r.handle_packet(now, PathId(1), &mut pkt),
+        Err(DropReason::Duplicate)
+    );
+    // A forged packet with the same header is still an authentication
+    // failure of the path that carried it.
+    let mut forged = early;
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    assert_eq!(
+        r.handle_packet(now, PathId(1), &mut forged),
+        Err(DropReason::Auth)
+    );
+    let evs: Vec<Event> = std::iter::from_fn(|| r.poll_event()).collect();
+    let fails = evs
+        .iter()
+        .filter(|e| matches!(e, Event::AuthFailed { .. }))
+        .count();
+    assert_eq!(fails, 1, "{evs:?}");
+}

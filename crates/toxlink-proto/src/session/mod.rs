@@ -670,6 +670,7 @@ impl Session {
             return Ok(());
         }
         self.note_path(now, path);
+        self.last_authenticated_any = Some(now);
         let prev = self.state;
         if prev == State::CookieRequesting {
             self.build_our_handshake(now, &hs.other_cookie);
@@ -720,8 +721,11 @@ impl Session {
         let body = &pt[8..];
         self.note_path(now, path);
         if !fresh {
+            // A replayed datagram proves nothing about the peer being alive
+            // (a relay can replay old ones to block a restart takeover).
             return Err(DropReason::Duplicate);
         }
+        self.last_authenticated_any = Some(now);
         // §4.7 (2): skip any amount of zero padding; only zeros → drop.
         let Some(first) = body.iter().position(|&b| b != 0) else {
             return Err(DropReason::Invalid);
@@ -797,7 +801,6 @@ impl Session {
     }
 
     fn note_path(&mut self, now: Instant, path: PathId) {
-        self.last_authenticated_any = Some(now);
         let report = match self.paths.iter_mut().find(|p| p.path == path) {
             Some(p) => {
                 p.last_auth = now;

@@ -1106,3 +1106,26 @@ fn a_packet_older_than_the_nonce_window_is_stale_not_forged() {
         .count();
     assert_eq!(fails, 1, "{evs:?}");
 }
+
+/// Replayed data packets (a relay replaying old datagrams) do not make the
+/// peer look alive: they could otherwise keep a dead session from being
+/// replaced by the peer's new one (restart takeover).
+#[test]
+fn replayed_data_packets_do_not_refresh_the_peers_liveness() {
+    let now = Instant::now();
+    let mut s = established_with_vector_keys();
+    let mut r = established_with_vector_keys();
+    let mut buf = [0u8; MAX_PACKET_SIZE];
+    let t = s.write_request(now, &mut buf);
+    let pkt = buf[..t.len].to_vec();
+    assert_eq!(r.handle_packet(now, PathId(0), &mut pkt.clone()), Ok(()));
+    assert_eq!(r.last_authenticated_any(), Some(now));
+    let later = now + Duration::from_secs(5);
+    for _ in 0..10 {
+        assert_eq!(
+            r.handle_packet(later, PathId(0), &mut pkt.clone()),
+            Err(DropReason::Duplicate)
+        );
+    }
+    assert_eq!(r.last_authenticated_any(), Some(now));
+}

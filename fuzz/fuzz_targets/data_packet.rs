@@ -1,6 +1,9 @@
 //! net_crypto data packets: parse the outer packet, reconstruct the nonce,
 //! try to open; parse the input as a decrypted plaintext and check the
-//! re-encoding keeps header and data.
+//! re-encoding keeps header and data. These are the functions the session
+//! runs on every received data packet (`DataPacket::parse`,
+//! `DataPlaintext::parse`, and `reconstruct_nonce`/`advance_rx_nonce` inside
+//! its receive-nonce window).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use toxlink_proto::crypto::{Nonce, SharedKey};

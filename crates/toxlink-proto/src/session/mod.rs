@@ -41,7 +41,7 @@ pub mod handshake;
 pub mod reliable;
 
 use crate::crypto::{KeyPair, Nonce, PublicKey, SharedKey, MAC_SIZE};
-use crate::wire::net_crypto::RequestDecoder;
+use crate::wire::net_crypto::{DataPacket, DataPlaintext, RequestDecoder};
 use congestion::Congestion;
 use handshake::{
     build_cookie_request, build_handshake, open_cookie_response, open_handshake, CookieKey, EchoId,
@@ -687,9 +687,10 @@ impl Session {
     }
 
     fn on_data(&mut self, now: Instant, path: PathId, buf: &mut [u8]) -> Result<(), DropReason> {
-        if !(MIN_DATA_PACKET_SIZE..=MAX_PACKET_SIZE).contains(&buf.len()) {
-            return Err(DropReason::Malformed);
-        }
+        // The wire's parser checks the id and the length bounds.
+        let low = DataPacket::parse(buf)
+            .map_err(|_| DropReason::Malformed)?
+            .nonce_low;
         let (Some(key), Some(rx)) = (self.key.as_ref(), self.rx.as_mut()) else {
             return Err(DropReason::WrongState(self.state));
         };
@@ -697,7 +698,6 @@ impl Session {
             return Err(DropReason::WrongState(self.state));
         }
         // §4.6: reconstruct the nonce from the 2-byte header.
-        let low = u16::from_be_bytes([buf[1], buf[2]]);
         let cand = rx.candidate(low);
         if key.open_in_place(&cand.nonce, &mut buf[3..]).is_err() {
             // A packet from before the current nonce window (delayed for
@@ -712,13 +712,7 @@ impl Session {
             self.push_info(Event::AuthFailed { path });
             return Err(DropReason::Auth);
         }
-        // Opened in place: the plaintext follows the tag.
-        let pt = &buf[3 + MAC_SIZE..];
         let fresh = rx.accept(cand);
-        // Length checked above: pt is at least 9 bytes.
-        let buffer_start = u32::from_be_bytes([pt[0], pt[1], pt[2], pt[3]]);
-        let num = u32::from_be_bytes([pt[4], pt[5], pt[6], pt[7]]);
-        let body = &pt[8..];
         self.note_path(now, path);
         if !fresh {
             // A replayed datagram proves nothing about the peer being alive
@@ -726,11 +720,12 @@ impl Session {
             return Err(DropReason::Duplicate);
         }
         self.last_authenticated_any = Some(now);
-        // §4.7 (2): skip any amount of zero padding; only zeros → drop.
-        let Some(first) = body.iter().position(|&b| b != 0) else {
+        // Opened in place: the plaintext follows the tag. §4.7 (2): any
+        // amount of zero padding is skipped; only zeros → drop.
+        let Ok(pt) = DataPlaintext::parse(&buf[3 + MAC_SIZE..]) else {
             return Err(DropReason::Invalid);
         };
-        let data = &body[first..];
+        let (buffer_start, num, data) = (pt.buffer_start, pt.packet_number, pt.data);
         let id = data[0];
         // §4.7 (1): buffer_start must not acknowledge numbers never sent.
         if !self.send.ack_in_range(buffer_start) {

@@ -135,11 +135,8 @@ impl RxNonce {
 
     /// The nonce for a packet whose header carries `low` (§4.6).
     pub fn candidate(&self, low: u16) -> RxCandidate {
-        let diff = low.wrapping_sub(self.rx.low16());
-        RxCandidate {
-            nonce: self.rx.plus(u32::from(diff)),
-            diff,
-        }
+        let (nonce, diff) = crate::wire::net_crypto::reconstruct_nonce(&self.rx, low);
+        RxCandidate { nonce, diff }
     }
 
     /// The nonce a packet carrying `low` had if it was sent one window
@@ -177,7 +174,7 @@ impl RxNonce {
                 let i = (o % 65536) as usize;
                 self.seen[i / 64] &= !(1 << (i % 64));
             }
-            self.rx.add(u32::from(DATA_NUM_THRESHOLD));
+            crate::wire::net_crypto::advance_rx_nonce(&mut self.rx, c.diff);
             self.rx_offset += u64::from(DATA_NUM_THRESHOLD);
         }
         true

@@ -842,7 +842,9 @@ impl RelayPool {
 
     /// Our link to `relay` finished its handshake (the relay's key answered
     /// at the link's address): it may be used again at once, and that
-    /// address is verified for the friends that named it.
+    /// address is verified for the friends that named it (only for a link
+    /// the pool holds: the address of a link it asked to close proves
+    /// nothing).
     pub fn link_up(&mut self, now: Instant, relay: &PublicKey) {
         self.saw(now);
         let Some(i) = self.index(relay) else {
@@ -851,6 +853,12 @@ impl RelayPool {
         let k = &mut self.known[i];
         if k.banned_until.is_some() && k.offline_count > 0 {
             k.banned_until = None;
+        }
+        if !k.linked {
+            // A link we asked to close (kept meanwhile by a self-probe): its
+            // address may no longer be the one on record, so it proves
+            // nothing.
+            return;
         }
         k.up_since.get_or_insert(now);
         k.down_since = None;
@@ -1553,6 +1561,24 @@ mod tests {
         assert_eq!(closes(&run(&mut p, t + ms(2000))), vec![pk(7)]);
         assert!(!p.is_linked(&pk(7)));
         assert_eq!(p.probe_addr(&pk(7)), None);
+    }
+
+    #[test]
+    fn a_link_the_pool_asked_to_close_proves_nothing_when_it_comes_up() {
+        let t = Instant::now();
+        let mut p = pool(0);
+        p.add_peer(t, pk(100));
+        p.learn(t, named(7, 7), Source::Friend(pk(100)))
+            .expect("learnt");
+        p.refill(t, pk(100));
+        p.remove_peer(&pk(100));
+        assert_eq!(closes(&run(&mut p, t + ms(2000))), vec![pk(7)]);
+        // Kept open by a self-probe, renamed meanwhile, and up again.
+        p.learn(t, named(7, 666), Source::Friend(pk(100)))
+            .expect("renamed");
+        p.link_up(t + ms(2100), &pk(7));
+        assert_eq!(p.probe_addr(&pk(7)), None);
+        assert_eq!(p.poll_timeout(), None, "and nothing to prove");
     }
 
     #[test]

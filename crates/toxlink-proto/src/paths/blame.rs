@@ -223,7 +223,9 @@ impl BlameLedger {
         }
     }
 
-    /// Whether `relay` is dropped for `peer` (or for everyone).
+    /// Whether `relay` is dropped for `peer` (or for everyone). A drop whose
+    /// `drop_for` is over still reads as one until the peer's next failure
+    /// through the relay starts the count afresh.
     pub fn is_dropped_for(&self, relay: &PublicKey, peer: &PublicKey) -> bool {
         self.pairs
             .get(&(*relay, *peer))

@@ -29,7 +29,11 @@
 //!   offline and [`FriendLink::wants_close`] (send KILL), as c-toxcore does.
 //! * SHARE_RELAYS with our ≤ 3 relays after going up and every 120 s; a
 //!   received one is only reported ([`FriendEvent::ShareRelays`]), never
-//!   waited for (c-toxcore often never sends it, §7.3).
+//!   waited for (c-toxcore often never sends it, §7.3), and only while the
+//!   peer is online: one that arrives before its ONLINE is held (the latest
+//!   one only) and reported right after [`FriendEvent::Online`]. What the
+//!   peer says about relays is its word, for its own connection (the relay
+//!   pool, `paths::pool`, keeps it apart from ours).
 //! * OFFLINE from the peer → [`FriendEvent::Offline`]; the connection stays
 //!   and a later ONLINE brings it back.
 //!
@@ -198,6 +202,9 @@ pub struct FriendLink {
     close: bool,
     out: VecDeque<Outgoing>,
     events: VecDeque<FriendEvent>,
+    /// The latest SHARE_RELAYS received before the peer's ONLINE (≤ 3
+    /// entries), reported once it is online.
+    early_relays: Option<Vec<PackedNode>>,
     stats: FriendStats,
 }
 
@@ -220,6 +227,7 @@ impl FriendLink {
             close: false,
             out: VecDeque::new(),
             events: VecDeque::new(),
+            early_relays: None,
             stats: FriendStats::default(),
         }
     }
@@ -309,6 +317,7 @@ impl FriendLink {
         }
         self.state = State::Dead;
         self.out.clear();
+        self.early_relays = None;
         self.next_alive_tx = None;
         self.next_share = None;
     }
@@ -316,6 +325,9 @@ impl FriendLink {
     fn go_online(&mut self) {
         self.state = State::Online;
         self.push_event(FriendEvent::Online);
+        if let Some(list) = self.early_relays.take() {
+            self.push_event(FriendEvent::ShareRelays(list));
+        }
         // Reply ONLINE (§7.4), then our profile as c-toxcore does.
         self.push_packet(MessengerPacket::Online);
         if !self.cfg.name.is_empty() {
@@ -352,7 +364,13 @@ impl FriendLink {
                 return;
             }
             MessengerPacket::ShareRelays(list) => {
-                self.push_event(FriendEvent::ShareRelays(list.iter().copied().collect()));
+                let list: Vec<PackedNode> = list.iter().copied().collect();
+                if self.state == State::Online {
+                    self.push_event(FriendEvent::ShareRelays(list));
+                } else {
+                    // Not online yet: held (bounded: the latest list only).
+                    self.early_relays = Some(list);
+                }
                 return;
             }
             MessengerPacket::FriendRequest { .. } => {
@@ -419,6 +437,7 @@ impl FriendLink {
                 self.state = State::Dead;
                 self.close = true;
                 self.out.clear();
+                self.early_relays = None;
                 self.next_alive_tx = None;
                 self.next_share = None;
                 if was_online {

@@ -15,6 +15,7 @@
 
 mod support;
 
+use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use support::{relay_socket, Friend, PeerNode, RelayNode, RELAY_BASE};
@@ -763,6 +764,357 @@ fn framing_scenario(seed: u64) -> Result<Figures, String> {
 #[test]
 fn a_friend_framing_a_good_relay_hurts_only_its_own_connection() {
     run("framing", 0..100, framing_scenario, |_| Ok(()));
+}
+
+/// How the framers of [`colluding_framing_scenario`] lie about relays, on
+/// top of the garbage they send through relay 1.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Poison {
+    /// They do not.
+    No,
+    /// Each names every relay at a wrong address (a dead one, or another
+    /// relay's) in its SHARE_RELAYS, at set-up and again mid-transfer; the
+    /// victim knows the relays from its configuration.
+    Addresses,
+    /// The victim knows relay 1 only from the good friend's SHARE_RELAYS;
+    /// the framers name relay 1 elsewhere.
+    FriendOnly,
+}
+
+/// Bulk packets of the colluding-framers scenarios (1.2 s of transfer).
+const FRAMING_COUNT: u64 = 1200;
+/// Chat messages each way in those scenarios (one per 100 ms).
+const FRAMING_CHAT: u64 = 10;
+
+/// Where framer `f` says relay `n` is: a dead address, or another relay's
+/// (whose key is not the one named).
+fn poisoned(f: u32, n: u32) -> SocketAddr {
+    if (f + n) % 2 == 0 {
+        relay_socket(50 + f)
+    } else {
+        relay_socket(n % RELAYS + 1)
+    }
+}
+
+/// Colluding framers: peers 3..=2+k, friends of the victim (peer 2), send
+/// garbage to it through relay 1 from raw links with their own keys and,
+/// with `poison`, name relays at wrong addresses (their SHARE_RELAYS,
+/// emulated by the victim's `add_friend_relay`). Peer 1 streams to the
+/// victim through the relays meanwhile. For every seed: peer 1's stream
+/// arrives whole and in order; the victim drops relay 1 for every framer
+/// and for nobody else, never disconnects it, never drops it for peer 1
+/// (for any reason), keeps it in use for peer 1; a self-probe of it passes
+/// and none fails; the victim never dials a dead address a framer named, and
+/// reaches (and probes) every relay at its real address.
+fn colluding_framing_scenario(seed: u64, k: u32, poison: Poison) -> Result<Figures, String> {
+    let framers: Vec<u32> = (3..3 + k).collect();
+    let mut w = world(seed, 2 + k, |p| match p {
+        1 => (1..=RELAYS).collect(),
+        2 if poison == Poison::FriendOnly => (2..=RELAYS).collect(),
+        2 => (1..=RELAYS).collect(),
+        _ => vec![2, 3],
+    });
+    let (r1, pv, p1) = (w.relays[0].0, w.pk(2), w.pk(1));
+    let idv = w.peers[1].1;
+    let keys: Vec<PublicKey> = w.relays.iter().map(|(k, _)| *k).collect();
+    // (friend, relay, address) as the victim hears them.
+    let mut names: Vec<(PublicKey, PublicKey, SocketAddr)> = Vec::new();
+    for &f in &framers {
+        let poisoned_relays = match poison {
+            Poison::No => 0,
+            Poison::Addresses => RELAYS,
+            Poison::FriendOnly => 1,
+        };
+        for n in 1..=poisoned_relays {
+            names.push((w.pk(f), keys[n as usize - 1], poisoned(f, n)));
+        }
+    }
+    let dead: Vec<SocketAddr> = framers.iter().map(|f| relay_socket(50 + f)).collect();
+    let hear = move |s: &mut Sim<u32>, names: &[(PublicKey, PublicKey, SocketAddr)]| {
+        let now = s.now();
+        let v = s.node_mut::<PeerNode>(idv).ok_or("no victim")?;
+        for (friend, relay, addr) in names {
+            v.node
+                .add_friend_relay(now, *friend, *relay, *addr)
+                .map_err(|e| format!("a framer's SHARE_RELAYS entry refused: {e}"))?;
+        }
+        Ok::<(), String>(())
+    };
+    if poison == Poison::FriendOnly {
+        // The good friend tells the victim first (its SHARE_RELAYS).
+        hear(&mut w.sim, &[(p1, r1, relay_socket(1))])?;
+    }
+    hear(&mut w.sim, &names)?;
+    befriend(&mut w, 1, 2, FRAMING_COUNT, FRAMING_CHAT, false);
+    let now = w.sim.now();
+    for &f in &framers {
+        befriend(&mut w, f, 2, 0, FRAMING_CHAT, false);
+        let kp = w.peers[f as usize - 1].0.clone();
+        let id = w.peers[f as usize - 1].1;
+        let mut rng = w.sim.rng_for(&format!("raw{f}"));
+        if let Some(p) = w.sim.node_mut::<PeerNode>(id) {
+            p.start_raw(now, &mut rng, kp, r1, 1, vec![pv]);
+        }
+    }
+    run_until_flowing(&mut w, 1, 2, 100)?;
+    let fault_time = w.sim.now() + FAULT_AT;
+    // Ten bursts of garbage from every framer, 50 ms apart.
+    for &f in &framers {
+        let id = w.peers[f as usize - 1].1;
+        for i in 0..10u32 {
+            let mut rng = w.sim.rng_for(&format!("garbage{f}.{i}"));
+            w.sim.at_instant(fault_time + ms(50) * i, move |s| {
+                if let Some(p) = s.node_mut::<PeerNode>(id) {
+                    p.send_garbage(&mut rng, 2);
+                }
+            });
+        }
+    }
+    // Their periodic SHARE_RELAYS again, mid-transfer.
+    let again = std::rc::Rc::new(std::cell::RefCell::new(Ok(())));
+    let again2 = again.clone();
+    let names2 = names.clone();
+    w.sim.at_instant(fault_time, move |s| {
+        *again2.borrow_mut() = hear(s, &names2);
+    });
+    let res = run_to_end(&mut w, secs(30));
+    // Let the self-probe finish.
+    let probed = |s: &mut Sim<u32>| {
+        s.node::<PeerNode>(idv).is_some_and(|v| {
+            v.relay_log
+                .iter()
+                .any(|(_, e)| matches!(e, RelayEvent::Probed(o) if o.relay == r1))
+        })
+    };
+    let _ = w.sim.run_while(|s| !probed(s), secs(8));
+    if verbose() {
+        dump(&w, seed, fault_time);
+    }
+    res?;
+    again.replace(Ok(()))?;
+    let v = w.peer(2);
+    for &f in &framers {
+        let sent = w.peer(f).raw.as_ref().map_or(0, |r| r.sent);
+        if sent == 0 {
+            return Err(format!("framer {f}'s raw link never sent garbage"));
+        }
+        if first_event(&w, 2, f, fault_time, |k, a| {
+            a.relay() == Some(&r1)
+                && matches!(
+                    k,
+                    PathEventKind::RelayDropped {
+                        reason: LossReason::Tampering
+                    }
+                )
+        })
+        .is_none()
+        {
+            return Err(format!(
+                "the victim never dropped relay 1 for framer {f} ({sent} garbage packets)"
+            ));
+        }
+    }
+    if let Some(e) = v.path_log.iter().find(|e| {
+        e.peer == p1
+            && e.addr.relay() == Some(&r1)
+            && matches!(e.kind, PathEventKind::RelayDropped { .. })
+    }) {
+        return Err(format!("relay 1 dropped for the good friend: {:?}", e.kind));
+    }
+    let probes: Vec<bool> = v
+        .relay_log
+        .iter()
+        .filter_map(|(_, e)| match e {
+            RelayEvent::Probed(o) if o.relay == r1 => Some(o.ok),
+            _ => None,
+        })
+        .collect();
+    if !probes.contains(&true) || probes.contains(&false) {
+        return Err(format!("self-probes of relay 1 (passed?): {probes:?}"));
+    }
+    if v.relay_log
+        .iter()
+        .any(|(_, e)| matches!(e, RelayEvent::Disconnected { relay, .. } if *relay == r1))
+    {
+        return Err("relay 1 disconnected for everyone".into());
+    }
+    if !v.node.relay_pool().active(&p1).contains(&r1) {
+        return Err("relay 1 no longer in use for the good friend".into());
+    }
+    if v.node.blame().is_dropped_for(&r1, &p1) {
+        return Err("relay 1 blamed for the good friend".into());
+    }
+    if let Some((probe, a)) = v.dialed.iter().find(|(_, a)| dead.contains(a)) {
+        return Err(format!(
+            "the victim dialled the dead address {a} (probe link: {probe})"
+        ));
+    }
+    for (n, key) in keys.iter().enumerate() {
+        let real = relay_socket(n as u32 + 1);
+        if let Some(r) = v.node.relay_pool().known().find(|r| r.public_key == *key) {
+            if r.addr != real {
+                return Err(format!("relay {} reached at {}, not {real}", n + 1, r.addr));
+            }
+        }
+    }
+    if v.node.relay_pool().probe_addr(&r1) != Some(relay_socket(1)) {
+        return Err(format!(
+            "relay 1 would be probed at {:?}",
+            v.node.relay_pool().probe_addr(&r1)
+        ));
+    }
+    let dropped = first_event(&w, 2, framers[0], fault_time, |k, a| {
+        a.relay() == Some(&r1) && matches!(k, PathEventKind::RelayDropped { .. })
+    });
+    Ok(figures(&w, 1, 2, dropped))
+}
+
+#[test]
+fn a_framing_friend_cannot_disconnect_a_good_relay_nor_cost_a_good_friend_it() {
+    run(
+        "framing_1",
+        0..100,
+        |s| colluding_framing_scenario(s, 1, Poison::No),
+        |_| Ok(()),
+    );
+}
+
+#[test]
+fn two_colluding_friends_cannot_disconnect_a_good_relay_for_everyone() {
+    run(
+        "framing_2",
+        0..100,
+        |s| colluding_framing_scenario(s, 2, Poison::No),
+        |_| Ok(()),
+    );
+}
+
+#[test]
+fn five_colluding_friends_cannot_disconnect_a_good_relay_for_everyone() {
+    run(
+        "framing_5",
+        0..100,
+        |s| colluding_framing_scenario(s, 5, Poison::No),
+        |_| Ok(()),
+    );
+}
+
+#[test]
+fn a_friend_poisoning_a_relay_address_cannot_get_it_disconnected() {
+    run(
+        "poisoning_1",
+        0..100,
+        |s| colluding_framing_scenario(s, 1, Poison::Addresses),
+        |_| Ok(()),
+    );
+}
+
+#[test]
+fn two_colluding_friends_poisoning_relay_addresses_cannot_get_a_good_relay_disconnected() {
+    run(
+        "poisoning_2",
+        0..100,
+        |s| colluding_framing_scenario(s, 2, Poison::Addresses),
+        |_| Ok(()),
+    );
+}
+
+#[test]
+fn five_colluding_friends_poisoning_relay_addresses_cannot_get_a_good_relay_disconnected() {
+    run(
+        "poisoning_5",
+        0..100,
+        |s| colluding_framing_scenario(s, 5, Poison::Addresses),
+        |_| Ok(()),
+    );
+}
+
+#[test]
+fn five_friends_poisoning_a_relay_known_only_from_a_good_friend_cannot_take_it_from_that_friend() {
+    run(
+        "poisoning_friend_only_5",
+        0..100,
+        |s| colluding_framing_scenario(s, 5, Poison::FriendOnly),
+        |_| Ok(()),
+    );
+}
+
+/// A friend (peer 3) names a relay nobody runs, at a dead address (its
+/// SHARE_RELAYS, emulated, before it connects); peer 1 streams to the
+/// victim (peer 2) meanwhile.
+/// The victim tries it for that friend only (never for peer 1), dials the
+/// dead address once or twice (a second time only if that friend's set
+/// still wants it; the pool forgets it after two failures), closes the link
+/// and never dials it again; peer 1 loses nothing.
+fn dead_shared_relay_scenario(seed: u64) -> Result<Figures, String> {
+    let mut w = world(seed, 3, |p| {
+        if p == 3 {
+            vec![2, 3]
+        } else {
+            (1..=RELAYS).collect()
+        }
+    });
+    let idv = w.peers[1].1;
+    let (p1, p3) = (w.pk(1), w.pk(3));
+    let ghost = KeyPair::generate(&mut w.sim.rng_for("ghost")).public;
+    let dead = relay_socket(77);
+    // Named before the friend connects, so that its set takes it first.
+    let now = w.sim.now();
+    let v = w.sim.node_mut::<PeerNode>(idv).ok_or("no victim")?;
+    v.node
+        .add_friend_relay(now, p3, ghost, dead)
+        .map_err(|e| format!("refused: {e}"))?;
+    befriend(&mut w, 1, 2, 300, FRAMING_CHAT, false);
+    befriend(&mut w, 3, 2, 0, FRAMING_CHAT, false);
+    let res = run_to_end(&mut w, secs(30));
+    // Time for two attempts (a 5 s handshake timeout each, 2 s between).
+    let _ = w.sim.run_for(secs(20));
+    let dials = |w: &World| w.peer(2).dialed.iter().filter(|(_, a)| *a == dead).count();
+    let first = dials(&w);
+    // And nothing more (half a minute later).
+    let _ = w.sim.run_for(secs(30));
+    if verbose() {
+        dump(&w, seed, now);
+    }
+    res?;
+    let v = w.peer(2);
+    if !(1..=2).contains(&first) || dials(&w) != first {
+        return Err(format!(
+            "the dead address was dialled {first} times, {} half a minute later",
+            dials(&w)
+        ));
+    }
+    if v.dialed.iter().any(|(probe, a)| *probe && *a == dead) {
+        return Err("a self-probe went to the dead address".into());
+    }
+    if v.node.relay_pool().is_linked(&ghost) || v.node.relay_set().relays().any(|r| *r == ghost) {
+        return Err("a link to the dead relay is still held".into());
+    }
+    if v.path_log.iter().any(|e| {
+        e.peer == p1
+            && e.addr.relay() == Some(&ghost)
+            && matches!(e.kind, PathEventKind::RelayAdded)
+    }) {
+        return Err("the friend's relay was used for another friend".into());
+    }
+    if !v.path_log.iter().any(|e| {
+        e.peer == p3
+            && e.addr.relay() == Some(&ghost)
+            && matches!(e.kind, PathEventKind::RelayAdded)
+    }) {
+        return Err("the friend's relay was never tried for that friend".into());
+    }
+    Ok(figures(&w, 1, 2, None))
+}
+
+#[test]
+fn a_friends_relay_at_a_dead_address_is_dialled_at_most_twice_never_retried_forever() {
+    run(
+        "dead_shared_relay",
+        0..100,
+        dead_shared_relay_scenario,
+        |_| Ok(()),
+    );
 }
 
 /// A relay that corrupts only what it forwards to peer 2 (`only_to`): peer 2

@@ -283,9 +283,10 @@ async fn flush(
         match ev {
             Some(e) => {
                 if let FriendEvent::ShareRelays(list) = &e {
-                    // Relays the friend is on become known relays of the
-                    // node (DESIGN.md §3: learnt from the peer).
-                    conn.learn_relays(list);
+                    // Relays the friend is on, as its word (the link reports
+                    // them only while the friend is online): for this
+                    // friend's connection (DESIGN.md §3, "Framing").
+                    conn.learn_friend_relays(list);
                 }
                 if events.send(e).await.is_err() {
                     return false;

@@ -464,25 +464,34 @@ impl Connection {
         }
     }
 
-    /// Makes the TCP relays of a SHARE_RELAYS list known to the node (UDP
-    /// entries are ignored).
-    pub(crate) fn learn_relays(&self, list: &[toxlink_proto::wire::packed::PackedNode]) {
+    /// Gives the node the TCP relays of this peer's SHARE_RELAYS list (UDP
+    /// entries are ignored) as the peer's word: used for this peer's
+    /// connection only, never changing how we reach a relay we know
+    /// otherwise (`Node::add_friend_relay`).
+    pub(crate) fn learn_friend_relays(&self, list: &[toxlink_proto::wire::packed::PackedNode]) {
         let mut st = self.shared.lock();
         let now = Instant::now();
         for n in list {
             if n.ip_port.transport == toxlink_proto::wire::packed::Transport::Tcp {
-                st.node.add_relay(now, n.public_key, n.ip_port.addr);
+                if let Err(e) =
+                    st.node
+                        .add_friend_relay(now, self.peer, n.public_key, n.ip_port.addr)
+                {
+                    tracing::debug!(peer = ?self.peer, relay = ?n.public_key, error = %e, "shared relay not kept");
+                }
             }
         }
         links::service(&mut st, &self.shared);
     }
 
-    /// The relays the node knows, as packed nodes (for SHARE_RELAYS).
+    /// The relays the node knows on its own (configuration, or its own link
+    /// that worked), as packed nodes (for SHARE_RELAYS): a friend's word is
+    /// never passed on.
     pub(crate) fn known_relays(&self) -> Vec<toxlink_proto::wire::packed::PackedNode> {
         let st = self.shared.lock();
         st.node
             .relay_pool()
-            .known()
+            .own_relays()
             .map(|r| toxlink_proto::wire::packed::PackedNode {
                 ip_port: toxlink_proto::wire::packed::PackedIpPort {
                     transport: toxlink_proto::wire::packed::Transport::Tcp,

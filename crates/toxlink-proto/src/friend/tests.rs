@@ -335,24 +335,50 @@ fn commands_validate() {
 }
 
 #[test]
-fn share_relays_received_are_reported_even_before_online() {
+fn share_relays_are_reported_only_once_the_peer_is_online() {
     let t0 = Instant::now();
     let mut l = FriendLink::new(FriendConfig::default());
     l.handle_established(t0);
-    let pkt = MessengerPacket::ShareRelays(RelayList::new(&[relay(3), relay(4)]))
-        .to_vec()
-        .expect("encode");
-    l.handle_lossless(t0, &pkt);
+    let share = |r: &[PackedNode]| {
+        MessengerPacket::ShareRelays(RelayList::new(r))
+            .to_vec()
+            .expect("encode")
+    };
+    // Before ONLINE: held, the latest one only.
+    l.handle_lossless(t0, &share(&[relay(1), relay(2)]));
+    l.handle_lossless(t0, &share(&[relay(3), relay(4)]));
+    assert!(events(&mut l).is_empty(), "nothing before ONLINE");
+    l.handle_lossless(t0, &[id::ONLINE]);
     assert_eq!(
         events(&mut l),
-        vec![FriendEvent::ShareRelays(vec![relay(3), relay(4)])]
+        vec![
+            FriendEvent::Online,
+            FriendEvent::ShareRelays(vec![relay(3), relay(4)])
+        ]
+    );
+    // Online: reported at once.
+    l.handle_lossless(t0, &share(&[relay(5)]));
+    assert_eq!(
+        events(&mut l),
+        vec![FriendEvent::ShareRelays(vec![relay(5)])]
     );
     // A malformed one is ignored whole.
-    let mut bad = pkt.clone();
+    let mut bad = share(&[relay(5)]);
     bad[1] = 99;
     l.handle_lossless(t0, &bad);
     assert!(events(&mut l).is_empty());
     assert_eq!(l.stats().malformed, 1);
+    // Offline again (the peer sent OFFLINE): held until the next ONLINE.
+    l.handle_lossless(t0, &[id::OFFLINE]);
+    assert_eq!(
+        events(&mut l),
+        vec![FriendEvent::Offline(OfflineReason::PeerOffline)]
+    );
+    l.handle_lossless(t0, &share(&[relay(6)]));
+    assert!(events(&mut l).is_empty());
+    // A link that dies never reports what it held.
+    l.handle_closed(t0);
+    assert!(events(&mut l).is_empty());
 }
 
 #[test]
@@ -467,7 +493,10 @@ proptest::proptest! {
                         proptest::prop_assert!(online, "Offline while offline");
                         online = false;
                     }
-                    FriendEvent::ShareRelays(n) => proptest::prop_assert!(n.len() <= 3),
+                    FriendEvent::ShareRelays(n) => {
+                        proptest::prop_assert!(online, "SHARE_RELAYS while not online");
+                        proptest::prop_assert!(n.len() <= 3);
+                    }
                     other => proptest::prop_assert!(online, "{other:?} while not online"),
                 }
             }

@@ -25,7 +25,10 @@
 //! c-toxcore peer sees the behaviour it expects.
 //!
 //! Relays (DESIGN.md §3): the [`RelayPool`] keeps a target number of relays
-//! per peer from the known ones ([`Node::add_relay`]); the node ties the peer
+//! per peer from the known ones — ours ([`Node::add_relay`]) and, for that
+//! friend's connection only, the ones a friend named
+//! ([`Node::add_friend_relay`]: never changing how we reach a relay we know
+//! otherwise, nor where a self-probe goes); the node ties the peer
 //! to each (routing request), and a relay route becomes a path of the session
 //! when the peer is ONLINE on it. Every way a relay leaves a peer — link down,
 //! route refused, demoted as slow, dropped for tampering, disconnected for
@@ -65,7 +68,9 @@ pub mod probe;
 use crate::crypto::{KeyPair, PublicKey, SharedKey};
 use crate::paths::blame::{BlameConfig, BlameLedger, DisconnectReason, Verdict};
 use crate::paths::health::{Health, HealthConfig};
-use crate::paths::pool::{LossReason, PoolConfig, PoolEvent, RelayInfo, RelayPool};
+use crate::paths::pool::{
+    LearnError, LossReason, PoolConfig, PoolEvent, RelayInfo, RelayPool, Source,
+};
 use crate::paths::scheduler::{Choice, Scheduler, SchedulerConfig};
 use crate::paths::table::PathTable;
 use crate::paths::PathKey;
@@ -1124,13 +1129,12 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
         }
     }
 
+    /// Self-probes `relay` at our own address for it, or where our link to
+    /// it is up — never at an address only a friend named.
     fn start_self_probe(&mut self, now: Instant, relay: PublicKey) {
-        let Some(addr) = self
-            .pool
-            .known()
-            .find(|k| k.public_key == relay)
-            .map(|k| k.addr)
-        else {
+        let Some(addr) = self.pool.probe_addr(&relay) else {
+            tracing::debug!(?relay, "no address of our own to self-probe");
+            self.blame.probe_not_started(&relay);
             return;
         };
         if !self.relays.relays().any(|r| *r == relay) {
@@ -1139,6 +1143,8 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
         if self.prober.start(now, relay, addr, &mut self.relays) {
             self.stats.self_probes += 1;
             self.push_relay_event(RelayEvent::ProbeStarted { relay });
+        } else {
+            self.blame.probe_not_started(&relay);
         }
     }
 
@@ -1160,9 +1166,10 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                     let Some(dht) = self.peers.get(&peer).map(|p| p.dht) else {
                         continue;
                     };
-                    if !self.relays.relays().any(|r| *r == relay.public_key) {
-                        self.relays.add_relay(now, relay.public_key, relay.addr);
-                    }
+                    // Adds the link, or sets the address its next attempt
+                    // dials (the pool's: ours, or the friend's whose set
+                    // this is, never moved while the link is open).
+                    self.relays.add_relay(now, relay.public_key, relay.addr);
                     if let Err(e) = self.relays.tie(dht, &relay.public_key) {
                         tracing::debug!(relay = ?relay.public_key, error = ?e, "cannot route to the peer yet");
                     }
@@ -1200,19 +1207,38 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                         kind: PathEventKind::RelayDropped { reason },
                     });
                 }
+                PoolEvent::Relink { relay } => {
+                    if self.relays.relays().any(|r| *r == relay.public_key) {
+                        self.relays.add_relay(now, relay.public_key, relay.addr);
+                    }
+                }
+                PoolEvent::Close { relay } => {
+                    // A running self-probe keeps the link until it ends
+                    // (closed then, see `pump_relays`).
+                    if !self.prober.is_running(&relay) {
+                        self.relays.remove_relay(&relay);
+                    }
+                }
             }
         }
     }
 
-    /// Learns a relay (configuration, the peer's SHARE_RELAYS, ...): peers
-    /// with fewer relays than the target start using it.
+    /// Learns a relay of our own (configuration, the application): peers
+    /// with fewer relays than the target start using it. This address is
+    /// the one we reach the relay at; only our own word changes it (a
+    /// friend's goes through [`Node::add_friend_relay`]).
     pub fn add_relay(&mut self, now: Instant, relay: PublicKey, addr: SocketAddr) {
         self.last_now = Some(now);
-        if !self.pool.learn(RelayInfo {
+        let info = RelayInfo {
             addr,
             public_key: relay,
-        }) {
-            return;
+        };
+        match self.pool.learn(now, info, Source::Own) {
+            Ok(evs) => self.apply_pool(now, evs),
+            Err(e) => {
+                tracing::debug!(?relay, %addr, error = %e, "relay not learnt");
+                return;
+            }
         }
         // Connected at once, so that peers on it can reach us (OOB).
         if !self.relays.relays().any(|r| *r == relay) {
@@ -1223,6 +1249,30 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
             let evs = self.pool.refill(now, peer);
             self.apply_pool(now, evs);
         }
+    }
+
+    /// Learns a relay `friend` (its real key) named in SHARE_RELAYS: kept as
+    /// that friend's word, used for that friend's connection only (until our
+    /// own link to it has worked for a while), never changing how we reach a
+    /// relay we know otherwise nor where a self-probe goes (see
+    /// [`RelayPool`]). Only a friend that is online should be heard.
+    pub fn add_friend_relay(
+        &mut self,
+        now: Instant,
+        friend: PublicKey,
+        relay: PublicKey,
+        addr: SocketAddr,
+    ) -> Result<(), LearnError> {
+        self.last_now = Some(now);
+        let info = RelayInfo {
+            addr,
+            public_key: relay,
+        };
+        let evs = self.pool.learn(now, info, Source::Friend(friend))?;
+        self.apply_pool(now, evs);
+        let evs = self.pool.refill(now, friend);
+        self.apply_pool(now, evs);
+        Ok(())
     }
 
     /// The relay pool (known relays, relays in use per peer).
@@ -1362,6 +1412,10 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                 self.pool.relay_back(&o.relay);
             }
             self.apply_verdicts(now, [v]);
+            if !self.pool.is_linked(&o.relay) {
+                // Closed by the pool while the probe ran.
+                self.relays.remove_relay(&o.relay);
+            }
         }
     }
 
@@ -1398,7 +1452,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                     }
                 }
                 RelaySetEvent::RelayUp { relay } => {
-                    self.pool.relay_back(&relay);
+                    self.pool.link_up(now, &relay);
                     self.push_relay_event(RelayEvent::Up { relay });
                     self.resend_handshakes_on(relay, None);
                     for i in 0..self.order.len() {
@@ -1738,6 +1792,10 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
             self.path_changes(now, k);
         }
         self.check_slow_relays(now);
+        if self.pool.poll_timeout().is_some_and(|t| t <= now) {
+            let evs = self.pool.tick(now);
+            self.apply_pool(now, evs);
+        }
         self.collect_events(now);
     }
 
@@ -1807,6 +1865,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
         for x in [
             self.relays.poll_timeout(),
             self.prober.poll_timeout(),
+            self.pool.poll_timeout(),
             slow,
             untie,
         ]

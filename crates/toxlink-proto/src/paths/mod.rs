@@ -18,10 +18,12 @@
 //!   unconfirmed or has just changed, with hysteresis against flapping.
 //! * [`blame`]: authentication failures counted per (relay, peer); a relay is
 //!   dropped for one peer on that peer's evidence, and disconnected for
-//!   everyone only on evidence no friend can forge (self-probes, or several
-//!   distinct peers).
+//!   everyone only on our own (failed self-probes) — never on friends' word,
+//!   however many friends.
 //! * [`pool`]: the relays kept per peer (default 3, at most 6) and their
-//!   replacement, with one code path for "offline", "slow" and "tampering".
+//!   replacement, with one code path for "offline", "slow" and "tampering";
+//!   where each relay came from (ours, or a friend's word, which serves only
+//!   that friend and never moves how we reach a relay or where we probe it).
 //!
 //! All of it is sans-IO: inputs carry `now`, nothing reads a clock.
 

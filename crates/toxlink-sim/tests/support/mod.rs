@@ -283,6 +283,8 @@ pub struct PeerNode {
     pub relay_log: Vec<(Instant, RelayEvent)>,
     /// First failure (wrong data, killed session...).
     pub failure: Option<String>,
+    /// Every relay address the node dialled (self-probe link?, address).
+    pub dialed: Vec<(bool, SocketAddr)>,
     /// Stream of each live link (each connection attempt is its own
     /// `LinkId`).
     links: BTreeMap<LinkId, StreamId>,
@@ -309,6 +311,7 @@ impl PeerNode {
             path_log: Vec::new(),
             relay_log: Vec::new(),
             failure: None,
+            dialed: Vec::new(),
             links: BTreeMap::new(),
             by_stream: BTreeMap::new(),
             pending: BTreeMap::new(),
@@ -359,6 +362,7 @@ impl PeerNode {
         // Opens before closes on purpose: every attempt is its own LinkId,
         // so the order cannot matter (the runtime closes first).
         while let Some((link, addr)) = self.node.poll_relay_connect() {
+            self.dialed.push((link.probe, addr));
             let (from, to) = (self.local_addr(link.probe), relay_addr(addr));
             self.pending.entry((from, to)).or_default().push_back(link);
             self.out.push_back(Output::OpenStream { from, to });

@@ -431,6 +431,11 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
                             names.relay(&relay)
                         )
                     }
+                    RelayEvent::Probed(o) if o.background => format!(
+                        "{}: background self-probe through {} arrived forged",
+                        who,
+                        names.relay(&o.relay)
+                    ),
                     RelayEvent::Probed(o) => format!(
                         "{}: self-probe through {}: {} ({} intact, {} forged)",
                         who,

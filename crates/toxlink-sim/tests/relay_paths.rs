@@ -10,6 +10,12 @@
 //! figure over its seeds (delivery gap, switch/replacement time, redundancy
 //! overhead).
 //!
+//! The selective scenarios (`relay_corrupting_only_*`, `relay_sparing_*`)
+//! give the relay a fault that spares what the old self-probes looked like
+//! (full-size packets only, one direction, one peer's packets, links first
+//! seen after a blame) and check it is still caught, with no corrupt
+//! delivery.
+//!
 //! Replay one seed: `TOXLINK_SEED=<seed> cargo test -p toxlink-sim --test relay_paths <name>`;
 //! `TOXLINK_RELAY_VERBOSE=1` prints the path and relay events of every seed.
 
@@ -21,6 +27,7 @@ use std::time::{Duration, Instant};
 use support::{relay_socket, Friend, PeerNode, RelayNode, RELAY_BASE};
 use toxlink_proto::crypto::{KeyPair, PublicKey};
 use toxlink_proto::node::{NodeConfig, PathEventKind, RelayEvent, Route};
+use toxlink_proto::paths::blame::DisconnectReason;
 use toxlink_proto::paths::pool::LossReason;
 use toxlink_proto::relay_server::{FaultConfig, FaultInjector};
 use toxlink_sim::{ms, run_seeds, secs, LinkConfig, NodeId, Sim, SimError, SimRng, StreamConfig};
@@ -276,6 +283,8 @@ struct Figures {
     copy_bytes: u64,
     /// Bulk bytes delivered.
     delivered: u64,
+    /// Deliveries (any peer, any channel) that differ from what was sent.
+    corrupt: u64,
 }
 
 fn figures(w: &World, a: u32, b: u32, switch: Option<Duration>) -> Figures {
@@ -286,6 +295,12 @@ fn figures(w: &World, a: u32, b: u32, switch: Option<Duration>) -> Figures {
         switch,
         copy_bytes: w.peer(a).node.stats().copy_bytes,
         delivered: fb.map_or(0, |f| f.recv_bytes),
+        corrupt: w
+            .peers
+            .iter()
+            .filter_map(|(_, id)| w.sim.node::<PeerNode>(*id))
+            .flat_map(|p| p.friends.iter().map(|f| f.corrupt))
+            .sum(),
     }
 }
 
@@ -579,8 +594,9 @@ fn run(
         .max_by_key(|(_, d)| *d);
     let copies: u64 = all.iter().map(|(_, f)| f.copy_bytes).sum();
     let delivered: u64 = all.iter().map(|(_, f)| f.delivered).sum();
+    let corrupt = all.iter().map(|(_, f)| f.corrupt).max().unwrap_or(0);
     eprintln!(
-        "{name}: {} seeds, longest delivery gap {:?} (seed {:?}), slowest switch {:?} (seed {:?}), redundancy overhead {:.1}% (secondary copy bytes / bytes delivered)",
+        "{name}: {} seeds, longest delivery gap {:?} (seed {:?}), slowest switch {:?} (seed {:?}), most corrupt deliveries {corrupt}, redundancy overhead {:.1}% (secondary copy bytes / bytes delivered)",
         all.len(),
         worst_gap.map(|(_, f)| f.max_gap),
         worst_gap.map(|(s, _)| *s),
@@ -1200,6 +1216,236 @@ fn only_to_scenario(seed: u64) -> Result<Figures, String> {
 #[test]
 fn a_relay_corrupting_one_peers_traffic_is_dropped_for_that_peer_only() {
     run("only_to", 0..100, only_to_scenario, |_| Ok(()));
+}
+
+/// A relay fault that spares what the old self-probes looked like (a fixed
+/// probe key and a probe link opened only after a blame, a clear counter,
+/// 83..1399-byte probes): each must still be caught.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Selective {
+    /// Corrupts a quarter of the full-size (1400-byte) packets only, all
+    /// clients.
+    FullSize,
+    /// Corrupts everything peer 1 sends (one direction), nothing sent to it.
+    OneDirection,
+    /// Corrupts a quarter of what peer 1 sends to peer 2, nothing else.
+    OnePeer,
+    /// Corrupts a quarter of everything between links it saw before the
+    /// fault; spares links (hence keys) first seen after it.
+    SparesNew,
+}
+
+/// Full-size bulk packets of a selective scenario.
+const SELECTIVE_COUNT: u64 = 1500;
+
+/// Peer 1 sends full-size bulk to peer 2 (and, for [`Selective::OnePeer`],
+/// peer 3 chats with peer 1) through relays only; at the fault the relay
+/// carrying 1 → 2 starts the selective fault. Caught: for `OnePeer` peer 2
+/// drops the relay for peer 1 and takes another, and nobody disconnects it
+/// (it touches nothing of anybody else's: peers 1 and 3 keep it for each
+/// other); for the others a self-probe of the node that the fault reaches
+/// (peer 2; peer 1 for `OneDirection`, whose own sends are corrupted) fails
+/// and that node disconnects the relay for everyone and replaces it.
+/// `switch` is the time from the fault to being caught.
+fn selective_scenario(seed: u64, kind: Selective) -> Result<Figures, String> {
+    let all: Vec<u32> = (1..=RELAYS).collect();
+    let peers = if kind == Selective::OnePeer { 3 } else { 2 };
+    let mut w = world(seed, peers, |_| all.clone());
+    befriend(&mut w, 1, 2, SELECTIVE_COUNT, CHAT, false);
+    if kind == Selective::OnePeer {
+        befriend(&mut w, 1, 3, 0, CHAT, false);
+    }
+    let (ida, pa, pb) = (w.peers[0].1, w.pk(1), w.pk(2));
+    if let Some(f) = w
+        .sim
+        .node_mut::<PeerNode>(ida)
+        .and_then(|p| p.friend_mut(&pb))
+    {
+        f.bulk_full = true;
+    }
+    run_until_flowing(&mut w, 1, 2, 100)?;
+    let fault_time = w.sim.now() + FAULT_AT;
+    let bad = std::rc::Rc::new(std::cell::Cell::new(None::<PublicKey>));
+    let b2 = bad.clone();
+    let relays = w.relays.clone();
+    let cfg = match kind {
+        Selective::FullSize => FaultConfig {
+            corrupt: 0.25,
+            sizes: Some(1400..=1400),
+            ..FaultConfig::default()
+        },
+        Selective::OneDirection => FaultConfig {
+            corrupt: 1.0,
+            only_from: Some(pa),
+            ..FaultConfig::default()
+        },
+        Selective::OnePeer => FaultConfig {
+            corrupt: 0.25,
+            only_from: Some(pa),
+            only_to: Some(pb),
+            ..FaultConfig::default()
+        },
+        Selective::SparesNew => FaultConfig {
+            corrupt: 0.25,
+            spare_new_after: Some(Duration::ZERO),
+            ..FaultConfig::default()
+        },
+    };
+    w.sim.at_instant(fault_time, move |s| {
+        let primary = s.node::<PeerNode>(ida).and_then(|p| {
+            p.path_log
+                .iter()
+                .rev()
+                .find(|e| e.peer == pb && matches!(e.kind, PathEventKind::Primary { .. }))
+                .and_then(|e| e.addr.relay().copied())
+        });
+        b2.set(primary);
+        if let Some((_, id)) = relays.iter().find(|(k, _)| Some(*k) == primary) {
+            install(s, *id, FaultConfig { seed, ..cfg });
+        }
+    });
+    let res = run_to_end(&mut w, secs(30));
+    // Who must catch it, and for which of its peers.
+    let (catcher, its_peer) = match kind {
+        Selective::OneDirection => (0usize, pb),
+        _ => (1usize, pa),
+    };
+    let cid = w.peers[catcher].1;
+    let caught = |s: &Sim<u32>, r: PublicKey| -> Option<Instant> {
+        let p = s.node::<PeerNode>(cid)?;
+        if kind == Selective::OnePeer {
+            p.path_log
+                .iter()
+                .find(|e| {
+                    e.peer == pa
+                        && e.addr.relay() == Some(&r)
+                        && e.kind
+                            == PathEventKind::RelayDropped {
+                                reason: LossReason::Tampering,
+                            }
+                })
+                .map(|e| e.at)
+        } else {
+            p.relay_log.iter().find_map(|(t, e)| match e {
+                RelayEvent::Disconnected {
+                    relay,
+                    reason: DisconnectReason::SelfProbeFailed,
+                } if *relay == r => Some(*t),
+                _ => None,
+            })
+        }
+    };
+    if res.is_ok() {
+        if let Some(r) = bad.get() {
+            // Longer than every scenario's bound: a late catch fails the
+            // bound, not the wait.
+            let _ = w.sim.run_while(|s| caught(s, r).is_none(), secs(90));
+        }
+    }
+    if verbose() {
+        dump(&w, seed, fault_time);
+    }
+    res?;
+    let r = bad.get().ok_or("no relay carried the traffic")?;
+    let at = caught(&w.sim, r).ok_or_else(|| {
+        let probes: Vec<String> = w.peers[catcher..=catcher]
+            .iter()
+            .filter_map(|(_, id)| w.sim.node::<PeerNode>(*id))
+            .flat_map(|p| p.relay_log.iter())
+            .filter(|(_, e)| matches!(e, RelayEvent::Probed(_)))
+            .map(|(t, e)| format!("{:?} {e:?}", t.saturating_duration_since(fault_time)))
+            .collect();
+        format!(
+            "peer {} never caught the relay ({kind:?}); its self-probes: {probes:?}",
+            catcher + 1
+        )
+    })?;
+    let p = w.peer(catcher as u32 + 1);
+    let active = p.node.relay_pool().active(&its_peer).to_vec();
+    if active.contains(&r) || active.len() < 3 {
+        return Err(format!(
+            "peer {} did not replace the relay: {} relays in use, the bad one {}",
+            catcher + 1,
+            active.len(),
+            if active.contains(&r) {
+                "among them"
+            } else {
+                "gone"
+            }
+        ));
+    }
+    if kind == Selective::OnePeer {
+        for me in 1..=3u32 {
+            if w.peer(me)
+                .relay_log
+                .iter()
+                .any(|(_, e)| matches!(e, RelayEvent::Disconnected { relay, .. } if *relay == r))
+            {
+                return Err(format!("peer {me} disconnected the relay for everyone"));
+            }
+        }
+        let (p1, p3) = (w.pk(1), w.pk(3));
+        for (me, other) in [(1u32, p3), (3u32, p1)] {
+            if !w.peer(me).node.relay_pool().active(&other).contains(&r) {
+                return Err(format!(
+                    "peer {me} no longer uses the relay for its other friend"
+                ));
+            }
+        }
+    }
+    let f = figures(&w, 1, 2, Some(at.saturating_duration_since(fault_time)));
+    if f.corrupt > 0 {
+        return Err(format!("{} corrupt deliveries", f.corrupt));
+    }
+    Ok(f)
+}
+
+/// Blame by peer 2, then two failed runs (each ≤ 3 s when the routes are
+/// up: 1 s of sending, the probes' way).
+#[test]
+fn relay_corrupting_only_full_size_packets_is_disconnected_for_everyone_under_4_s() {
+    run(
+        "selective_full_size",
+        0..100,
+        |s| selective_scenario(s, Selective::FullSize),
+        switch_under(secs(4)),
+    );
+}
+
+/// No peer blames the relay for what peer 1 sends (peer 2 can only drop it
+/// for peer 1, as for a friend framing it): peer 1's own background probes
+/// catch it. Bound: the longest background gap (45 s), the probes' way and
+/// one run (≤ 6 s).
+#[test]
+fn relay_corrupting_only_one_direction_is_disconnected_by_the_sender_under_60_s() {
+    run(
+        "selective_one_direction",
+        0..100,
+        |s| selective_scenario(s, Selective::OneDirection),
+        switch_under(secs(60)),
+    );
+}
+
+/// The probe pair is never touched, so nobody may disconnect the relay;
+/// the blame threshold alone drops it for peer 1 at peer 2.
+#[test]
+fn relay_corrupting_only_one_peers_packets_is_dropped_for_that_peer_under_1_s() {
+    run(
+        "selective_one_peer",
+        0..100,
+        |s| selective_scenario(s, Selective::OnePeer),
+        switch_under(secs(1)),
+    );
+}
+
+#[test]
+fn relay_sparing_links_first_seen_after_a_blame_is_disconnected_for_everyone_under_4_s() {
+    run(
+        "selective_spares_new",
+        0..100,
+        |s| selective_scenario(s, Selective::SparesNew),
+        switch_under(secs(4)),
+    );
 }
 
 /// Bulk packets of a chaos seed.

@@ -1303,6 +1303,10 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
         if let Some((socket, addr)) = self.relays.poll_connect() {
             return Some((LinkId::new(socket, false), addr));
         }
+        // The probe identity connects alongside the main one (probe.rs).
+        if let Some(now) = self.last_now {
+            self.prober.sync(now, &mut self.relays);
+        }
         self.prober
             .set
             .poll_connect()

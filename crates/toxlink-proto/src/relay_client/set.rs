@@ -188,6 +188,8 @@ pub struct RelaySet {
     events: VecDeque<RelaySetEvent>,
     connects: VecDeque<(SocketId, SocketAddr)>,
     closes: VecDeque<SocketId>,
+    /// Bumped whenever a relay is added or removed.
+    generation: u64,
 }
 
 impl RelaySet {
@@ -200,7 +202,14 @@ impl RelaySet {
             events: VecDeque::new(),
             connects: VecDeque::new(),
             closes: VecDeque::new(),
+            generation: 0,
         }
+    }
+
+    /// A number that changes whenever a relay is added or removed (cheap to
+    /// compare, for owners that mirror the set).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Our public key as relays see it.
@@ -228,12 +237,14 @@ impl RelaySet {
         };
         self.connects.push_back((r.next_socket(relay), addr));
         self.relays.insert(relay, r);
+        self.generation = self.generation.wrapping_add(1);
     }
 
     /// Removes a relay; its socket (if any) is named by
     /// [`poll_close`](Self::poll_close).
     pub fn remove_relay(&mut self, relay: &PublicKey) {
         if let Some(r) = self.relays.remove(relay) {
+            self.generation = self.generation.wrapping_add(1);
             if r.client.is_some() {
                 self.closes.push_back(r.socket(*relay));
             }
@@ -243,6 +254,11 @@ impl RelaySet {
     /// Relays in the set.
     pub fn relays(&self) -> impl Iterator<Item = &PublicKey> {
         self.relays.keys()
+    }
+
+    /// A relay's address.
+    pub fn relay_addr(&self, relay: &PublicKey) -> Option<SocketAddr> {
+        self.relays.get(relay).map(|r| r.addr)
     }
 
     /// A relay's link state.

@@ -12,14 +12,25 @@
 //! small seeded PRNG (not cryptographic: it only picks victims), so a run is
 //! reproducible from its seed.
 //!
-//! Scope: with [`FaultConfig::only_to`] set, only DATA forwarded *to* that
-//! client key is touched (decisions, black-hole included); DATA to any other
-//! client passes untouched and draws nothing from the PRNG. The all-zero
-//! [`FaultConfig::default`] is a pass-through. Installing an injector replaces
+//! Scope: selectors narrow which forwarded DATA is touched (decisions,
+//! black-hole included); DATA outside them passes untouched and draws nothing
+//! from the PRNG. They combine (all that are set must match):
+//! * [`FaultConfig::only_to`]: DATA forwarded *to* that client key;
+//! * [`FaultConfig::only_from`]: DATA sent *by* that client key (one
+//!   direction of a conversation);
+//! * [`FaultConfig::sizes`]: DATA whose payload (the packet the client sent,
+//!   e.g. a whole net_crypto packet) has a length in that range;
+//! * [`FaultConfig::spare_new_after`]: DATA between two connections both
+//!   accepted *before* installation + that delay; anything from or to a
+//!   connection accepted later (a new link, hence also any key first seen
+//!   later: a key can only arrive on a new connection) is spared.
+//!
+//! The all-zero [`FaultConfig::default`] is a pass-through. Installing an injector replaces
 //! the previous one (its PRNG and black-hole clock restart);
 //! `Server::clear_fault_injector` removes it (packets already delayed are
 //! still delivered when due).
 
+use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
 use crate::crypto::PublicKey;
@@ -43,6 +54,15 @@ pub struct FaultConfig {
     /// Apply faults only to DATA forwarded to this client key (`None`: to
     /// every client).
     pub only_to: Option<PublicKey>,
+    /// Apply faults only to DATA sent by this client key (`None`: by every
+    /// client).
+    pub only_from: Option<PublicKey>,
+    /// Apply faults only to DATA whose payload length is in this range
+    /// (`None`: any length).
+    pub sizes: Option<RangeInclusive<usize>>,
+    /// Spare DATA from or to a connection accepted at or after installation
+    /// plus this delay (`None`: spare nothing).
+    pub spare_new_after: Option<Duration>,
 }
 
 impl Default for FaultConfig {
@@ -55,6 +75,9 @@ impl Default for FaultConfig {
             blackhole_after: None,
             seed: 1,
             only_to: None,
+            only_from: None,
+            sizes: None,
+            spare_new_after: None,
         }
     }
 }
@@ -77,6 +100,7 @@ impl FaultInjector {
     pub(super) fn start(self, now: Instant) -> FaultState {
         FaultState {
             blackhole_at: self.cfg.blackhole_after.map(|d| now + d),
+            new_from: self.cfg.spare_new_after.map(|d| now + d),
             rng: self.cfg.seed | 1,
             cfg: self.cfg,
         }
@@ -97,7 +121,20 @@ pub(super) enum FaultAction {
 pub(super) struct FaultState {
     cfg: FaultConfig,
     blackhole_at: Option<Instant>,
+    /// Connections accepted at or after this are spared.
+    new_from: Option<Instant>,
     rng: u64,
+}
+
+/// What the relay knows about one forwarded DATA packet.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Forwarded<'a> {
+    /// Sender's key and when its connection was accepted.
+    pub from: (&'a PublicKey, Instant),
+    /// Receiver's key and when its connection was accepted.
+    pub to: (&'a PublicKey, Instant),
+    /// Payload length.
+    pub len: usize,
 }
 
 impl FaultState {
@@ -113,9 +150,14 @@ impl FaultState {
         p > 0.0 && ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
     }
 
-    /// Whether DATA forwarded to the client `to` is subject to faults.
-    pub(super) fn applies_to(&self, to: &PublicKey) -> bool {
-        self.cfg.only_to.is_none_or(|k| k == *to)
+    /// Whether this DATA packet is subject to faults (every selector that
+    /// is set matches).
+    pub(super) fn applies(&self, p: &Forwarded<'_>) -> bool {
+        let c = &self.cfg;
+        c.only_to.is_none_or(|k| k == *p.to.0)
+            && c.only_from.is_none_or(|k| k == *p.from.0)
+            && c.sizes.as_ref().is_none_or(|r| r.contains(&p.len))
+            && self.new_from.is_none_or(|t| p.from.1 < t && p.to.1 < t)
     }
 
     pub(super) fn decide(&mut self, now: Instant) -> FaultAction {

@@ -994,9 +994,18 @@ impl<R: CryptoRngCore> Server<R> {
             return true;
         };
         let slot_id = NUM_RESERVED_PORTS + j;
-        let to_pk = self.clients.get(&to).map(|r| r.pk);
-        let action = match (self.fault.as_mut(), to_pk) {
-            (Some(f), Some(pk)) if f.applies_to(&pk) => f.decide(now),
+        let from = (c.pk, c.accepted_at);
+        let to_end = self.clients.get(&to).map(|r| (r.pk, r.accepted_at));
+        let action = match (self.fault.as_mut(), to_end) {
+            (Some(f), Some((to_pk, to_at)))
+                if f.applies(&fault::Forwarded {
+                    from: (&from.0, from.1),
+                    to: (&to_pk, to_at),
+                    len: data.len(),
+                }) =>
+            {
+                f.decide(now)
+            }
             _ => FaultAction::Pass,
         };
         match action {

@@ -859,6 +859,136 @@ mod faults {
         assert_eq!(h.s.counters().fault_corrupted, 100);
     }
 
+    /// Sends `n` packets of `len` bytes (first four: the number) on slot 16.
+    fn send_len(h: &mut H, a: &mut TestClient, n: u32, len: usize) {
+        for i in 0..n {
+            let mut d = vec![0x5au8; len.max(4)];
+            d[..4].copy_from_slice(&i.to_be_bytes());
+            h.send(
+                a,
+                &RelayPacket::Data {
+                    connection_id: 16,
+                    data: &d,
+                },
+            );
+        }
+    }
+
+    /// Packets whose first four bytes differ from their number.
+    fn corrupted_numbers(got: &[Vec<u8>]) -> usize {
+        got.iter()
+            .enumerate()
+            .filter(|(i, p)| p[1..5] != (*i as u32).to_be_bytes())
+            .count()
+    }
+
+    #[test]
+    fn sizes_corrupt_only_packets_of_those_lengths() {
+        let (mut h, mut a, mut b) = with_faults(FaultConfig {
+            corrupt: 1.0,
+            sizes: Some(1400..=1400),
+            ..FaultConfig::default()
+        });
+        // Corruption flips one byte anywhere: compare whole packets.
+        send_len(&mut h, &mut a, 50, 1399);
+        let got = h.recv(&mut b);
+        assert_eq!(got.len(), 50);
+        assert!(got.iter().all(|p| p[5..].iter().all(|&x| x == 0x5a)));
+        assert_eq!(corrupted_numbers(&got), 0);
+        send_len(&mut h, &mut a, 50, 1400);
+        let got = h.recv(&mut b);
+        let intact = got
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| {
+                p[1..5] == (*i as u32).to_be_bytes() && p[5..].iter().all(|&x| x == 0x5a)
+            })
+            .count();
+        assert_eq!((got.len(), intact), (50, 0), "every 1400-byte one");
+        assert_eq!(h.s.counters().fault_corrupted, 50);
+    }
+
+    #[test]
+    fn only_from_corrupts_one_direction_only() {
+        let (mut h, mut a, mut b) = with_faults(FaultConfig::default());
+        h.s.set_fault_injector(
+            h.now,
+            FaultInjector::new(FaultConfig {
+                corrupt: 1.0,
+                only_from: Some(a.kp.public),
+                ..FaultConfig::default()
+            }),
+        );
+        send_n(&mut h, &mut a, 30);
+        send_n(&mut h, &mut b, 30);
+        let (to_b, to_a) = (h.recv(&mut b), h.recv(&mut a));
+        assert_eq!((to_b.len(), to_a.len()), (30, 30));
+        assert_eq!(intact(&to_b), 0, "a -> b corrupted");
+        assert_eq!(intact(&to_a), 30, "b -> a untouched");
+    }
+
+    #[test]
+    fn spare_new_after_spares_links_accepted_later() {
+        let mut h = H::new(ServerConfig {
+            queue_bytes: 1 << 30,
+            ..ServerConfig::default()
+        });
+        let mut a = h.client(1, true);
+        let mut b = h.client(2, true);
+        h.s.set_fault_injector(
+            h.now,
+            FaultInjector::new(FaultConfig {
+                corrupt: 1.0,
+                spare_new_after: Some(Duration::from_secs(1)),
+                ..FaultConfig::default()
+            }),
+        );
+        h.advance(Duration::from_secs(2));
+        // c (a new key) and a2 (a's key on a new link) come after the time.
+        let mut c = h.client(3, true);
+        h.send(&mut a, &rreq(&b));
+        h.send(&mut a, &rreq(&c));
+        h.send(&mut b, &rreq(&a));
+        h.send(&mut c, &rreq(&a));
+        h.recv(&mut a);
+        h.recv(&mut b);
+        h.recv(&mut c);
+        for i in 0..20u32 {
+            for slot in [16, 17] {
+                h.send(
+                    &mut a,
+                    &RelayPacket::Data {
+                        connection_id: slot,
+                        data: &i.to_be_bytes(),
+                    },
+                );
+            }
+        }
+        send_n(&mut h, &mut c, 20);
+        let (gb, gc, ga) = (h.recv(&mut b), h.recv(&mut c), h.recv(&mut a));
+        assert_eq!((gb.len(), gc.len(), ga.len()), (20, 20, 20));
+        assert_eq!(intact(&gb), 0, "old link to old link: corrupted");
+        assert_eq!(intact(&gc), 20, "to the new key: spared");
+        assert_eq!(intact(&ga), 20, "from the new key: spared");
+        // a reconnects: its new link is spared too, even to b.
+        let mut a2 = TestClient::new(1, 99);
+        h.s.handle_accept(h.now, a2.conn);
+        let mut hello = a2.hello(&h.pk());
+        h.s.handle_bytes(h.now, a2.conn, &mut hello);
+        let mut out = Vec::new();
+        h.s.drain_into(a2.conn, &mut out, usize::MAX);
+        a2.finish(&h.pk(), &out);
+        h.send(&mut a2, &RelayPacket::Ping { ping_id: [1; 8] });
+        h.send(&mut a2, &rreq(&b));
+        h.recv(&mut a2);
+        h.recv(&mut b);
+        h.send(&mut b, &rreq(&a2));
+        h.recv(&mut a2);
+        h.recv(&mut b);
+        send_n(&mut h, &mut a2, 20);
+        assert_eq!(intact(&h.recv(&mut b)), 20);
+    }
+
     #[test]
     fn default_config_is_a_pass_through() {
         let (mut h, mut a, mut b) = with_faults(FaultConfig::default());

@@ -166,16 +166,35 @@ pub enum Channel {
     Bulk,
     /// Chat-like trickle (packet id 161).
     Chat,
+    /// Paced transfer of full-size packets (packet id 162; counted as the
+    /// bulk): 1373 bytes of data, a 1400-byte packet on the wire, as every
+    /// chunk of `toxlink send`.
+    Full,
+}
+
+impl Channel {
+    /// Index of the channel's counters in [`Friend`] (full-size is bulk).
+    fn index(self) -> usize {
+        match self {
+            Channel::Bulk | Channel::Full => 0,
+            Channel::Chat => 1,
+        }
+    }
 }
 
 /// Lossless payload `k` of `ch`: id, BE64 k, then a pattern of k (9..1300
-/// bytes for the bulk, 9..200 for chat).
+/// bytes for the bulk, 9..200 for chat, always 1373 for full-size).
 pub fn payload(ch: Channel, k: u64) -> Vec<u8> {
     let (id, max) = match ch {
         Channel::Bulk => (160u8, 1300usize),
         Channel::Chat => (161u8, 200usize),
+        Channel::Full => (162u8, 1373usize),
     };
-    let len = 9 + (k as usize * 7919) % (max - 9);
+    let len = if ch == Channel::Full {
+        max
+    } else {
+        9 + (k as usize * 7919) % (max - 9)
+    };
     let mut v = Vec::with_capacity(len);
     v.push(id);
     v.extend_from_slice(&k.to_be_bytes());
@@ -190,6 +209,11 @@ pub struct Friend {
     pub pk: PublicKey,
     /// Bulk packets to send, one per `bulk_every`.
     pub bulk_total: u64,
+    /// The bulk packets are full-size ([`Channel::Full`]).
+    pub bulk_full: bool,
+    /// Deliveries whose content differs from what was sent under the
+    /// number they carry (a corrupted packet the session let through).
+    pub corrupt: u64,
     /// Pacing of the bulk transfer.
     pub bulk_every: Duration,
     /// Chat messages to send, one per `chat_every`.
@@ -223,6 +247,8 @@ impl Friend {
         Friend {
             pk,
             bulk_total: 0,
+            bulk_full: false,
+            corrupt: 0,
             bulk_every: Duration::from_millis(1),
             chat_total: 0,
             chat_every: Duration::from_millis(100),
@@ -430,13 +456,21 @@ impl PeerNode {
                     let ch = match d.first() {
                         Some(160) => Channel::Bulk,
                         Some(161) => Channel::Chat,
+                        Some(162) => Channel::Full,
                         _ => continue,
                     };
-                    let i = ch as usize;
+                    let i = ch.index();
                     let ok = d == payload(ch, f.recv[i]);
+                    let claimed = d
+                        .get(1..9)
+                        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                        .map(u64::from_be_bytes);
+                    if claimed.is_none_or(|c| d != payload(ch, c)) {
+                        f.corrupt += 1;
+                    }
                     let k = f.recv[i];
                     f.recv[i] += 1;
-                    if ch == Channel::Bulk {
+                    if i == 0 {
                         f.recv_bytes += d.len() as u64;
                         if let Some(t) = f.last_bulk {
                             let gap = now.saturating_duration_since(t);
@@ -467,8 +501,13 @@ impl PeerNode {
         }
         for i in 0..self.friends.len() {
             self.friends[i].blocked = false;
-            for ch in [Channel::Bulk, Channel::Chat] {
-                let c = ch as usize;
+            let bulk = if self.friends[i].bulk_full {
+                Channel::Full
+            } else {
+                Channel::Bulk
+            };
+            for ch in [bulk, Channel::Chat] {
+                let c = ch.index();
                 // Bounded by the packets due (and by the send buffer).
                 while self.friends[i].due(c).is_some_and(|t| t <= now) {
                     let (pk, k) = (self.friends[i].pk, self.friends[i].next[c]);

@@ -85,7 +85,9 @@
 //! waiting to be polled.
 
 use crate::crypto::{KeyPair, Nonce, PublicKey, SharedKey, MAC_SIZE};
-use crate::relay_client::{PeerRelayState, RelaySet, RelaySetConfig, RelaySetEvent};
+use crate::relay_client::{
+    PeerRelayState, RelayLinkState, RelaySet, RelaySetConfig, RelaySetEvent,
+};
 use crate::session::handshake::PACKET_DATA;
 use crate::session::MAX_PACKET_SIZE;
 use rand_chacha::ChaCha20Rng;
@@ -321,7 +323,8 @@ impl SelfProber {
 
     /// Makes the probe identity follow the node's relay set `main`: a lane
     /// (link, routes both ways, background schedule) for every relay of
-    /// `main`, none for relays `main` no longer has. Cheap when `main` has
+    /// `main` whose main link has come up, none for relays `main` no longer
+    /// has. Cheap when `main` has
     /// not changed since the last call (the routes' states then follow the
     /// sets' events).
     pub fn sync(&mut self, now: Instant, main: &mut RelaySet) {
@@ -338,9 +341,12 @@ impl SelfProber {
         for relay in gone {
             self.remove_lane(&relay, main);
         }
+        // Only relays our main link has reached: a relay at an address that
+        // never answers (a friend's word) is not dialled by the probe too.
         let new: Vec<(PublicKey, SocketAddr)> = main
             .relays()
             .filter(|r| !self.lanes.contains_key(*r))
+            .filter(|r| main.relay_state(r) == Some(RelayLinkState::Connected))
             .filter_map(|r| Some((*r, main.relay_addr(r)?)))
             .collect();
         for (relay, addr) in new {
@@ -840,6 +846,7 @@ mod tests {
         let (mut p, mut main) = prober(1);
         let (r, addr) = relay(1);
         main.add_relay(Instant::now(), r, addr);
+        main.mark_up_for_test(&r);
         p.sync(Instant::now(), &mut main);
         assert!(p.has_lane(&r));
         for dir in DIRS {
@@ -873,6 +880,7 @@ mod tests {
         let (mut p, mut main) = prober(2);
         let (r, addr) = relay(2);
         main.add_relay(Instant::now(), r, addr);
+        main.mark_up_for_test(&r);
         p.sync(Instant::now(), &mut main);
         let pkts = probes(&mut p, &r, Dir::ToMain, 8);
         let mut forged = 0;
@@ -901,7 +909,9 @@ mod tests {
         let (r1, a1) = relay(1);
         let (r2, a2) = relay(2);
         main.add_relay(now, r1, a1);
+        main.mark_up_for_test(&r1);
         main.add_relay(now, r2, a2);
+        main.mark_up_for_test(&r2);
         p.sync(now, &mut main);
         let mut wanted: Vec<SocketAddr> =
             std::iter::from_fn(|| p.set.poll_connect().map(|(_, a)| a)).collect();
@@ -969,6 +979,7 @@ mod tests {
             let (mut p, mut main) = prober(5);
             let (r, a) = relay(1);
             main.add_relay(now, r, a);
+            main.mark_up_for_test(&r);
             assert!(p.start(now, r, a, &mut main));
             for dir in DIRS {
                 let pkts = probes(&mut p, &r, dir, usize::from(PROBES));
@@ -995,6 +1006,7 @@ mod tests {
         let now = Instant::now();
         let (r, a) = relay(1);
         main.add_relay(now, r, a);
+        main.mark_up_for_test(&r);
         p.sync(now, &mut main);
         let mut k = probes(&mut p, &r, Dir::ToProbe, 3);
         k[0][10] ^= 4;

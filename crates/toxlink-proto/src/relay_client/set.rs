@@ -206,8 +206,8 @@ impl RelaySet {
         }
     }
 
-    /// A number that changes whenever a relay is added or removed (cheap to
-    /// compare, for owners that mirror the set).
+    /// A number that changes whenever a relay is added or removed or its
+    /// link comes up (cheap to compare, for owners that mirror the set).
     pub fn generation(&self) -> u64 {
         self.generation
     }
@@ -238,6 +238,15 @@ impl RelaySet {
         self.connects.push_back((r.next_socket(relay), addr));
         self.relays.insert(relay, r);
         self.generation = self.generation.wrapping_add(1);
+    }
+
+    /// Test support: `relay`'s link counts as up (no relay server needed).
+    #[cfg(test)]
+    pub(crate) fn mark_up_for_test(&mut self, relay: &PublicKey) {
+        if let Some(r) = self.relays.get_mut(relay) {
+            r.state = RelayLinkState::Connected;
+            self.generation = self.generation.wrapping_add(1);
+        }
     }
 
     /// Removes a relay; its socket (if any) is named by
@@ -539,6 +548,7 @@ impl RelaySet {
                     r.state = RelayLinkState::Connected;
                     r.failures = 0;
                     r.connects += 1;
+                    self.generation = self.generation.wrapping_add(1);
                     RelaySetEvent::RelayUp { relay }
                 }
                 ClientEvent::RouteResponse { peer, .. } => {

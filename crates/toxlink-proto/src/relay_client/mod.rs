@@ -622,8 +622,14 @@ impl Client {
             self.die(DisconnectReason::HandshakeFailed);
             return false;
         };
+        // A low-order temporary key from the relay is refused (the session
+        // key would be the all-zero X25519 output, known to anyone).
+        let Ok(session) = temp.try_precompute(&theirs.temp_pk) else {
+            self.die(DisconnectReason::HandshakeFailed);
+            return false;
+        };
         self.chan = Some(SecureChannel::new(
-            temp.precompute(&theirs.temp_pk),
+            session,
             self.base_nonce,
             theirs.base_nonce,
         ));

@@ -215,6 +215,38 @@ fn handshake_failure_and_timeout() {
     );
 }
 
+#[test]
+fn a_relay_reply_with_a_low_order_temporary_key_fails_the_handshake() {
+    for p in crate::crypto::tests::low_order_points() {
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        let now = Instant::now();
+        let server = KeyPair::generate(&mut rng);
+        let mut c = Client::new(
+            now,
+            KeyPair::generate(&mut rng),
+            server.public,
+            &mut rng,
+            ClientConfig::default(),
+        );
+        let mut hello = Vec::new();
+        c.drain_into(&mut hello, usize::MAX);
+        let req = HandshakeRequest::parse(&hello).unwrap();
+        let key = server.precompute(&req.client_pk);
+        let ours = HandshakePayload {
+            temp_pk: PublicKey(p),
+            base_nonce: Nonce::random(&mut rng),
+        };
+        let mut reply = HandshakeResponse::seal(&key, Nonce::random(&mut rng), &ours)
+            .to_bytes()
+            .to_vec();
+        c.handle_bytes(now, &mut reply);
+        assert_eq!(
+            c.state(),
+            LinkState::Disconnected(DisconnectReason::HandshakeFailed)
+        );
+    }
+}
+
 /// A scripted server: completes the handshake, then sends chosen plaintexts.
 struct Fake {
     chan: SecureChannel,

@@ -338,6 +338,17 @@ impl Conn {
     }
 }
 
+/// A fresh temporary key pair and its shared key with the client's
+/// temporary key; refuses a low-order client key.
+fn temp_session(
+    rng: &mut impl CryptoRngCore,
+    theirs: &PublicKey,
+) -> Result<(PublicKey, crate::crypto::SharedKey), crate::crypto::CryptoError> {
+    let temp = KeyPair::generate(rng);
+    let key = temp.try_precompute(theirs)?;
+    Ok((temp.public, key))
+}
+
 /// A packet held back by the fault injector.
 #[derive(Debug)]
 struct Delayed {
@@ -731,19 +742,28 @@ impl<R: CryptoRngCore> Server<R> {
             self.close(conn, CloseReason::BadHandshake);
             return false;
         };
-        let key = self.keypair.precompute(&req.client_pk);
+        // A low-order client key is refused as libsodium does.
+        let Ok(key) = self.keypair.try_precompute(&req.client_pk) else {
+            self.close(conn, CloseReason::BadHandshake);
+            return false;
+        };
         let Ok(theirs) = req.open(&key) else {
             // A hello for another key or garbage: closed without a reply.
             self.close(conn, CloseReason::BadHandshake);
             return false;
         };
-        let temp = KeyPair::generate(&mut self.rng);
+        // So is a low-order temporary key (the session key would be the
+        // all-zero X25519 output, known to anyone).
+        let Ok(session) = temp_session(&mut self.rng, &theirs.temp_pk) else {
+            self.close(conn, CloseReason::BadHandshake);
+            return false;
+        };
+        let (temp_pk, session) = session;
         let ours = HandshakePayload {
-            temp_pk: temp.public,
+            temp_pk,
             base_nonce: Nonce::random(&mut self.rng),
         };
         let reply = HandshakeResponse::seal(&key, Nonce::random(&mut self.rng), &ours);
-        let session = temp.precompute(&theirs.temp_pk);
         let Some(c) = self.clients.get_mut(&conn) else {
             return false;
         };

@@ -564,6 +564,43 @@ fn hello_for_another_key_gets_no_reply_and_partial_hello_waits() {
 }
 
 #[test]
+fn hellos_with_low_order_client_or_temporary_keys_are_refused() {
+    use crate::crypto::tests::{low_order_points, zero_shared_key};
+    let mut h = H::new(ServerConfig::default());
+    for (i, p) in low_order_points().into_iter().enumerate() {
+        let low = PublicKey(p);
+        // A low-order client key, the hello sealed with the key anyone can
+        // derive for it.
+        let conn = ConnId(1000 + 2 * i as u64);
+        h.s.handle_accept(h.now, conn);
+        let mut hello = HandshakeRequest::seal(
+            low,
+            &zero_shared_key(),
+            Nonce([3; 24]),
+            &HandshakePayload {
+                temp_pk: PublicKey([7; 32]),
+                base_nonce: Nonce([1; 24]),
+            },
+        )
+        .to_bytes();
+        h.s.handle_bytes(h.now, conn, &mut hello);
+        assert!(!h.s.has_output(conn));
+        assert_eq!(h.closes(), vec![(conn, CloseReason::BadHandshake)]);
+        // A real client key with a low-order temporary key.
+        let mut c = TestClient::new(3, 1001 + 2 * i as u64);
+        c.temp = KeyPair {
+            public: low,
+            secret: c.temp.secret.clone(),
+        };
+        h.s.handle_accept(h.now, c.conn);
+        h.send_bytes(&c, &c.hello(&h.pk()));
+        assert!(!h.s.has_output(c.conn));
+        assert_eq!(h.closes(), vec![(c.conn, CloseReason::BadHandshake)]);
+    }
+    assert_eq!(h.s.counters().handshakes, 0);
+}
+
+#[test]
 fn reconnect_with_same_key_kills_old_link_only_once_confirmed() {
     let mut h = H::new(ServerConfig::default());
     let (a, mut b) = pair(&mut h);

@@ -1024,6 +1024,75 @@ fn handshake_packets_agree_with_wire_module() {
 }
 
 #[test]
+fn low_order_keys_in_cookie_requests_and_handshakes_are_dropped() {
+    use crate::crypto::tests::{low_order_points, zero_shared_key};
+    let now = Instant::now();
+    let mut rng = ChaCha20Rng::seed_from_u64(23);
+    let a_real = KeyPair::generate(&mut rng);
+    let b_real = KeyPair::generate(&mut rng);
+    let b_dht = KeyPair::generate(&mut rng);
+    let b_cookie_key = CookieKey::new(&mut rng, now);
+    for p in low_order_points() {
+        let low = PublicKey(p);
+        // A cookie request "from" a low-order DHT key, sealed with the key
+        // anyone can derive for it: refused before it is opened.
+        let req = build_cookie_request(&mut rng, &low, &zero_shared_key(), &a_real.public, &[7; 8]);
+        assert_eq!(
+            open_cookie_request(&b_dht, &req).map(|_| ()),
+            Err(HandshakeError::LowOrderKey("cookie request"))
+        );
+        // A cookie request naming a low-order real key.
+        let a_dht = KeyPair::generate(&mut rng);
+        let req = build_cookie_request(
+            &mut rng,
+            &a_dht.public,
+            &a_dht.precompute(&b_dht.public),
+            &low,
+            &[7; 8],
+        );
+        assert_eq!(
+            open_cookie_request(&b_dht, &req).map(|_| ()),
+            Err(HandshakeError::LowOrderKey("cookie request"))
+        );
+        // A valid handshake whose session key is of low order.
+        let cookie = b_cookie_key.make_cookie(&mut rng, now, &a_real.public, &a_dht.public);
+        let base = Nonce::random(&mut rng);
+        let hs = build_handshake(
+            &mut rng,
+            &HandshakeParams {
+                real_shared: &a_real.precompute(&b_real.public),
+                peer_cookie: &cookie,
+                base_nonce: &base,
+                session_pk: &low,
+                other_cookie: &[9u8; COOKIE_SIZE],
+            },
+        );
+        assert_eq!(
+            open_handshake(&b_cookie_key, now, None, |pk| b_real.precompute(pk), &hs).map(|_| ()),
+            Err(HandshakeError::LowOrderKey("handshake"))
+        );
+        // A handshake on a cookie naming a low-order real key, sealed with
+        // the key anyone can derive for it.
+        let cookie = b_cookie_key.make_cookie(&mut rng, now, &low, &a_dht.public);
+        let session = KeyPair::generate(&mut rng);
+        let hs = build_handshake(
+            &mut rng,
+            &HandshakeParams {
+                real_shared: &zero_shared_key(),
+                peer_cookie: &cookie,
+                base_nonce: &base,
+                session_pk: &session.public,
+                other_cookie: &[9u8; COOKIE_SIZE],
+            },
+        );
+        assert_eq!(
+            open_handshake(&b_cookie_key, now, None, |pk| b_real.precompute(pk), &hs).map(|_| ()),
+            Err(HandshakeError::LowOrderKey("handshake"))
+        );
+    }
+}
+
+#[test]
 fn cookie_responder_is_rate_limited() {
     let now = Instant::now();
     let mut rng = ChaCha20Rng::seed_from_u64(22);

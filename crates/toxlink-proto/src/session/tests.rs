@@ -87,6 +87,35 @@ fn established_with_vector_keys() -> Session {
     s
 }
 
+/// A hostile request packet: `buffer_start` as far behind our buffer as the
+/// ack check lets it be (32,768 numbers) and a list of 0 bytes, each of
+/// which spans 255 numbers; 200 of them span the whole 65,536-number walk
+/// the old code did one number at a time. The walk must cost what we hold.
+#[test]
+fn a_hostile_request_packet_walks_only_the_packets_we_sent_not_65536_numbers() {
+    for first in [40_000u32, u32::MAX - 1] {
+        let now = Instant::now();
+        let mut s = established_with_vector_keys();
+        s.send = reliable::SendBuffer::new(first, 64);
+        s.recv = reliable::RecvBuffer::new(first);
+        s.cfg.initial_packet_number = first;
+        let mut buf = [0u8; MAX_PACKET_SIZE];
+        for i in 0..3u8 {
+            s.send_lossless(now, &[0x10 + i]).expect("queued");
+            s.poll_transmit(now, &mut buf).expect("sent");
+        }
+        assert_eq!(s.send.sent_range(), (first, first.wrapping_add(3)));
+        let buffer_start = first.wrapping_sub(reliable::PACKET_BUFFER_SIZE);
+        assert!(s.send.ack_in_range(buffer_start));
+        s.process_request(now, PathId(0), buffer_start, &[0u8; 200]);
+        assert_eq!(s.stats().request_numbers_walked, 3, "from {first}");
+        // The verdicts on what we hold still apply: all three received.
+        for n in 0..3 {
+            assert!(s.send.get(first.wrapping_add(n)).expect("held").acked);
+        }
+    }
+}
+
 #[test]
 fn data_packet_vectors_section_10() {
     let now = Instant::now();

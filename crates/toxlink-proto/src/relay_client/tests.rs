@@ -2,7 +2,7 @@
 //! fake server for the §2.6 rules the real server never breaks.
 
 use super::*;
-use crate::relay_server::{ConnId, Server, ServerConfig};
+use crate::relay_server::{test_ip, ConnId, Server, ServerConfig};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
@@ -27,7 +27,8 @@ impl Net {
         let kp = KeyPair::generate(&mut self.rng);
         let pk = *self.server.public_key();
         let c = Client::new(self.now, kp, pk, &mut self.rng, ClientConfig::default());
-        self.server.handle_accept(self.now, ConnId(conn));
+        self.server
+            .handle_accept(self.now, ConnId(conn), test_ip(ConnId(conn)));
         (c, ConnId(conn))
     }
 
@@ -189,7 +190,8 @@ fn handshake_failure_and_timeout() {
         &mut net.rng,
         ClientConfig::default(),
     );
-    net.server.handle_accept(net.now, ConnId(5));
+    net.server
+        .handle_accept(net.now, ConnId(5), test_ip(ConnId(5)));
     net.pump(&mut [(&mut c, ConnId(5))]);
     assert!(net.server.poll_close().is_some());
     assert_eq!(c.state(), LinkState::Handshaking);
@@ -365,7 +367,8 @@ mod set_tests {
         while let Some((k, _)) = set.poll_connect() {
             assert_eq!(k.relay, relay);
             *conn += 1;
-            net.server.handle_accept(net.now, ConnId(*conn));
+            net.server
+                .handle_accept(net.now, ConnId(*conn), test_ip(ConnId(*conn)));
             set.handle_connected(net.now, &k, &mut net.rng);
             *socket = Some(k);
         }
@@ -490,7 +493,8 @@ mod set_tests {
         assert_eq!(set.poll_close(), Some(old), "only the old socket is closed");
         assert_eq!(set.poll_close(), None);
         conn += 1;
-        net.server.handle_accept(net.now, ConnId(conn));
+        net.server
+            .handle_accept(net.now, ConnId(conn), test_ip(ConnId(conn)));
         set.handle_connected(net.now, &new, &mut net.rng);
         // Late reports about the old socket change nothing.
         set.handle_closed(net.now, &old);

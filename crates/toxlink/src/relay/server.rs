@@ -277,7 +277,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         {
             let mut g = shared.lock();
             g.conns.insert(id, handle.clone());
-            g.server.handle_accept(Instant::now(), id);
+            g.server.handle_accept(Instant::now(), id, peer.ip());
             g.dispatch();
         }
         shared.timer.notify_one();

@@ -561,6 +561,8 @@ pub struct Limits {
     pub slow_consumer_timeout_secs: Option<u64>,
     /// OOB bytes one connection may send per second.
     pub oob_bytes_per_sec: Option<usize>,
+    /// SO_SNDBUF of each client socket (0: the kernel's autotuning).
+    pub socket_send_buffer: Option<usize>,
 }
 
 impl Limits {
@@ -655,6 +657,7 @@ impl Limits {
                 d.slow_consumer_timeout,
             )?,
             oob_bytes_per_sec,
+            socket_send_buffer: self.socket_send_buffer.unwrap_or(d.socket_send_buffer),
         })
     }
 }
@@ -1008,6 +1011,8 @@ bootstrap_nodes = (
         assert_eq!(f.server.max_unconfirmed_per_ip, 64);
         assert_eq!(f.server.slow_consumer_timeout, Duration::from_secs(5));
         assert_eq!(f.server.oob_bytes_per_sec, 2050);
+        let f = parse_relay_config("[limits]\nsocket_send_buffer = 0\n").unwrap();
+        assert_eq!(f.server.socket_send_buffer, 0);
         // Fewer connections per address than the default unconfirmed bound:
         // the unconfirmed bound follows.
         let f = parse_relay_config("[limits]\nmax_conns_per_ip = 2\n").unwrap();

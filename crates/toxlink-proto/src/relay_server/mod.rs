@@ -132,6 +132,13 @@ pub struct ServerConfig {
     /// OOB bytes one connection may send per second (and at once); past it
     /// its OOB is dropped ([`DropReason::OobRateLimited`]).
     pub oob_bytes_per_sec: usize,
+    /// For the runtime: the kernel send buffer (SO_SNDBUF) of each accepted
+    /// socket, 0 to leave it to the kernel's autotuning. Without a cap a
+    /// client that never reads can park up to `tcp_wmem`'s maximum (4 MiB by
+    /// default on Linux, reached at once on loopback) in the kernel, outside
+    /// every bound above, and the slow-consumer deadline only starts once
+    /// that is full. Linux doubles the value given.
+    pub socket_send_buffer: usize,
 }
 
 impl Default for ServerConfig {
@@ -149,6 +156,7 @@ impl Default for ServerConfig {
             max_unconfirmed_per_ip: 8,
             slow_consumer_timeout: Duration::from_secs(3),
             oob_bytes_per_sec: 128 * 1024,
+            socket_send_buffer: 128 * 1024,
         }
     }
 }

@@ -717,7 +717,7 @@ async fn attack(a: &RelayBenchArgs) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     println!(
-        "receivers filled in {:.1} s; measuring the honest pairs while the attack holds",
+        "receivers filled (or closed by the relay) in {:.1} s; measuring the honest pairs while the attack holds",
         fill_start.elapsed().as_secs_f64()
     );
     let (under, per_under, cpu_under) =
@@ -879,8 +879,8 @@ async fn flood_receivers(
     let fill = FILL_PER_RECEIVER * peers.len() as u64;
     let mut reported = false;
     while Instant::now() < end && !stop.load(Ordering::Relaxed) {
-        let filling = sent < fill;
-        if !filling && !reported {
+        let filling = sent < fill && !reported;
+        if sent >= fill && !reported {
             reported = true;
             filled.fetch_add(1, Ordering::Relaxed);
         }
@@ -905,6 +905,12 @@ async fn flood_receivers(
                     break;
                 }
             }
+        }
+        if out.is_empty() && !reported {
+            // Nothing left to send to: every receiver was closed by the
+            // relay before it was full.
+            reported = true;
+            filled.fetch_add(1, Ordering::Relaxed);
         }
         if out.is_empty() || !filling {
             tokio::time::sleep(Duration::from_millis(200)).await;

@@ -31,6 +31,9 @@ struct World {
 }
 
 const H_CONN: ConnId = ConnId(1_000_000);
+/// Both ends connect from loopback (two connections: well within the
+/// per-address limits).
+const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
 impl World {
     /// Moves bytes both ways until quiet (bounded).
@@ -47,7 +50,7 @@ impl World {
                 }
                 self.conns += 1;
                 self.a_conn = ConnId(self.conns);
-                self.server.handle_accept(self.now, self.a_conn);
+                self.server.handle_accept(self.now, self.a_conn, LOOPBACK);
                 self.a.relay_connected(self.now, link);
                 self.a_link = Some(link);
                 self.a_open = true;
@@ -126,7 +129,7 @@ fuzz_target!(|data: &[u8]| {
         ChaCha20Rng::seed_from_u64(2),
         ServerConfig::default(),
     );
-    server.handle_accept(now, H_CONN);
+    server.handle_accept(now, H_CONN, LOOPBACK);
     let mut a = Node::new(
         now,
         &mut rng,

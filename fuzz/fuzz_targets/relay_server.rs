@@ -1,7 +1,8 @@
 //! The relay server state machine driven by a script of operations on up to
 //! four connections: accept, raw bytes, a valid hello, a valid frame with a
-//! fuzzer-chosen plaintext, time passing, close. Whatever happens, the server
-//! must not panic, and its output must stay within its queue bounds.
+//! fuzzer-chosen plaintext, time passing, close (peers 0 and 1 connect from
+//! the same address). Whatever happens, the server must not panic, and its
+//! output must stay within its queue bounds.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use std::time::{Duration, Instant};
@@ -26,6 +27,12 @@ fuzz_target!(|data: &[u8]| {
         queue_bytes: 8192,
         priority_queue_bytes: 2048,
         max_unconfirmed: 3,
+        // Peers 0 and 1 share an address: the per-address limits and the
+        // eviction order are exercised too.
+        max_conns_per_ip: 1,
+        max_unconfirmed_per_ip: 1,
+        oob_bytes_per_sec: 4096,
+        slow_consumer_timeout: Duration::from_millis(300),
         ..ServerConfig::default()
     };
     let mut s = Server::new(server_kp.clone(), Counter(1), cfg);
@@ -53,7 +60,8 @@ fuzz_target!(|data: &[u8]| {
             0 => {
                 gen[k] += 1;
                 peers[k].chan = None;
-                s.handle_accept(now, ConnId(k as u64 + 10 * gen[k]));
+                let ip = std::net::IpAddr::from([127, 0, 0, (k as u8).max(1)]);
+                s.handle_accept(now, ConnId(k as u64 + 10 * gen[k]), ip);
             }
             1 => s.handle_bytes(now, conn, &mut arg.to_vec()),
             2 => {

@@ -552,12 +552,25 @@ pub struct Limits {
     pub queue_bytes: Option<usize>,
     /// Queued data bytes overall.
     pub total_queue_bytes: Option<usize>,
+    /// Connections per address (IPv6: per /64).
+    pub max_conns_per_ip: Option<usize>,
+    /// Unconfirmed connections per address (IPv6: per /64).
+    pub max_unconfirmed_per_ip: Option<usize>,
+    /// A receiver whose queue stays full without progress this long is
+    /// closed, seconds.
+    pub slow_consumer_timeout_secs: Option<u64>,
+    /// OOB bytes one connection may send per second.
+    pub oob_bytes_per_sec: Option<usize>,
+    /// SO_SNDBUF of each client socket (0: the kernel's autotuning).
+    pub socket_send_buffer: Option<usize>,
 }
 
 impl Limits {
     /// The server limits: the defaults overridden by the given values, each
     /// checked (counts at least 1, timers 1..=[`MAX_TIMER_SECS`] seconds,
-    /// queues at least one frame and the total at least one client's).
+    /// queues at least one frame and the total at least one client's, the
+    /// unconfirmed connections per address at most the connections per
+    /// address, the OOB rate at least one frame a second).
     pub fn server_config(&self) -> Result<ServerConfig, ConfigError> {
         let d = ServerConfig::default();
         let bad = |k: &str, why: String| ConfigError::Invalid(format!("[limits] {k}: {why}"));
@@ -592,6 +605,33 @@ impl Limits {
             }
             t => t.unwrap_or(d.total_queue_bytes.max(queue_bytes)),
         };
+        let max_conns_per_ip = count(
+            "max_conns_per_ip",
+            self.max_conns_per_ip,
+            d.max_conns_per_ip,
+        )?;
+        let max_unconfirmed_per_ip = match self.max_unconfirmed_per_ip {
+            Some(u) if u > max_conns_per_ip => {
+                return Err(bad(
+                    "max_unconfirmed_per_ip",
+                    format!("{u} is more than max_conns_per_ip ({max_conns_per_ip})"),
+                ))
+            }
+            u => count(
+                "max_unconfirmed_per_ip",
+                u,
+                d.max_unconfirmed_per_ip.min(max_conns_per_ip),
+            )?,
+        };
+        let oob_bytes_per_sec = match self.oob_bytes_per_sec {
+            Some(r) if r < MAX_FRAME_SIZE => {
+                return Err(bad(
+                    "oob_bytes_per_sec",
+                    format!("{r} is less than one frame ({MAX_FRAME_SIZE} bytes)"),
+                ))
+            }
+            r => r.unwrap_or(d.oob_bytes_per_sec),
+        };
         Ok(ServerConfig {
             max_clients: count("max_clients", self.max_clients, d.max_clients)?,
             max_unconfirmed: count("max_unconfirmed", self.max_unconfirmed, d.max_unconfirmed)?,
@@ -609,6 +649,15 @@ impl Limits {
             queue_bytes,
             total_queue_bytes,
             priority_queue_bytes: d.priority_queue_bytes,
+            max_conns_per_ip,
+            max_unconfirmed_per_ip,
+            slow_consumer_timeout: secs(
+                "slow_consumer_timeout_secs",
+                self.slow_consumer_timeout_secs,
+                d.slow_consumer_timeout,
+            )?,
+            oob_bytes_per_sec,
+            socket_send_buffer: self.socket_send_buffer.unwrap_or(d.socket_send_buffer),
         })
     }
 }
@@ -902,6 +951,26 @@ bootstrap_nodes = (
                 "queue_bytes = 10000\ntotal_queue_bytes = 9999",
                 "total_queue_bytes: 9999 is less than queue_bytes (10000)",
             ),
+            (
+                "max_conns_per_ip = 0",
+                "max_conns_per_ip: must be at least 1",
+            ),
+            (
+                "max_unconfirmed_per_ip = 0",
+                "max_unconfirmed_per_ip: must be at least 1",
+            ),
+            (
+                "max_conns_per_ip = 4\nmax_unconfirmed_per_ip = 5",
+                "max_unconfirmed_per_ip: 5 is more than max_conns_per_ip (4)",
+            ),
+            (
+                "slow_consumer_timeout_secs = 0",
+                "slow_consumer_timeout_secs: 0 is out of range",
+            ),
+            (
+                "oob_bytes_per_sec = 2049",
+                "oob_bytes_per_sec: 2049 is less than one frame",
+            ),
         ];
         for (limits, want) in cases {
             let e = parse_relay_config(&format!("[limits]\n{limits}\n"))
@@ -922,6 +991,32 @@ bootstrap_nodes = (
         // A large per-client queue raises the default total to match.
         let f = parse_relay_config("[limits]\nqueue_bytes = 1073741824\n").unwrap();
         assert_eq!(f.server.total_queue_bytes, 1 << 30);
+    }
+
+    #[test]
+    fn per_address_limits_slow_consumer_deadline_and_oob_rate_are_read() {
+        let d = ServerConfig::default();
+        let f = parse_relay_config("").unwrap();
+        assert_eq!(
+            (f.server.max_conns_per_ip, f.server.max_unconfirmed_per_ip),
+            (32, 8)
+        );
+        assert_eq!(f.server.slow_consumer_timeout, d.slow_consumer_timeout);
+        assert_eq!(f.server.oob_bytes_per_sec, d.oob_bytes_per_sec);
+        let f = parse_relay_config(
+            "[limits]\nmax_conns_per_ip = 256\nmax_unconfirmed_per_ip = 64\nslow_consumer_timeout_secs = 5\noob_bytes_per_sec = 2050\n",
+        )
+        .unwrap();
+        assert_eq!(f.server.max_conns_per_ip, 256);
+        assert_eq!(f.server.max_unconfirmed_per_ip, 64);
+        assert_eq!(f.server.slow_consumer_timeout, Duration::from_secs(5));
+        assert_eq!(f.server.oob_bytes_per_sec, 2050);
+        let f = parse_relay_config("[limits]\nsocket_send_buffer = 0\n").unwrap();
+        assert_eq!(f.server.socket_send_buffer, 0);
+        // Fewer connections per address than the default unconfirmed bound:
+        // the unconfirmed bound follows.
+        let f = parse_relay_config("[limits]\nmax_conns_per_ip = 2\n").unwrap();
+        assert_eq!(f.server.max_unconfirmed_per_ip, 2);
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Hostile input against the toxlink relay server on loopback: garbage and
 //! truncated handshakes, oversized lengths, bad tags, 1,000 half-open
-//! connections, and a client that never reads while another sends to it at
-//! full speed. The server stays up, its memory stays bounded (RSS measured)
-//! and other clients keep forwarding.
+//! connections, a client that never reads while another sends to it at full
+//! speed (closed once its queue makes no progress), and a connection flood
+//! from one address (refused past the per-address limit). The server stays
+//! up, its memory stays bounded (RSS measured) and other clients keep
+//! forwarding.
 
 mod common;
 
@@ -165,8 +167,12 @@ async fn malformed_input_closes_only_the_sender() {
 async fn thousand_half_open_connections_are_bounded_and_time_out() {
     let _serial = SERIAL.lock().await;
     raise_nofile();
+    // All from 127.0.0.1: the per-address limits are raised so that the
+    // memory bound of 1,000 half-open connections is what is measured.
     let s = server(ServerConfig {
         handshake_timeout: Duration::from_secs(2),
+        max_conns_per_ip: 2000,
+        max_unconfirmed_per_ip: 2000,
         ..ServerConfig::default()
     })
     .await;
@@ -254,6 +260,84 @@ async fn receiver_that_never_reads_costs_bounded_memory() {
         "x was never told anything"
     );
     drop(x);
+    a.shutdown().await;
+    b.shutdown().await;
+    s.shutdown().await;
+}
+
+/// A TCP connection to `to` from the loopback address `src`.
+async fn connect_from(to: std::net::SocketAddr, src: [u8; 4]) -> TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind((std::net::Ipv4Addr::from(src), 0).into())
+        .unwrap();
+    sock.connect(to).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_flood_from_one_address_is_refused_past_8_handshakes_and_a_receiver_that_never_reads_is_closed(
+) {
+    let _serial = SERIAL.lock().await;
+    let s = server(ServerConfig {
+        slow_consumer_timeout: Duration::from_secs(1),
+        ..ServerConfig::default()
+    })
+    .await;
+    let addr = s.local_addrs()[0];
+    let relay = s.public_key();
+    let (a, b) = two_nodes(relay, addr, 90).await;
+    // 40 connections from 127.0.0.9 that never say anything: 8 wait for
+    // their handshake, the other 32 are closed at once.
+    let mut flood = Vec::new();
+    for _ in 0..40 {
+        flood.push(connect_from(addr, [127, 0, 0, 9]).await);
+    }
+    let mut refused = 0;
+    for c in flood.iter_mut() {
+        if closed_by_server(c, 1).await {
+            refused += 1;
+        }
+        if refused == 32 {
+            break;
+        }
+    }
+    assert_eq!(refused, 32);
+    assert_eq!(s.counters().closes.too_many_from_ip, 32);
+    // Another address still gets in.
+    let mut other = connect_from(addr, [127, 0, 0, 10]).await;
+    assert!(!closed_by_server(&mut other, 1).await);
+
+    // x routes with a, then never reads: once the kernel buffers are full,
+    // its queue makes no progress and the relay closes it within 1 s.
+    let mut x = Raw::connect(&s, 95).await;
+    let pa = a.public_key();
+    let xk = keypair(95).public;
+    x.c.route(pa).unwrap();
+    a.tie(xk, &relay).unwrap();
+    x.pump_until(|c| {
+        std::iter::from_fn(|| c.poll_event()).any(|e| matches!(e, ClientEvent::PeerOnline { .. }))
+    })
+    .await;
+    let payload = vec![0x5a; 1400];
+    let t = Instant::now();
+    // Bounded: 10 s at most.
+    while s.counters().closes.slow_consumer == 0 && t.elapsed() < Duration::from_secs(10) {
+        for _ in 0..64 {
+            if a.send_data(&relay, &xk, &payload).is_err() {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let c = s.counters();
+    assert_eq!(c.closes.slow_consumer, 1, "{c:?}");
+    eprintln!(
+        "receiver that never reads closed after {:.1} s; {} connections refused from one address",
+        t.elapsed().as_secs_f64(),
+        c.closes.too_many_from_ip
+    );
+    // The others keep forwarding (the flood's 8 handshakes still wait).
+    exchange(&a, &b, relay, 500).await;
+    drop((x, flood, other));
     a.shutdown().await;
     b.shutdown().await;
     s.shutdown().await;

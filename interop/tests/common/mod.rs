@@ -55,8 +55,9 @@ pub fn node_config() -> NodeConfig {
 
 /// Which relay the two peers share.
 pub enum Relay {
-    /// A toxlink relay in this process.
-    Toxlink(FaultyRelay),
+    /// A toxlink relay in this process (boxed: it is much larger than the
+    /// other variant).
+    Toxlink(Box<FaultyRelay>),
     /// c-toxcore's tox-bootstrapd (a child process) with its TCP relay.
     Bootstrapd(Bootstrapd),
 }
@@ -117,13 +118,13 @@ pub fn setup(bootstrapd: bool, seed: u64) -> Setup {
         Relay::Bootstrapd(Bootstrapd::start().expect("tox-bootstrapd starts"))
     } else {
         let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::seed_from_u64(!seed);
-        Relay::Toxlink(
+        Relay::Toxlink(Box::new(
             rt.block_on(FaultyRelay::start_with(
                 KeyPair::generate(&mut rng),
                 ServerConfig::default(),
             ))
             .expect("toxlink relay"),
-        )
+        ))
     };
     let mut h =
         Harness::start(&HarnessOptions::new().name("ctox").toxcore_log(true)).expect("harness");

@@ -24,8 +24,11 @@ pub trait Backend {
     /// X25519 public key of a secret key.
     fn public_key(secret: &[u8; 32]) -> [u8; 32];
     /// `crypto_box_beforenm`: HSalsa20 over X25519(secret, public) with a zero
-    /// 16-byte input.
-    fn precompute(public: &[u8; 32], secret: &[u8; 32]) -> [u8; 32];
+    /// 16-byte input. Refuses a low-order `public` (the X25519 result is all
+    /// zeros, so the key would be the same for every secret) with
+    /// [`CryptoError::LowOrderKey`], as libsodium's `crypto_box_beforenm`
+    /// (which returns -1) and c-toxcore do.
+    fn precompute(public: &[u8; 32], secret: &[u8; 32]) -> Result<[u8; 32], CryptoError>;
     /// Encrypts `buf` in place and returns the Poly1305 tag.
     fn seal_detached(key: &[u8; 32], nonce: &[u8; 24], buf: &mut [u8]) -> [u8; 16];
     /// Checks `tag` and decrypts `buf` in place. On failure `buf` is left
@@ -50,12 +53,16 @@ impl Backend for RustCrypto {
         x25519_dalek::PublicKey::from(&sk).to_bytes()
     }
 
-    fn precompute(public: &[u8; 32], secret: &[u8; 32]) -> [u8; 32] {
+    fn precompute(public: &[u8; 32], secret: &[u8; 32]) -> Result<[u8; 32], CryptoError> {
         use salsa20::cipher::consts::U10;
         let sk = x25519_dalek::StaticSecret::from(*secret);
         let shared = sk.diffie_hellman(&x25519_dalek::PublicKey::from(*public));
+        // All-zero output: `public` has small order (libsodium's check).
+        if !shared.was_contributory() {
+            return Err(CryptoError::LowOrderKey);
+        }
         let key = salsa20::hsalsa::<U10>(shared.as_bytes().into(), &Default::default());
-        key.into()
+        Ok(key.into())
     }
 
     fn seal_detached(key: &[u8; 32], nonce: &[u8; 24], buf: &mut [u8]) -> [u8; 16] {
@@ -120,21 +127,18 @@ impl Backend for Sodium {
         pk
     }
 
-    fn precompute(public: &[u8; 32], secret: &[u8; 32]) -> [u8; 32] {
+    fn precompute(public: &[u8; 32], secret: &[u8; 32]) -> Result<[u8; 32], CryptoError> {
         Self::init();
         let mut k = [0u8; 32];
-        // SAFETY: all three pointers are valid for 32 bytes. A return of -1
-        // (low-order public key) leaves an all-zero shared point which
-        // libsodium still hashes; the RustCrypto backend does the same.
-        unsafe {
-            libsodium_sys::crypto_box_beforenm(k.as_mut_ptr(), public.as_ptr(), secret.as_ptr());
+        // SAFETY: all three pointers are valid for 32 bytes.
+        let rc = unsafe {
+            libsodium_sys::crypto_box_beforenm(k.as_mut_ptr(), public.as_ptr(), secret.as_ptr())
+        };
+        // -1: the X25519 result was all zeros (a low-order public key).
+        if rc != 0 {
+            return Err(CryptoError::LowOrderKey);
         }
-        if k == [0u8; 32] {
-            // libsodium refuses low-order points and leaves k unset; compute
-            // the same value the RustCrypto backend gives so both agree.
-            return RustCrypto::precompute(public, secret);
-        }
-        k
+        Ok(k)
     }
 
     fn seal_detached(key: &[u8; 32], nonce: &[u8; 24], buf: &mut [u8]) -> [u8; 16] {

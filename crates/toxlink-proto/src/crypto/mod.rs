@@ -32,6 +32,10 @@ pub const MAC_SIZE: usize = 16;
 /// SHA-512 digest size.
 pub const SHA512_SIZE: usize = 64;
 
+/// Domain separator of the stand-in key for a low-order peer key
+/// ([`SharedKey::precompute`]).
+const LOW_ORDER_DOMAIN: &[u8] = b"toxlink low-order peer";
+
 /// Errors of the crypto layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CryptoError {
@@ -52,6 +56,11 @@ pub enum CryptoError {
     /// The tag did not verify: wrong key, wrong nonce or tampered data.
     #[error("authentication failed")]
     AuthenticationFailed,
+    /// A public key of small order: X25519 with it gives all zeros, whatever
+    /// our secret, so a box "to" it is readable by anyone (libsodium's
+    /// `crypto_box_beforenm` and c-toxcore refuse it too).
+    #[error("low-order public key")]
+    LowOrderKey,
 }
 
 /// An X25519 public key.
@@ -79,7 +88,59 @@ impl PublicKey {
         let mut out = [0u8; PUBLIC_KEY_SIZE];
         from_hex(s, &mut out).then_some(PublicKey(out))
     }
+
+    /// Whether this is one of the encodings of a small-order X25519 point
+    /// (libsodium's `has_small_order` list, bit 255 ignored as X25519 does):
+    /// a key with which every shared secret is all zeros. A cheap check for
+    /// keys that are not precomputed at once (a peer's session key in a
+    /// handshake); [`SharedKey::try_precompute`] is the exact one.
+    pub fn is_low_order(&self) -> bool {
+        let mut hit = 0u8;
+        for bad in &LOW_ORDER_POINTS {
+            let mut diff = (self.0[31] & 0x7f) ^ bad[31];
+            for (a, b) in self.0[..31].iter().zip(&bad[..31]) {
+                diff |= a ^ b;
+            }
+            hit |= u8::from(diff == 0);
+        }
+        hit != 0
+    }
 }
+
+/// Encodings of the points of order 1, 2, 4 and 8 of Curve25519 and its
+/// twist, as libsodium lists them (`has_small_order`).
+const LOW_ORDER_POINTS: [[u8; PUBLIC_KEY_SIZE]; 7] = {
+    let zero = [0u8; 32];
+    let mut one = [0u8; 32];
+    one[0] = 1;
+    // p - 1, p, p + 1 with p = 2^255 - 19.
+    let mut p_minus_1 = [0xffu8; 32];
+    p_minus_1[0] = 0xec;
+    p_minus_1[31] = 0x7f;
+    let mut p = p_minus_1;
+    p[0] = 0xed;
+    let mut p_plus_1 = p_minus_1;
+    p_plus_1[0] = 0xee;
+    [
+        zero,
+        one,
+        // Order 8.
+        [
+            0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f,
+            0xc4, 0x6a, 0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16,
+            0x5f, 0x49, 0xb8, 0x00,
+        ],
+        // Order 8.
+        [
+            0x5f, 0x9c, 0x95, 0xbc, 0xa3, 0x50, 0x8c, 0x24, 0xb1, 0xd0, 0xb1, 0x55, 0x9c, 0x83,
+            0xef, 0x5b, 0x04, 0x44, 0x5c, 0xc4, 0x58, 0x1c, 0x8e, 0x86, 0xd8, 0x22, 0x4e, 0xdd,
+            0xd0, 0x9f, 0x11, 0x57,
+        ],
+        p_minus_1,
+        p,
+        p_plus_1,
+    ]
+};
 
 impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -136,9 +197,17 @@ impl KeyPair {
         }
     }
 
-    /// The shared key with a peer (`K(own sk, peer pk)`).
+    /// The shared key with a peer (`K(own sk, peer pk)`); for a low-order
+    /// `peer` a key nobody else can compute (see [`SharedKey::precompute`]).
     pub fn precompute(&self, peer: &PublicKey) -> SharedKey {
         SharedKey::precompute(peer, &self.secret)
+    }
+
+    /// The shared key with a peer, refusing a low-order `peer` key
+    /// ([`CryptoError::LowOrderKey`]): what packet handlers use, so that
+    /// such a packet is dropped.
+    pub fn try_precompute(&self, peer: &PublicKey) -> Result<SharedKey, CryptoError> {
+        SharedKey::try_precompute(peer, &self.secret)
     }
 }
 
@@ -155,8 +224,30 @@ impl fmt::Debug for SharedKey {
 
 impl SharedKey {
     /// `K(secret, public)`; symmetric: `K(a, B) = K(b, A)`.
+    ///
+    /// Infallible form for callers that cannot drop anything: for a
+    /// low-order `public` (which [`try_precompute`](Self::try_precompute)
+    /// refuses) it returns `SHA-512("toxlink low-order peer" ‖ secret)[..32]`,
+    /// a key that depends on our secret alone. Nobody else can compute it, so
+    /// every box opened with it fails authentication and nothing sealed with
+    /// it can be read — never the all-zero X25519 result anyone can derive.
     pub fn precompute(public: &PublicKey, secret: &SecretKey) -> Self {
-        SharedKey(Hot::precompute(&public.0, &secret.0))
+        Self::try_precompute(public, secret).unwrap_or_else(|_| {
+            tracing::debug!(peer = ?public, "low-order public key refused");
+            let mut input = Vec::with_capacity(LOW_ORDER_DOMAIN.len() + SECRET_KEY_SIZE);
+            input.extend_from_slice(LOW_ORDER_DOMAIN);
+            input.extend_from_slice(&secret.0);
+            let digest = sha512(&input);
+            let mut k = [0u8; SHARED_KEY_SIZE];
+            k.copy_from_slice(&digest[..SHARED_KEY_SIZE]);
+            SharedKey(k)
+        })
+    }
+
+    /// `K(secret, public)`, refusing a low-order `public` with
+    /// [`CryptoError::LowOrderKey`] (its X25519 result is all zeros).
+    pub fn try_precompute(public: &PublicKey, secret: &SecretKey) -> Result<Self, CryptoError> {
+        Hot::precompute(&public.0, &secret.0).map(SharedKey)
     }
 
     /// 32 random bytes.

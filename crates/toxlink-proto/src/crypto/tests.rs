@@ -55,8 +55,8 @@ fn vectors_hold<B: Backend>() {
         B::NAME
     );
     assert_eq!(B::public_key(&h(BOB_SK)), h::<32>(BOB_PK), "{}", B::NAME);
-    assert_eq!(B::precompute(&h(BOB_PK), &h(ALICE_SK)), h::<32>(K));
-    assert_eq!(B::precompute(&h(ALICE_PK), &h(BOB_SK)), h::<32>(K));
+    assert_eq!(B::precompute(&h(BOB_PK), &h(ALICE_SK)), Ok(h::<32>(K)));
+    assert_eq!(B::precompute(&h(ALICE_PK), &h(BOB_SK)), Ok(h::<32>(K)));
 
     let mut buf = vec![0u8; MAC_SIZE];
     buf.extend_from_slice(&hv(M));
@@ -75,6 +75,86 @@ fn rustcrypto_reproduces_nacl_vectors() {
 #[test]
 fn libsodium_reproduces_nacl_vectors() {
     vectors_hold::<super::backend::Sodium>();
+}
+
+/// The small-order points: all zeros (order 4), 1 (order 1), the two order-8
+/// points, p - 1 (order 2), p and p + 1 (non-canonical 0 and 1), and each
+/// with bit 255 set (X25519 ignores it).
+pub(crate) fn low_order_points() -> Vec<[u8; 32]> {
+    let mut v = vec![
+        [0u8; 32],
+        h("0100000000000000000000000000000000000000000000000000000000000000"),
+        h("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"),
+        h("5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157"),
+        h("ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
+        h("edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
+        h("eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
+    ];
+    let high: Vec<[u8; 32]> = v
+        .iter()
+        .map(|p| {
+            let mut q = *p;
+            q[31] |= 0x80;
+            q
+        })
+        .collect();
+    v.extend(high);
+    v
+}
+
+/// The key an attacker derives for a low-order point: HSalsa20 over the
+/// all-zero X25519 output.
+pub(crate) fn zero_shared_key() -> SharedKey {
+    use salsa20::cipher::consts::U10;
+    let k = salsa20::hsalsa::<U10>(&[0u8; 32].into(), &Default::default());
+    SharedKey(k.into())
+}
+
+fn low_order_keys_are_refused<B: Backend>() {
+    for sk in [h::<32>(ALICE_SK), h(BOB_SK), [0xff; 32]] {
+        for p in low_order_points() {
+            assert_eq!(
+                B::precompute(&p, &sk),
+                Err(CryptoError::LowOrderKey),
+                "{} accepted {}",
+                B::NAME,
+                hex::encode(p)
+            );
+        }
+    }
+}
+
+#[test]
+fn rustcrypto_refuses_low_order_public_keys_as_libsodium_does() {
+    low_order_keys_are_refused::<RustCrypto>();
+}
+
+#[cfg(feature = "sodium")]
+#[test]
+fn libsodium_refuses_low_order_public_keys() {
+    low_order_keys_are_refused::<super::backend::Sodium>();
+}
+
+#[test]
+fn a_low_order_peer_key_never_yields_a_key_anyone_can_compute() {
+    for p in low_order_points() {
+        let pk = PublicKey(p);
+        assert!(pk.is_low_order(), "{}", hex::encode(p));
+        assert_eq!(alice().try_precompute(&pk), Err(CryptoError::LowOrderKey));
+        // The infallible form gives a key of our secret alone: not the
+        // all-zero X25519 result everyone can derive, and not one a
+        // different secret would give.
+        let ka = alice().precompute(&pk);
+        let kb = bob().precompute(&pk);
+        assert_ne!(ka, kb);
+        assert_ne!(
+            ka.0,
+            RustCrypto::precompute(&h(ALICE_PK), &h(BOB_SK)).unwrap()
+        );
+        assert_ne!(ka, zero_shared_key());
+    }
+    assert!(!alice().public.is_low_order());
+    assert!(!bob().public.is_low_order());
 }
 
 #[test]
@@ -234,8 +314,9 @@ proptest! {
         let b = KeyPair::from_secret(SecretKey(sk_b));
         prop_assert_eq!(a.public.0, RustCrypto::public_key(&sk_a));
         let key = a.precompute(&b.public);
-        prop_assert_eq!(&key.0, &RustCrypto::precompute(&b.public.0, &sk_a));
+        prop_assert_eq!(Ok(key.0), RustCrypto::precompute(&b.public.0, &sk_a));
         prop_assert_eq!(&key, &b.precompute(&a.public));
+        prop_assert!(!b.public.is_low_order());
         let boxed = key.seal(&Nonce(n), &msg).unwrap();
         let mut buf = boxed.clone();
         let plain = key.open_in_place_with::<RustCrypto>(&Nonce(n), &mut buf).unwrap();

@@ -26,6 +26,18 @@
 //! [`ClientConfig::queue_bytes`] (further sends get
 //! [`SendError::QueueFull`]); priority frames (routing, notifications,
 //! ping/pong) overtake queued data.
+//!
+//! Every output queue is bounded, whatever the relay does. Priority frames
+//! (the hello, PINGs, routing requests, and the replies the relay asks for:
+//! PONGs, giving back unasked slots) are bounded by
+//! [`ClientConfig::priority_queue_bytes`]; DISCONNECT_NOTIFICATIONs queued
+//! behind data may pass `queue_bytes` by at most that much again. A frame
+//! that would pass its bound is not queued and the link dies with
+//! [`DisconnectReason::NotReading`]: the relay kept asking for replies (a
+//! PING flood, say) while not reading what we send, and such a relay is
+//! dropped (a [`RelaySet`] replaces or reconnects it) instead of growing our
+//! memory. The bound is 32 KiB by default, 2.6 times the largest legitimate
+//! burst (240 routing requests and a PING at connect).
 
 mod set;
 #[cfg(test)]
@@ -37,8 +49,8 @@ use crate::crypto::{KeyPair, Nonce, PublicKey};
 use crate::relay_queue::FrameQueue;
 use crate::wire::relay::{
     split_frame, FrameSplit, HandshakePayload, HandshakeRequest, HandshakeResponse, RelayPacket,
-    SecureChannel, HANDSHAKE_RESPONSE_SIZE, MAX_FRAME_BOX, MAX_OOB_DATA, NUM_CLIENT_CONNECTIONS,
-    NUM_RESERVED_PORTS,
+    SecureChannel, FRAME_OVERHEAD, HANDSHAKE_RESPONSE_SIZE, MAX_FRAME_BOX, MAX_OOB_DATA,
+    NUM_CLIENT_CONNECTIONS, NUM_RESERVED_PORTS,
 };
 use rand_core::CryptoRngCore;
 use std::collections::{HashMap, VecDeque};
@@ -52,6 +64,10 @@ pub fn verify_deadline(srtt: Option<Duration>) -> Duration {
     let base = srtt.map_or(Duration::ZERO, |s| s.saturating_mul(3)) + Duration::from_millis(100);
     base.clamp(Duration::from_millis(500), Duration::from_secs(1))
 }
+
+/// The least priority-queue bound used, whatever the configuration: 240
+/// routing requests (51 bytes a frame) and a PING must always fit.
+pub const MIN_PRIORITY_QUEUE_BYTES: usize = 16 * 1024;
 
 /// Largest DATA payload on a relay link (frame plaintext minus the id byte).
 pub const MAX_DATA: usize = crate::wire::relay::MAX_FRAME_PLAINTEXT - 1;
@@ -67,6 +83,11 @@ pub struct ClientConfig {
     pub handshake_timeout: Duration,
     /// Bound on queued DATA/OOB bytes.
     pub queue_bytes: usize,
+    /// Bound on queued priority bytes (hello, PING, PONG, routing requests
+    /// and notifications, 19–51 bytes a frame). Past it the link dies with
+    /// [`DisconnectReason::NotReading`]; at least 16 KiB is used, so that
+    /// 240 routing requests and a PING (12.3 KB) always fit.
+    pub priority_queue_bytes: usize,
 }
 
 impl Default for ClientConfig {
@@ -76,6 +97,7 @@ impl Default for ClientConfig {
             dead_after: Duration::from_secs(3),
             handshake_timeout: Duration::from_secs(5),
             queue_bytes: 512 * 1024,
+            priority_queue_bytes: 32 * 1024,
         }
     }
 }
@@ -111,6 +133,11 @@ pub enum DisconnectReason {
     Closed,
     /// Closed locally with [`Client::close`].
     Local,
+    /// The relay does not read what we send while it keeps asking for
+    /// replies (PINGs, routing responses to give back): the priority queue
+    /// reached [`ClientConfig::priority_queue_bytes`]. A misbehaving (or
+    /// hopelessly congested) relay, dropped instead of growing our memory.
+    NotReading,
 }
 
 /// Why a send was refused.
@@ -260,6 +287,9 @@ pub struct Client {
     srtt: Option<Duration>,
     last_rtt: Option<Duration>,
     counters: ClientCounters,
+    /// A frame was refused by its queue bound: the link dies with
+    /// [`DisconnectReason::NotReading`] at the next input or timer call.
+    overflow: bool,
 }
 
 impl Client {
@@ -307,6 +337,7 @@ impl Client {
             srtt: None,
             last_rtt: None,
             counters: ClientCounters::default(),
+            overflow: false,
         }
     }
 
@@ -350,6 +381,17 @@ impl Client {
         self.out.data_len()
     }
 
+    /// Bytes of priority output (hello, control frames) waiting to be
+    /// drained; at most [`ClientConfig::priority_queue_bytes`].
+    pub fn priority_queued_bytes(&self) -> usize {
+        self.out.prio_len()
+    }
+
+    /// The bound in force on priority output.
+    fn prio_bound(&self) -> usize {
+        self.cfg.priority_queue_bytes.max(MIN_PRIORITY_QUEUE_BYTES)
+    }
+
     /// Next event.
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
         self.events.pop_front()
@@ -391,6 +433,7 @@ impl Client {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             LinkState::Handshaking => Some(self.started + self.cfg.handshake_timeout),
+            LinkState::Connected if self.overflow => Some(self.last_rx),
             LinkState::Connected => {
                 let mut dead = self.last_rx + self.cfg.dead_after;
                 if let Some((_, deadline)) = self.verify {
@@ -414,6 +457,10 @@ impl Client {
                 }
             }
             LinkState::Connected => {
+                if self.overflow {
+                    self.die(DisconnectReason::NotReading);
+                    return;
+                }
                 if now >= self.last_rx + self.cfg.dead_after {
                     self.die(DisconnectReason::Timeout);
                     return;
@@ -462,6 +509,10 @@ impl Client {
         if self.state == LinkState::Connected {
             self.send_prio(&RelayPacket::RoutingRequest { peer });
         }
+        // Refused by the queue bound: the link dies at the next timer.
+        if self.overflow {
+            return Err(RouteError::Disconnected);
+        }
         Ok(())
     }
 
@@ -482,7 +533,11 @@ impl Client {
                 let p = RelayPacket::DisconnectNotification {
                     connection_id: slot,
                 };
-                if self.out.push_data(&p).is_err() {
+                let frame = p.encoded_len() + FRAME_OVERHEAD;
+                if self.out.data_len() + frame > self.cfg.queue_bytes + self.prio_bound() {
+                    // Only a relay that does not read gets here (240 slots).
+                    self.overflow = true;
+                } else if self.out.push_data(&p).is_err() {
                     tracing::error!("relay client could not queue a disconnect notification");
                 }
             }
@@ -622,8 +677,14 @@ impl Client {
             self.die(DisconnectReason::HandshakeFailed);
             return false;
         };
+        // A low-order temporary key from the relay is refused (the session
+        // key would be the all-zero X25519 output, known to anyone).
+        let Ok(session) = temp.try_precompute(&theirs.temp_pk) else {
+            self.die(DisconnectReason::HandshakeFailed);
+            return false;
+        };
         self.chan = Some(SecureChannel::new(
-            temp.precompute(&theirs.temp_pk),
+            session,
             self.base_nonce,
             theirs.base_nonce,
         ));
@@ -646,9 +707,22 @@ impl Client {
         self.send_prio(&RelayPacket::Ping { ping_id });
     }
 
+    /// Queues a control frame, unless that would pass the priority bound:
+    /// then the link is marked to die as [`DisconnectReason::NotReading`]
+    /// (at once when called from input handling, else at the next timer).
     fn send_prio(&mut self, p: &RelayPacket<'_>) {
-        // Control frames are tiny and bounded by the peer count; encoding
-        // only fails for packets we never build here.
+        if self.out.prio_len() + p.encoded_len() + FRAME_OVERHEAD > self.prio_bound() {
+            if !self.overflow {
+                tracing::debug!(
+                    relay = ?self.relay_pk,
+                    queued = self.out.prio_len(),
+                    "relay does not read our control frames"
+                );
+            }
+            self.overflow = true;
+            return;
+        }
+        // Encoding only fails for packets we never build here.
         if self.out.push_prio(p).is_err() {
             tracing::error!("relay client could not queue a control frame");
         }
@@ -778,6 +852,12 @@ impl Client {
                 self.die(DisconnectReason::ProtocolViolation);
                 return false;
             }
+        }
+        // A reply (PONG, a slot given back) that did not fit: the relay asks
+        // without reading.
+        if self.overflow {
+            self.die(DisconnectReason::NotReading);
+            return false;
         }
         true
     }

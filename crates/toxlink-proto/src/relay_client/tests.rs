@@ -2,7 +2,7 @@
 //! fake server for the §2.6 rules the real server never breaks.
 
 use super::*;
-use crate::relay_server::{ConnId, Server, ServerConfig};
+use crate::relay_server::{test_ip, ConnId, Server, ServerConfig};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
@@ -27,7 +27,8 @@ impl Net {
         let kp = KeyPair::generate(&mut self.rng);
         let pk = *self.server.public_key();
         let c = Client::new(self.now, kp, pk, &mut self.rng, ClientConfig::default());
-        self.server.handle_accept(self.now, ConnId(conn));
+        self.server
+            .handle_accept(self.now, ConnId(conn), test_ip(ConnId(conn)));
         (c, ConnId(conn))
     }
 
@@ -189,7 +190,8 @@ fn handshake_failure_and_timeout() {
         &mut net.rng,
         ClientConfig::default(),
     );
-    net.server.handle_accept(net.now, ConnId(5));
+    net.server
+        .handle_accept(net.now, ConnId(5), test_ip(ConnId(5)));
     net.pump(&mut [(&mut c, ConnId(5))]);
     assert!(net.server.poll_close().is_some());
     assert_eq!(c.state(), LinkState::Handshaking);
@@ -213,6 +215,38 @@ fn handshake_failure_and_timeout() {
         c.state(),
         LinkState::Disconnected(DisconnectReason::HandshakeFailed)
     );
+}
+
+#[test]
+fn a_relay_reply_with_a_low_order_temporary_key_fails_the_handshake() {
+    for p in crate::crypto::tests::low_order_points() {
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        let now = Instant::now();
+        let server = KeyPair::generate(&mut rng);
+        let mut c = Client::new(
+            now,
+            KeyPair::generate(&mut rng),
+            server.public,
+            &mut rng,
+            ClientConfig::default(),
+        );
+        let mut hello = Vec::new();
+        c.drain_into(&mut hello, usize::MAX);
+        let req = HandshakeRequest::parse(&hello).unwrap();
+        let key = server.precompute(&req.client_pk);
+        let ours = HandshakePayload {
+            temp_pk: PublicKey(p),
+            base_nonce: Nonce::random(&mut rng),
+        };
+        let mut reply = HandshakeResponse::seal(&key, Nonce::random(&mut rng), &ours)
+            .to_bytes()
+            .to_vec();
+        c.handle_bytes(now, &mut reply);
+        assert_eq!(
+            c.state(),
+            LinkState::Disconnected(DisconnectReason::HandshakeFailed)
+        );
+    }
 }
 
 /// A scripted server: completes the handshake, then sends chosen plaintexts.
@@ -333,7 +367,8 @@ mod set_tests {
         while let Some((k, _)) = set.poll_connect() {
             assert_eq!(k.relay, relay);
             *conn += 1;
-            net.server.handle_accept(net.now, ConnId(*conn));
+            net.server
+                .handle_accept(net.now, ConnId(*conn), test_ip(ConnId(*conn)));
             set.handle_connected(net.now, &k, &mut net.rng);
             *socket = Some(k);
         }
@@ -458,7 +493,8 @@ mod set_tests {
         assert_eq!(set.poll_close(), Some(old), "only the old socket is closed");
         assert_eq!(set.poll_close(), None);
         conn += 1;
-        net.server.handle_accept(net.now, ConnId(conn));
+        net.server
+            .handle_accept(net.now, ConnId(conn), test_ip(ConnId(conn)));
         set.handle_connected(net.now, &new, &mut net.rng);
         // Late reports about the old socket change nothing.
         set.handle_closed(net.now, &old);
@@ -478,4 +514,142 @@ mod set_tests {
         assert_eq!(set.poll_close(), Some(stale));
         assert_eq!(set.relay_state(&relay), Some(RelayLinkState::Connected));
     }
+}
+
+/// The attack: a relay that sends PINGs (or routing responses for slots we
+/// never asked for, which we must give back) and never reads our output.
+/// Before the bound, 400,000 PINGs queued 10.8 MB of PONGs.
+#[test]
+fn a_relay_that_pings_and_never_reads_cannot_grow_the_client_queue_past_32_kib() {
+    let bound = ClientConfig::default().priority_queue_bytes;
+    assert_eq!(bound, 32 * 1024);
+    for unasked_routes in [false, true] {
+        let mut rng = ChaCha20Rng::seed_from_u64(11);
+        let server = KeyPair::generate(&mut rng);
+        let mut now = Instant::now();
+        let kp = KeyPair::generate(&mut rng);
+        let mut c = Client::new(now, kp, server.public, &mut rng, ClientConfig::default());
+        let mut fake = Fake::accept(&mut c, &server, &mut rng, now);
+        assert_eq!(c.state(), LinkState::Connected);
+        let mut sent = 0u32;
+        // Never drained: the relay does not read. Bounded loop: 400,000
+        // frames, the attack's size; the link must die long before.
+        while sent < 400_000 && c.state() == LinkState::Connected {
+            let plain = if unasked_routes {
+                let slot = 16 + (sent % 240) as u8;
+                let mut p = vec![1u8, slot];
+                p.extend_from_slice(&(sent + 1).to_be_bytes());
+                p.resize(34, 0xaa);
+                p
+            } else {
+                let mut p = vec![4u8];
+                p.extend_from_slice(&u64::from(sent + 1).to_be_bytes());
+                p
+            };
+            fake.send(&mut c, now, &plain);
+            sent += 1;
+            assert!(c.priority_queued_bytes() <= bound);
+            now += Duration::from_micros(10);
+        }
+        assert_eq!(
+            c.state(),
+            LinkState::Disconnected(DisconnectReason::NotReading),
+            "unasked routes: {unasked_routes}"
+        );
+        // 27-byte PONG frames: about 1,200 of them fill 32 KiB.
+        assert!(sent < 2_000, "died after {sent} frames");
+        let ev = events(&mut c);
+        assert!(ev.contains(&ClientEvent::Disconnected {
+            reason: DisconnectReason::NotReading
+        }));
+        assert!(!c.has_output());
+    }
+}
+
+#[test]
+fn routing_240_peers_at_connect_fits_the_smallest_priority_bound() {
+    let mut rng = ChaCha20Rng::seed_from_u64(12);
+    let server = KeyPair::generate(&mut rng);
+    let now = Instant::now();
+    let cfg = ClientConfig {
+        priority_queue_bytes: 0,
+        ..ClientConfig::default()
+    };
+    let mut c = Client::new(
+        now,
+        KeyPair::generate(&mut rng),
+        server.public,
+        &mut rng,
+        cfg,
+    );
+    for i in 0..NUM_CLIENT_CONNECTIONS {
+        let mut pk = [0u8; 32];
+        pk[..8].copy_from_slice(&(i as u64 + 1).to_be_bytes());
+        c.route(PublicKey(pk)).unwrap();
+    }
+    let _fake = Fake::accept(&mut c, &server, &mut rng, now);
+    assert_eq!(c.state(), LinkState::Connected);
+    assert!(c.priority_queued_bytes() > 240 * 51);
+    assert!(c.priority_queued_bytes() <= MIN_PRIORITY_QUEUE_BYTES);
+    c.handle_timeout(now);
+    assert_eq!(c.state(), LinkState::Connected);
+}
+
+/// A relay that reads only our control frames, never what is queued behind
+/// data, while we unroute: the notifications queued behind data stop at
+/// `queue_bytes` plus the priority bound, then the link is dropped at the
+/// next timer.
+#[test]
+fn unroute_notifications_to_a_relay_that_never_reads_are_bounded() {
+    let mut rng = ChaCha20Rng::seed_from_u64(13);
+    let server = KeyPair::generate(&mut rng);
+    let now = Instant::now();
+    let cfg = ClientConfig {
+        queue_bytes: 0,
+        priority_queue_bytes: 0,
+        ..ClientConfig::default()
+    };
+    let mut c = Client::new(
+        now,
+        KeyPair::generate(&mut rng),
+        server.public,
+        &mut rng,
+        cfg,
+    );
+    let mut fake = Fake::accept(&mut c, &server, &mut rng, now);
+    let mut cycles = 0u32;
+    let mut refused = false;
+    // Route two peers, get slots from the relay, unroute both: two
+    // notifications a cycle, of which a drain takes only one.
+    while cycles < 10_000 {
+        let peers: Vec<PublicKey> = (0..2u32)
+            .map(|k| {
+                let mut pk = [0u8; 32];
+                pk[..4].copy_from_slice(&(2 * cycles + k + 1).to_be_bytes());
+                PublicKey(pk)
+            })
+            .collect();
+        if peers.iter().any(|p| c.route(*p).is_err()) {
+            refused = true;
+            break;
+        }
+        for (slot, p) in [16u8, 17].iter().zip(&peers) {
+            fake.send(&mut c, now, &[&[1u8, *slot][..], &p.0].concat());
+        }
+        for p in &peers {
+            c.unroute(p);
+        }
+        let mut out = Vec::new();
+        c.drain_into(&mut out, 0);
+        assert_eq!(c.priority_queued_bytes(), 0);
+        assert!(c.queued_bytes() <= MIN_PRIORITY_QUEUE_BYTES);
+        cycles += 1;
+    }
+    assert!(refused, "still accepting after {cycles} cycles");
+    assert!(c.queued_bytes() > MIN_PRIORITY_QUEUE_BYTES - 40);
+    c.handle_timeout(now);
+    assert_eq!(
+        c.state(),
+        LinkState::Disconnected(DisconnectReason::NotReading)
+    );
 }

@@ -22,6 +22,43 @@
 //!   OOB are dropped and counted). Empty buffers are freed on timer scans.
 //! * Malformed input closes only the connection that sent it; nothing panics.
 //!
+//! Hostile clients (each bound configurable in [`ServerConfig`]):
+//! * **Receivers that do not read.** A client is *stalled* while data is
+//!   queued for it and none of it has been drained for a while: the clock
+//!   starts when data is queued to an empty queue and restarts at every
+//!   drain that takes some. (The runtime drains into its own write buffer
+//!   whenever that buffer is written out, so data waits here only while the
+//!   client's socket takes nothing: a blocked write.) A client stalled for
+//!   [`ServerConfig::slow_consumer_timeout`] (3 s, the write deadline of
+//!   Tailscale's DERP) is closed as [`CloseReason::SlowConsumer`] — whether
+//!   its queue is full or the sender keeps it just below full. When the
+//!   global budget (`total_queue_bytes`) is full, the client stalled the
+//!   longest — for at least [`PRESSURE_STALL`] — is closed at once to make
+//!   room (counted in [`Counters::slow_consumer_evictions`]), so receivers
+//!   that never read cannot starve everyone else's DATA.
+//! * **OOB floods.** OOB is charged to its sender: a token bucket of
+//!   [`ServerConfig::oob_bytes_per_sec`] bytes a second (one second of
+//!   burst) per connection; past it OOB is dropped
+//!   ([`DropReason::OobRateLimited`]). And OOB is queued to a receiver only
+//!   while its data queue is under half of `queue_bytes`: the other half is
+//!   for DATA of the peers it routed.
+//! * **Connection floods.** The runtime tells [`Server::handle_accept`] the
+//!   peer's address. Connections per address are capped
+//!   ([`ServerConfig::max_conns_per_ip`], 32) and so are connections per
+//!   address that have not confirmed yet
+//!   ([`ServerConfig::max_unconfirmed_per_ip`], 8); further accepts are
+//!   closed ([`CloseReason::TooManyFromIp`]). IPv6 addresses count per /64
+//!   (one subscriber's prefix), IPv4-mapped IPv6 as IPv4. When the global
+//!   unconfirmed bound ([`ServerConfig::max_unconfirmed`]) is reached, the
+//!   eviction policy is: the oldest unconfirmed connection *of the address
+//!   holding the most unconfirmed connections* is evicted (ties: the address
+//!   whose oldest is oldest). A flooder therefore evicts its own handshakes
+//!   first; a client's handshake in progress is evicted only when every
+//!   address holds as few unconfirmed connections as its own, i.e. by a
+//!   flood from at least `max_unconfirmed` distinct addresses (1,024 by
+//!   default, 128 /64s or IPv4 addresses at 8 each cannot do it), and then in
+//!   age order as c-toxcore does.
+//!
 //! Differences from c-toxcore 0.2.18, on purpose: a closed TCP connection is
 //! noticed at once (the runtime calls [`Server::handle_closed`]); handshakes
 //! and unconfirmed links time out ([`ServerConfig::handshake_timeout`]); a
@@ -46,8 +83,11 @@ use crate::wire::relay::{
     NUM_RESERVED_PORTS,
 };
 use rand_core::CryptoRngCore;
+use std::cmp::Reverse;
+use std::collections::BTreeSet;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// A connection, named by the runtime. Ids must not be reused while the
@@ -79,6 +119,26 @@ pub struct ServerConfig {
     /// client (which does not read) is closed. Control frames are never
     /// dropped.
     pub priority_queue_bytes: usize,
+    /// Most connections (any state) from one address (IPv6: one /64); further
+    /// accepts are closed with [`CloseReason::TooManyFromIp`].
+    pub max_conns_per_ip: usize,
+    /// Most unconfirmed connections from one address (IPv6: one /64);
+    /// further accepts are closed with [`CloseReason::TooManyFromIp`].
+    pub max_unconfirmed_per_ip: usize,
+    /// A client whose queued data waits this long without any of it being
+    /// drained (its socket takes nothing) is closed
+    /// ([`CloseReason::SlowConsumer`]).
+    pub slow_consumer_timeout: Duration,
+    /// OOB bytes one connection may send per second (and at once); past it
+    /// its OOB is dropped ([`DropReason::OobRateLimited`]).
+    pub oob_bytes_per_sec: usize,
+    /// For the runtime: the kernel send buffer (SO_SNDBUF) of each accepted
+    /// socket, 0 to leave it to the kernel's autotuning. Without a cap a
+    /// client that never reads can park up to `tcp_wmem`'s maximum (4 MiB by
+    /// default on Linux, reached at once on loopback) in the kernel, outside
+    /// every bound above, and the slow-consumer deadline only starts once
+    /// that is full. Linux doubles the value given.
+    pub socket_send_buffer: usize,
 }
 
 impl Default for ServerConfig {
@@ -92,6 +152,11 @@ impl Default for ServerConfig {
             queue_bytes: 256 * 1024,
             total_queue_bytes: 512 * 1024 * 1024,
             priority_queue_bytes: 64 * 1024,
+            max_conns_per_ip: 32,
+            max_unconfirmed_per_ip: 8,
+            slow_consumer_timeout: Duration::from_secs(3),
+            oob_bytes_per_sec: 128 * 1024,
+            socket_send_buffer: 128 * 1024,
         }
     }
 }
@@ -120,10 +185,15 @@ pub enum CloseReason {
     ProtocolViolation,
     /// No PONG within `ping_timeout`.
     PingTimeout,
-    /// Its priority queue overflowed (it does not read).
+    /// It does not read: its priority queue overflowed, or its queued data
+    /// made no progress for `slow_consumer_timeout` (or, while the global
+    /// budget is full, for [`PRESSURE_STALL`]).
     SlowConsumer,
     /// A newer link with the same client key was confirmed.
     Replaced,
+    /// Its address (IPv6: /64) already had `max_conns_per_ip` connections,
+    /// or `max_unconfirmed_per_ip` unconfirmed ones, when it was accepted.
+    TooManyFromIp,
 }
 
 /// Why a forwarded packet was dropped.
@@ -137,6 +207,8 @@ pub enum DropReason {
     TotalQueueFull,
     /// OOB for a key with no confirmed link here.
     OobNoDestination,
+    /// OOB past its sender's `oob_bytes_per_sec`.
+    OobRateLimited,
     /// ONION_REQUEST: no onion service attached.
     OnionIgnored,
     /// FORWARD_REQUEST: no forwarding service attached.
@@ -182,6 +254,11 @@ pub struct Counters {
     pub drop_total_queue_full: u64,
     /// Drops: OOB without destination.
     pub drop_oob_no_destination: u64,
+    /// Drops: OOB over its sender's rate.
+    pub drop_oob_rate_limited: u64,
+    /// Stalled receivers closed early because the global queue budget was
+    /// full (also counted in `closes.slow_consumer`).
+    pub slow_consumer_evictions: u64,
     /// Ignored onion requests.
     pub drop_onion: u64,
     /// Ignored forward requests.
@@ -223,6 +300,8 @@ pub struct CloseCounters {
     pub slow_consumer: u64,
     /// [`CloseReason::Replaced`]
     pub replaced: u64,
+    /// [`CloseReason::TooManyFromIp`]
+    pub too_many_from_ip: u64,
 }
 
 impl CloseCounters {
@@ -240,6 +319,7 @@ impl CloseCounters {
             CloseReason::PingTimeout => &mut self.ping_timeout,
             CloseReason::SlowConsumer => &mut self.slow_consumer,
             CloseReason::Replaced => &mut self.replaced,
+            CloseReason::TooManyFromIp => &mut self.too_many_from_ip,
         };
         *c += 1;
     }
@@ -252,6 +332,7 @@ impl Counters {
             DropReason::QueueFull => &mut self.drop_queue_full,
             DropReason::TotalQueueFull => &mut self.drop_total_queue_full,
             DropReason::OobNoDestination => &mut self.drop_oob_no_destination,
+            DropReason::OobRateLimited => &mut self.drop_oob_rate_limited,
             DropReason::OnionIgnored => &mut self.drop_onion,
             DropReason::ForwardIgnored => &mut self.drop_forward,
             DropReason::Fault => &mut self.drop_fault,
@@ -316,6 +397,18 @@ struct Conn {
     ping: Option<([u8; 8], Instant)>,
     /// Already listed in `wakes`.
     woken: bool,
+    /// The peer's address as counted for the per-address limits.
+    ip: IpAddr,
+    /// Accept order (for the eviction policy).
+    seq: u64,
+    /// Since when its queued data has waited with nothing drained (None
+    /// while its data queue is empty).
+    stalled_since: Option<Instant>,
+    /// Listed in `restarted`.
+    restart_pending: bool,
+    /// OOB token bucket: bytes it may still send, refilled at `oob_at`.
+    oob_tokens: u64,
+    oob_at: Instant,
 }
 
 impl Conn {
@@ -336,6 +429,88 @@ impl Conn {
             },
         }
     }
+
+    /// Refills the OOB bucket and takes `cost` bytes if there are enough.
+    fn take_oob(&mut self, now: Instant, rate: usize, cost: usize) -> bool {
+        let rate = rate as u64;
+        let dt = now.saturating_duration_since(self.oob_at);
+        let add = (dt.as_nanos().saturating_mul(u128::from(rate)) / 1_000_000_000)
+            .min(u128::from(rate)) as u64;
+        if add > 0 {
+            self.oob_tokens = (self.oob_tokens + add).min(rate);
+            self.oob_at = now;
+        }
+        let cost = cost as u64;
+        if self.oob_tokens < cost {
+            return false;
+        }
+        self.oob_tokens -= cost;
+        true
+    }
+}
+
+/// How long a receiver must have been stalled (data queue full, nothing
+/// drained) before it is closed to make room when the global queue budget
+/// is full. Long enough that a receiver which reads is never picked (its
+/// runtime drains a batch every few milliseconds), short enough that honest
+/// traffic barely notices a flood of receivers that do not read.
+pub const PRESSURE_STALL: Duration = Duration::from_millis(250);
+
+/// Closes at most this many stalled receivers to make room for one packet.
+const MAX_PRESSURE_CLOSES: usize = 4;
+
+/// The address as counted for the per-address limits: IPv4 (also when
+/// IPv4-mapped), or the /64 prefix of an IPv6 address (a subscriber gets a
+/// whole /64, so counting single IPv6 addresses would limit nothing).
+pub fn ip_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut o = v6.octets();
+                o[8..].fill(0);
+                IpAddr::V6(o.into())
+            }
+        },
+    }
+}
+
+/// A distinct loopback address per connection id, for tests that stand for
+/// many clients (127.x.y.z from the id's low 24 bits).
+#[cfg(test)]
+pub(crate) fn test_ip(conn: ConnId) -> IpAddr {
+    let [_, _, _, _, _, a, b, c] = conn.0.to_be_bytes();
+    IpAddr::V4(std::net::Ipv4Addr::new(127, a, b, c))
+}
+
+/// Connections from one address.
+#[derive(Debug, Default)]
+struct IpState {
+    /// Connections in any state.
+    conns: usize,
+    /// Unconfirmed ones, oldest first: (accept order, id).
+    unconfirmed: VecDeque<(u64, ConnId)>,
+}
+
+impl IpState {
+    /// Its key in the eviction order: most unconfirmed last, and among
+    /// equals the one whose oldest is oldest last.
+    fn rank(&self, ip: IpAddr) -> Option<(usize, Reverse<u64>, IpAddr)> {
+        let &(seq, _) = self.unconfirmed.front()?;
+        Some((self.unconfirmed.len(), Reverse(seq), ip))
+    }
+}
+
+/// A fresh temporary key pair and its shared key with the client's
+/// temporary key; refuses a low-order client key.
+fn temp_session(
+    rng: &mut impl CryptoRngCore,
+    theirs: &PublicKey,
+) -> Result<(PublicKey, crate::crypto::SharedKey), crate::crypto::CryptoError> {
+    let temp = KeyPair::generate(rng);
+    let key = temp.try_precompute(theirs)?;
+    Ok((temp.public, key))
 }
 
 /// A packet held back by the fault injector.
@@ -355,9 +530,17 @@ pub struct Server<R> {
     cfg: ServerConfig,
     clients: IdMap<Conn>,
     by_key: HashMap<PublicKey, ConnId>,
-    /// Accept order of connections that were unconfirmed (may be stale).
-    unconfirmed: VecDeque<ConnId>,
+    /// Per-address counts and unconfirmed connections.
+    ips: HashMap<IpAddr, IpState>,
+    /// Addresses with unconfirmed connections in eviction order (last first).
+    unconfirmed_rank: BTreeSet<(usize, Reverse<u64>, IpAddr)>,
     unconfirmed_count: usize,
+    /// Stalled receivers, longest stalled first.
+    stalled: BTreeSet<(Instant, ConnId)>,
+    /// Drained since the last call that tells the time, data left: their
+    /// stall clock restarts then.
+    restarted: Vec<ConnId>,
+    next_seq: u64,
     closes: VecDeque<(ConnId, CloseReason)>,
     wakes: Vec<ConnId>,
     next_timeout: Option<Instant>,
@@ -385,8 +568,12 @@ impl<R: CryptoRngCore> Server<R> {
             cfg,
             clients: IdMap::default(),
             by_key: HashMap::new(),
-            unconfirmed: VecDeque::new(),
+            ips: HashMap::new(),
+            unconfirmed_rank: BTreeSet::new(),
             unconfirmed_count: 0,
+            stalled: BTreeSet::new(),
+            restarted: Vec::new(),
+            next_seq: 0,
             closes: VecDeque::new(),
             wakes: Vec::new(),
             next_timeout: None,
@@ -431,26 +618,48 @@ impl<R: CryptoRngCore> Server<R> {
         self.fault = None;
     }
 
-    /// A new TCP connection was accepted.
-    pub fn handle_accept(&mut self, now: Instant, conn: ConnId) {
+    /// A new TCP connection from `peer` (its IP address) was accepted.
+    /// Refused (a close is queued) past `max_clients`, or past the
+    /// per-address limits; past `max_unconfirmed` an unconfirmed connection
+    /// is evicted by the policy of the module documentation.
+    pub fn handle_accept(&mut self, now: Instant, conn: ConnId, peer: IpAddr) {
+        self.settle(now);
         self.counters.accepted += 1;
         if self.clients.len() >= self.cfg.max_clients || self.clients.contains_key(&conn) {
             self.counters.closes.bump(CloseReason::TooManyClients);
             self.closes.push_back((conn, CloseReason::TooManyClients));
             return;
         }
-        while self.unconfirmed_count >= self.cfg.max_unconfirmed.max(1) {
-            let Some(old) = self.unconfirmed.pop_front() else {
-                break;
-            };
-            if self
-                .clients
-                .get(&old)
-                .is_some_and(|c| c.state != State::Confirmed)
+        let ip = ip_key(peer);
+        if let Some(st) = self.ips.get(&ip) {
+            if st.conns >= self.cfg.max_conns_per_ip.max(1)
+                || st.unconfirmed.len() >= self.cfg.max_unconfirmed_per_ip.max(1)
             {
-                self.close(old, CloseReason::Evicted);
+                tracing::debug!(?conn, %ip, conns = st.conns, "relay: too many connections from one address");
+                self.counters.closes.bump(CloseReason::TooManyFromIp);
+                self.closes.push_back((conn, CloseReason::TooManyFromIp));
+                return;
             }
         }
+        // Bounded: each round closes one unconfirmed connection (or stops).
+        for _ in 0..=self.unconfirmed_count {
+            if self.unconfirmed_count < self.cfg.max_unconfirmed.max(1) {
+                break;
+            }
+            let victim = self
+                .unconfirmed_rank
+                .last()
+                .and_then(|&(_, _, vip)| self.ips.get(&vip)?.unconfirmed.front())
+                .map(|&(_, id)| id);
+            let Some(old) = victim else {
+                break;
+            };
+            if !self.close(old, CloseReason::Evicted) {
+                break;
+            }
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
         self.clients.insert(
             conn,
             Conn {
@@ -464,21 +673,31 @@ impl<R: CryptoRngCore> Server<R> {
                 next_ping: now,
                 ping: None,
                 woken: false,
+                ip,
+                seq,
+                stalled_since: None,
+                restart_pending: false,
+                oob_tokens: self.cfg.oob_bytes_per_sec as u64,
+                oob_at: now,
             },
         );
-        self.unconfirmed.push_back(conn);
-        self.unconfirmed_count += 1;
-        if self.unconfirmed.len() > 2 * self.cfg.max_unconfirmed + 16 {
-            let clients = &self.clients;
-            self.unconfirmed
-                .retain(|id| clients.get(id).is_some_and(|c| c.state != State::Confirmed));
+        let st = self.ips.entry(ip).or_default();
+        if let Some(r) = st.rank(ip) {
+            self.unconfirmed_rank.remove(&r);
         }
+        st.conns += 1;
+        st.unconfirmed.push_back((seq, conn));
+        if let Some(r) = st.rank(ip) {
+            self.unconfirmed_rank.insert(r);
+        }
+        self.unconfirmed_count += 1;
         self.arm(now + self.cfg.handshake_timeout);
     }
 
     /// The runtime saw the connection end (EOF, reset, error). Its routes are
     /// torn down at once and its peers notified.
-    pub fn handle_closed(&mut self, _now: Instant, conn: ConnId) {
+    pub fn handle_closed(&mut self, now: Instant, conn: ConnId) {
+        self.settle(now);
         if self.remove(conn, CloseReason::PeerClosed) {
             tracing::debug!(?conn, "relay client closed its connection");
         }
@@ -487,6 +706,7 @@ impl<R: CryptoRngCore> Server<R> {
     /// Bytes read from a connection. Frames are decrypted in place in
     /// `bytes` (hence `&mut`); an incomplete tail is kept.
     pub fn handle_bytes(&mut self, now: Instant, conn: ConnId, bytes: &mut [u8]) {
+        self.settle(now);
         let Some(c) = self.clients.get_mut(&conn) else {
             return;
         };
@@ -568,6 +788,7 @@ impl<R: CryptoRngCore> Server<R> {
     /// (fault-injected) packets, freeing idle buffers. Call at
     /// [`poll_timeout`](Self::poll_timeout) or later; calling early is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.settle(now);
         self.release_delayed(now);
         let mut next: Option<Instant> = self.delayed.front().map(|d| d.at);
         let mut to_close = Vec::new();
@@ -615,6 +836,20 @@ impl<R: CryptoRngCore> Server<R> {
         for (id, r) in to_close {
             self.close(id, r);
         }
+        // Receivers stalled past the deadline (bounded by the set's size).
+        while let Some(&(since, id)) = self.stalled.first() {
+            let deadline = since + self.cfg.slow_consumer_timeout;
+            if deadline > now {
+                next = Some(next.map_or(deadline, |n| n.min(deadline)));
+                break;
+            }
+            tracing::debug!(?id, "relay: receiver stalled past the deadline");
+            if !self.close(id, CloseReason::SlowConsumer) {
+                // Not a client any more: a stale entry (cannot happen, the
+                // set is kept in step with the table).
+                self.stalled.remove(&(since, id));
+            }
+        }
         self.next_timeout = next;
     }
 
@@ -650,9 +885,20 @@ impl<R: CryptoRngCore> Server<R> {
         };
         let before = c.out.data_len();
         let n = c.out.drain_into(c.chan.as_mut(), out, limit);
-        self.queued_total = self
-            .queued_total
-            .saturating_sub(before.saturating_sub(c.out.data_len()));
+        let drained = before.saturating_sub(c.out.data_len());
+        self.queued_total = self.queued_total.saturating_sub(drained);
+        if drained > 0 {
+            // Progress: the clock restarts, or stops if nothing is left.
+            if let Some(since) = c.stalled_since.take() {
+                self.stalled.remove(&(since, conn));
+            }
+            // Still data left: the clock restarts at the next call that
+            // tells the time (drains do not).
+            if c.out.data_len() > 0 && !c.restart_pending {
+                c.restart_pending = true;
+                self.restarted.push(conn);
+            }
+        }
         n
     }
 
@@ -702,6 +948,37 @@ impl<R: CryptoRngCore> Server<R> {
         assert_eq!(self.counters.routes * 2, linked, "route gauge");
         assert_eq!(self.queued_total, queued, "queued bytes gauge");
         assert_eq!(self.unconfirmed_count, unconfirmed, "unconfirmed count");
+        let mut per_ip: HashMap<IpAddr, (usize, usize)> = HashMap::new();
+        let mut stalled = 0;
+        for (&id, c) in &self.clients {
+            let e = per_ip.entry(c.ip).or_default();
+            e.0 += 1;
+            if c.state != State::Confirmed {
+                e.1 += 1;
+                assert!(self.ips[&c.ip].unconfirmed.contains(&(c.seq, id)));
+            }
+            if let Some(since) = c.stalled_since {
+                stalled += 1;
+                assert!(self.stalled.contains(&(since, id)));
+            }
+        }
+        assert_eq!(self.stalled.len(), stalled, "stalled set");
+        assert_eq!(self.ips.len(), per_ip.len(), "no empty address entries");
+        for (ip, st) in &self.ips {
+            assert_eq!((st.conns, st.unconfirmed.len()), per_ip[ip], "{ip}");
+            assert!(st.conns <= self.cfg.max_conns_per_ip.max(1));
+            assert!(st.unconfirmed.len() <= self.cfg.max_unconfirmed_per_ip.max(1));
+            if let Some(r) = st.rank(*ip) {
+                assert!(self.unconfirmed_rank.contains(&r));
+            }
+        }
+        assert_eq!(
+            self.unconfirmed_rank.len(),
+            self.ips
+                .values()
+                .filter(|s| !s.unconfirmed.is_empty())
+                .count()
+        );
     }
 
     // ---- internals ----
@@ -731,19 +1008,28 @@ impl<R: CryptoRngCore> Server<R> {
             self.close(conn, CloseReason::BadHandshake);
             return false;
         };
-        let key = self.keypair.precompute(&req.client_pk);
+        // A low-order client key is refused as libsodium does.
+        let Ok(key) = self.keypair.try_precompute(&req.client_pk) else {
+            self.close(conn, CloseReason::BadHandshake);
+            return false;
+        };
         let Ok(theirs) = req.open(&key) else {
             // A hello for another key or garbage: closed without a reply.
             self.close(conn, CloseReason::BadHandshake);
             return false;
         };
-        let temp = KeyPair::generate(&mut self.rng);
+        // So is a low-order temporary key (the session key would be the
+        // all-zero X25519 output, known to anyone).
+        let Ok(session) = temp_session(&mut self.rng, &theirs.temp_pk) else {
+            self.close(conn, CloseReason::BadHandshake);
+            return false;
+        };
+        let (temp_pk, session) = session;
         let ours = HandshakePayload {
-            temp_pk: temp.public,
+            temp_pk,
             base_nonce: Nonce::random(&mut self.rng),
         };
         let reply = HandshakeResponse::seal(&key, Nonce::random(&mut self.rng), &ours);
-        let session = temp.precompute(&theirs.temp_pk);
         let Some(c) = self.clients.get_mut(&conn) else {
             return false;
         };
@@ -791,8 +1077,9 @@ impl<R: CryptoRngCore> Server<R> {
         c.state = State::Confirmed;
         c.next_ping = now + self.cfg.ping_interval;
         let pk = c.pk;
+        let (ip, seq) = (c.ip, c.seq);
         tracing::trace!(?conn, client = ?pk, "relay: link confirmed");
-        self.unconfirmed_count = self.unconfirmed_count.saturating_sub(1);
+        self.forget_unconfirmed(ip, seq, conn);
         if let Some(old) = self.by_key.insert(pk, conn) {
             if old != conn {
                 // Restore the mapping after removal of the old link.
@@ -837,7 +1124,7 @@ impl<R: CryptoRngCore> Server<R> {
                     self.arm(next_ping);
                 }
             }
-            RelayPacket::OobSend { destination, data } => self.oob(conn, destination, data),
+            RelayPacket::OobSend { destination, data } => self.oob(now, conn, destination, data),
             RelayPacket::OnionRequest { .. } => self.counters.drop(DropReason::OnionIgnored),
             RelayPacket::ForwardRequest { .. } => self.counters.drop(DropReason::ForwardIgnored),
             RelayPacket::RoutingResponse { .. }
@@ -1010,7 +1297,7 @@ impl<R: CryptoRngCore> Server<R> {
         };
         match action {
             FaultAction::Pass | FaultAction::Corrupt => {
-                self.push_data(to, slot_id, data, action == FaultAction::Corrupt);
+                self.push_data(now, to, slot_id, data, action == FaultAction::Corrupt);
             }
             FaultAction::Drop => self.counters.drop(DropReason::Fault),
             FaultAction::Delay(d) => {
@@ -1029,7 +1316,9 @@ impl<R: CryptoRngCore> Server<R> {
                 }
             }
         }
-        true
+        // The sender itself may have been closed to make room (it was
+        // stalled under pressure).
+        self.clients.contains_key(&conn)
     }
 
     fn release_delayed(&mut self, now: Instant) {
@@ -1043,25 +1332,21 @@ impl<R: CryptoRngCore> Server<R> {
                     .is_ok_and(|p| c.slots[p].link.is_some())
             });
             if live {
-                self.push_data(d.to, d.slot_id, &d.payload, false);
+                self.push_data(now, d.to, d.slot_id, &d.payload, false);
             }
         }
     }
 
     /// Queues a forwarded DATA frame for `to`, or drops it (counted).
-    fn push_data(&mut self, to: ConnId, slot_id: u8, data: &[u8], corrupt: bool) {
+    fn push_data(&mut self, now: Instant, to: ConnId, slot_id: u8, data: &[u8], corrupt: bool) {
         let frame = data.len() + 1 + crate::wire::relay::FRAME_OVERHEAD;
-        if self.queued_total + frame > self.cfg.total_queue_bytes {
-            self.counters.drop(DropReason::TotalQueueFull);
+        if !self.room_for(now, to, frame, self.cfg.queue_bytes) {
             return;
         }
         let Some(r) = self.clients.get_mut(&to) else {
             return;
         };
-        if r.out.data_len() + frame > self.cfg.queue_bytes {
-            self.counters.drop(DropReason::QueueFull);
-            return;
-        }
+        let was_empty = r.out.data_len() == 0;
         let queued = r.out.push_data_bytes(slot_id, data);
         if corrupt {
             if let Some(f) = self.fault.as_mut() {
@@ -1072,11 +1357,55 @@ impl<R: CryptoRngCore> Server<R> {
         self.queued_total += frame;
         self.counters.data_packets += 1;
         self.counters.data_bytes += data.len() as u64;
+        if was_empty {
+            self.mark_waiting(now, to);
+        }
         self.wake(to);
     }
 
-    /// §2.5 OOB_SEND: delivered to a confirmed link only, no feedback.
-    fn oob(&mut self, conn: ConnId, destination: PublicKey, data: &[u8]) {
+    /// Whether a data frame of `frame` bytes may be queued to `to`, whose
+    /// queue may hold `bound` bytes: drops (counted) otherwise. A receiver
+    /// whose own queue is full becomes stalled; a full global budget closes
+    /// receivers stalled for [`PRESSURE_STALL`] (longest first) to make room.
+    fn room_for(&mut self, now: Instant, to: ConnId, frame: usize, bound: usize) -> bool {
+        let Some(r) = self.clients.get_mut(&to) else {
+            return false;
+        };
+        if r.out.data_len() + frame > bound {
+            self.counters.drop(DropReason::QueueFull);
+            return false;
+        }
+        for _ in 0..MAX_PRESSURE_CLOSES {
+            if self.queued_total + frame <= self.cfg.total_queue_bytes {
+                return true;
+            }
+            let victim = self
+                .stalled
+                .iter()
+                .take(2)
+                .find(|&&(since, id)| id != to && now >= since + PRESSURE_STALL)
+                .copied();
+            let Some((_, id)) = victim else {
+                break;
+            };
+            tracing::debug!(
+                ?id,
+                "relay: closing a stalled receiver, the queue budget is full"
+            );
+            self.counters.slow_consumer_evictions += 1;
+            self.close(id, CloseReason::SlowConsumer);
+        }
+        if self.queued_total + frame > self.cfg.total_queue_bytes {
+            self.counters.drop(DropReason::TotalQueueFull);
+            return false;
+        }
+        true
+    }
+
+    /// §2.5 OOB_SEND: delivered to a confirmed link only, no feedback;
+    /// charged to the sender's OOB budget, queued only while the receiver's
+    /// queue is under half full.
+    fn oob(&mut self, now: Instant, conn: ConnId, destination: PublicKey, data: &[u8]) {
         let Some(sender) = self.clients.get(&conn).map(|c| c.pk) else {
             return;
         };
@@ -1087,21 +1416,29 @@ impl<R: CryptoRngCore> Server<R> {
         };
         let packet = RelayPacket::OobRecv { sender, data };
         let frame = packet.encoded_len() + crate::wire::relay::FRAME_OVERHEAD;
-        if self.queued_total + frame > self.cfg.total_queue_bytes {
-            self.counters.drop(DropReason::TotalQueueFull);
+        let rate = self.cfg.oob_bytes_per_sec;
+        let charged = self
+            .clients
+            .get_mut(&conn)
+            .is_some_and(|c| c.take_oob(now, rate, frame));
+        if !charged {
+            self.counters.drop(DropReason::OobRateLimited);
+            return;
+        }
+        if !self.room_for(now, to, frame, self.cfg.queue_bytes / 2) {
             return;
         }
         let Some(r) = self.clients.get_mut(&to) else {
             return;
         };
-        if r.out.data_len() + frame > self.cfg.queue_bytes {
-            self.counters.drop(DropReason::QueueFull);
-            return;
-        }
+        let was_empty = r.out.data_len() == 0;
         if r.out.push_data(&packet).is_ok() {
             self.queued_total += frame;
             self.counters.oob_packets += 1;
             self.counters.oob_bytes += data.len() as u64;
+            if was_empty {
+                self.mark_waiting(now, to);
+            }
             self.wake(to);
         }
     }
@@ -1121,11 +1458,57 @@ impl<R: CryptoRngCore> Server<R> {
         }
     }
 
-    /// Forgets a connection and asks the runtime to close it.
-    fn close(&mut self, conn: ConnId, reason: CloseReason) {
+    /// Forgets a connection and asks the runtime to close it. False if it
+    /// was not known.
+    fn close(&mut self, conn: ConnId, reason: CloseReason) -> bool {
         if self.remove(conn, reason) {
             tracing::debug!(?conn, ?reason, "relay closing client");
             self.closes.push_back((conn, reason));
+            return true;
+        }
+        false
+    }
+
+    /// Restarts the stall clock of the connections drained since the last
+    /// call (each listed once).
+    fn settle(&mut self, now: Instant) {
+        for conn in std::mem::take(&mut self.restarted) {
+            if let Some(c) = self.clients.get_mut(&conn) {
+                c.restart_pending = false;
+                if c.out.data_len() > 0 {
+                    self.mark_waiting(now, conn);
+                }
+            }
+        }
+    }
+
+    /// Starts the stall clock of `conn` at `at` (data now waits for it).
+    fn mark_waiting(&mut self, at: Instant, conn: ConnId) {
+        let Some(c) = self.clients.get_mut(&conn) else {
+            return;
+        };
+        if c.stalled_since.is_none() {
+            c.stalled_since = Some(at);
+            self.stalled.insert((at, conn));
+            self.arm(at + self.cfg.slow_consumer_timeout);
+        }
+    }
+
+    /// Takes an unconfirmed connection out of its address's list.
+    fn forget_unconfirmed(&mut self, ip: IpAddr, seq: u64, conn: ConnId) {
+        let Some(st) = self.ips.get_mut(&ip) else {
+            return;
+        };
+        if let Some(r) = st.rank(ip) {
+            self.unconfirmed_rank.remove(&r);
+        }
+        // At most max_unconfirmed_per_ip entries.
+        if let Some(i) = st.unconfirmed.iter().position(|&e| e == (seq, conn)) {
+            st.unconfirmed.remove(i);
+            self.unconfirmed_count = self.unconfirmed_count.saturating_sub(1);
+        }
+        if let Some(r) = st.rank(ip) {
+            self.unconfirmed_rank.insert(r);
         }
     }
 
@@ -1137,14 +1520,21 @@ impl<R: CryptoRngCore> Server<R> {
         };
         self.counters.closes.bump(reason);
         self.queued_total = self.queued_total.saturating_sub(c.out.data_len());
+        if let Some(since) = c.stalled_since {
+            self.stalled.remove(&(since, conn));
+        }
         match c.state {
             State::Confirmed => {
                 if self.by_key.get(&c.pk) == Some(&conn) {
                     self.by_key.remove(&c.pk);
                 }
             }
-            State::AwaitHello | State::Unconfirmed => {
-                self.unconfirmed_count = self.unconfirmed_count.saturating_sub(1)
+            State::AwaitHello | State::Unconfirmed => self.forget_unconfirmed(c.ip, c.seq, conn),
+        }
+        if let Some(st) = self.ips.get_mut(&c.ip) {
+            st.conns = st.conns.saturating_sub(1);
+            if st.conns == 0 {
+                self.ips.remove(&c.ip);
             }
         }
         for s in &c.slots {

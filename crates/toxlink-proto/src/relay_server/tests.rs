@@ -125,7 +125,7 @@ impl H {
     pub fn client(&mut self, seed: u64, confirm: bool) -> TestClient {
         let mut c = TestClient::new(seed, self.next_conn);
         self.next_conn += 1;
-        self.s.handle_accept(self.now, c.conn);
+        self.s.handle_accept(self.now, c.conn, test_ip(c.conn));
         let mut hello = c.hello(&self.pk());
         self.s.handle_bytes(self.now, c.conn, &mut hello);
         let mut out = Vec::new();
@@ -530,7 +530,7 @@ fn empty_frames_are_skipped_oversized_and_bad_tags_close() {
 fn byte_at_a_time_input_is_reassembled() {
     let mut h = H::new(ServerConfig::default());
     let mut a = TestClient::new(1, 50);
-    h.s.handle_accept(h.now, a.conn);
+    h.s.handle_accept(h.now, a.conn, test_ip(a.conn));
     for byte in a.hello(&h.pk()) {
         h.send_bytes(&a, &[byte]);
     }
@@ -553,7 +553,7 @@ fn byte_at_a_time_input_is_reassembled() {
 fn hello_for_another_key_gets_no_reply_and_partial_hello_waits() {
     let mut h = H::new(ServerConfig::default());
     let a = TestClient::new(1, 7);
-    h.s.handle_accept(h.now, a.conn);
+    h.s.handle_accept(h.now, a.conn, test_ip(a.conn));
     let hello = a.hello(&PublicKey([5; 32]));
     h.send_bytes(&a, &hello[..127]);
     assert!(!h.s.has_output(a.conn));
@@ -561,6 +561,43 @@ fn hello_for_another_key_gets_no_reply_and_partial_hello_waits() {
     h.send_bytes(&a, &hello[127..]);
     assert!(!h.s.has_output(a.conn));
     assert_eq!(h.closes(), vec![(a.conn, CloseReason::BadHandshake)]);
+}
+
+#[test]
+fn hellos_with_low_order_client_or_temporary_keys_are_refused() {
+    use crate::crypto::tests::{low_order_points, zero_shared_key};
+    let mut h = H::new(ServerConfig::default());
+    for (i, p) in low_order_points().into_iter().enumerate() {
+        let low = PublicKey(p);
+        // A low-order client key, the hello sealed with the key anyone can
+        // derive for it.
+        let conn = ConnId(1000 + 2 * i as u64);
+        h.s.handle_accept(h.now, conn, test_ip(conn));
+        let mut hello = HandshakeRequest::seal(
+            low,
+            &zero_shared_key(),
+            Nonce([3; 24]),
+            &HandshakePayload {
+                temp_pk: PublicKey([7; 32]),
+                base_nonce: Nonce([1; 24]),
+            },
+        )
+        .to_bytes();
+        h.s.handle_bytes(h.now, conn, &mut hello);
+        assert!(!h.s.has_output(conn));
+        assert_eq!(h.closes(), vec![(conn, CloseReason::BadHandshake)]);
+        // A real client key with a low-order temporary key.
+        let mut c = TestClient::new(3, 1001 + 2 * i as u64);
+        c.temp = KeyPair {
+            public: low,
+            secret: c.temp.secret.clone(),
+        };
+        h.s.handle_accept(h.now, c.conn, test_ip(c.conn));
+        h.send_bytes(&c, &c.hello(&h.pk()));
+        assert!(!h.s.has_output(c.conn));
+        assert_eq!(h.closes(), vec![(c.conn, CloseReason::BadHandshake)]);
+    }
+    assert_eq!(h.s.counters().handshakes, 0);
 }
 
 #[test]
@@ -572,7 +609,7 @@ fn reconnect_with_same_key_kills_old_link_only_once_confirmed() {
         conn: ConnId(77),
         ..TestClient::new(1, 0)
     };
-    h.s.handle_accept(h.now, a2.conn);
+    h.s.handle_accept(h.now, a2.conn, test_ip(a2.conn));
     h.send_bytes(&a2, &a2.hello(&h.pk()));
     let mut out = Vec::new();
     h.s.drain_into(a2.conn, &mut out, usize::MAX);
@@ -645,14 +682,14 @@ fn handshake_timeout_and_limits() {
     };
     let mut h = H::new(cfg);
     let a = h.client(1, true);
-    h.s.handle_accept(h.now, ConnId(100));
-    h.s.handle_accept(h.now, ConnId(101));
-    h.s.handle_accept(h.now, ConnId(102));
+    h.s.handle_accept(h.now, ConnId(100), test_ip(ConnId(100)));
+    h.s.handle_accept(h.now, ConnId(101), test_ip(ConnId(101)));
+    h.s.handle_accept(h.now, ConnId(102), test_ip(ConnId(102)));
     assert_eq!(h.closes(), vec![(ConnId(100), CloseReason::Evicted)]);
-    h.s.handle_accept(h.now, ConnId(103));
-    h.s.handle_accept(h.now, ConnId(104));
-    h.s.handle_accept(h.now, ConnId(105));
-    h.s.handle_accept(h.now, ConnId(106));
+    h.s.handle_accept(h.now, ConnId(103), test_ip(ConnId(103)));
+    h.s.handle_accept(h.now, ConnId(104), test_ip(ConnId(104)));
+    h.s.handle_accept(h.now, ConnId(105), test_ip(ConnId(105)));
+    h.s.handle_accept(h.now, ConnId(106), test_ip(ConnId(106)));
     let c = h.closes();
     assert!(c.contains(&(ConnId(101), CloseReason::Evicted)));
     assert!(h.s.counters().clients <= 5);
@@ -673,7 +710,7 @@ fn too_many_clients_refused() {
     let mut h = H::new(cfg);
     h.client(1, true);
     h.client(2, true);
-    h.s.handle_accept(h.now, ConnId(50));
+    h.s.handle_accept(h.now, ConnId(50), test_ip(ConnId(50)));
     assert_eq!(h.closes(), vec![(ConnId(50), CloseReason::TooManyClients)]);
 }
 
@@ -1106,7 +1143,7 @@ mod invariants {
                     Op::Connect { c, key } => {
                         next += 1;
                         let mut t = TestClient::new(1000 + key, next);
-                        h.s.handle_accept(h.now, t.conn);
+                        h.s.handle_accept(h.now, t.conn, test_ip(t.conn));
                         h.send_bytes(&t, &t.hello(&h.pk()));
                         let mut out = Vec::new();
                         h.s.drain_into(t.conn, &mut out, usize::MAX);
@@ -1162,4 +1199,417 @@ mod invariants {
             }
         }
     }
+}
+
+// ---- hostile clients: stalled receivers, OOB floods, connection floods ----
+
+impl H {
+    /// Accepts (from `ip`), handshakes and confirms with a PING.
+    fn client_from(&mut self, seed: u64, ip: std::net::IpAddr) -> TestClient {
+        let mut c = TestClient::new(seed, self.next_conn);
+        self.next_conn += 1;
+        self.s.handle_accept(self.now, c.conn, ip);
+        let mut hello = c.hello(&self.pk());
+        self.s.handle_bytes(self.now, c.conn, &mut hello);
+        let mut out = Vec::new();
+        self.s.drain_into(c.conn, &mut out, usize::MAX);
+        c.finish(&self.pk(), &out);
+        self.send(&mut c, &RelayPacket::Ping { ping_id: [1; 8] });
+        self.recv(&mut c);
+        c
+    }
+
+    /// DATA frames (id ≥ 16) waiting for `c`, drained and counted.
+    fn recv_data(&mut self, c: &mut TestClient) -> usize {
+        self.recv(c).iter().filter(|p| p[0] >= 16).count()
+    }
+}
+
+/// Routes `a` and `b` to each other; returns (a's slot, b's slot).
+fn route(h: &mut H, a: &mut TestClient, b: &mut TestClient) -> (u8, u8) {
+    fn slot_for(got: &[Vec<u8>], peer: &TestClient) -> u8 {
+        got.iter()
+            .find(|p| p[0] == id::ROUTING_RESPONSE && p[2..34] == peer.kp.public.0)
+            .map(|p| p[1])
+            .expect("a slot")
+    }
+    h.send(a, &rreq(b));
+    let sa = slot_for(&h.recv(a), b);
+    h.send(b, &rreq(a));
+    let sb = slot_for(&h.recv(b), a);
+    h.recv(a);
+    (sa, sb)
+}
+
+fn v4(a: u8, b: u8, c: u8, d: u8) -> std::net::IpAddr {
+    std::net::IpAddr::from([a, b, c, d])
+}
+
+#[test]
+fn a_receiver_whose_queued_data_makes_no_progress_for_3_s_is_closed_as_slow_consumer() {
+    let cfg = ServerConfig {
+        queue_bytes: 10_000,
+        ..ServerConfig::default()
+    };
+    assert_eq!(cfg.slow_consumer_timeout, Duration::from_secs(3));
+    let mut h = H::new(cfg);
+    let (mut a, b) = pair(&mut h);
+    let mut c = h.client(3, true);
+    let mut d = h.client(4, true);
+    route(&mut h, &mut c, &mut d);
+    let data = |n: u8| RelayPacket::Data {
+        connection_id: 16,
+        data: &[7u8; 1000][..usize::from(n) * 100],
+    };
+    // b and d both fill up; d reads a frame now and then (slowly, but it
+    // makes progress), b never reads.
+    for step in 0..40u32 {
+        for _ in 0..12 {
+            h.send(&mut a, &data(10));
+            h.send(&mut c, &data(10));
+        }
+        if step % 5 == 0 {
+            let mut out = Vec::new();
+            h.s.drain_into(d.conn, &mut out, 1);
+            d.parse(&out);
+        }
+        h.advance(Duration::from_millis(100));
+        h.s.check_invariants();
+        if step < 29 {
+            assert!(h.closes().is_empty(), "step {step}");
+        }
+    }
+    // b: stalled since the first drop (step 0) and closed 3 s later; d,
+    // which reads, and the senders are not.
+    assert_eq!(h.closes(), vec![(b.conn, CloseReason::SlowConsumer)]);
+    assert_eq!(h.s.counters().closes.slow_consumer, 1);
+    assert!(h.recv_data(&mut d) > 0);
+    // a's partner is gone: a is told so.
+    assert_eq!(h.recv(&mut a), vec![vec![3, 16]]);
+    h.s.check_invariants();
+}
+
+#[test]
+fn when_the_queue_budget_is_full_the_longest_stalled_receiver_is_closed_to_make_room() {
+    let cfg = ServerConfig {
+        queue_bytes: 10_000,
+        total_queue_bytes: 30_000,
+        ..ServerConfig::default()
+    };
+    let mut h = H::new(cfg);
+    let mut s = h.client(1, true);
+    let mut rs: Vec<TestClient> = (0..3).map(|i| h.client(10 + i, true)).collect();
+    let mut slots = Vec::new();
+    for r in rs.iter_mut() {
+        slots.push(route(&mut h, &mut s, r).0);
+    }
+    let (mut a, mut b) = (h.client(20, true), h.client(21, true));
+    route(&mut h, &mut a, &mut b);
+    let big = [1u8; 1400];
+    // Three receivers that never read fill the whole budget.
+    for &slot in &slots {
+        for _ in 0..8 {
+            let p = RelayPacket::Data {
+                connection_id: slot,
+                data: &big,
+            };
+            h.send(&mut s, &p);
+        }
+    }
+    assert!(h.s.counters().queued_bytes > 25_000);
+    let to_b = RelayPacket::Data {
+        connection_id: 16,
+        data: &big,
+    };
+    // Just stalled: b's DATA is dropped (no receiver is stalled long).
+    h.send(&mut a, &to_b);
+    assert_eq!(h.recv_data(&mut b), 0);
+    assert_eq!(h.s.counters().drop_total_queue_full, 1);
+    // A quarter second later the longest stalled is closed to make room.
+    h.advance(PRESSURE_STALL);
+    for _ in 0..5 {
+        h.send(&mut a, &to_b);
+    }
+    assert_eq!(h.recv_data(&mut b), 5);
+    let closed = h.closes();
+    assert_eq!(closed, vec![(rs[0].conn, CloseReason::SlowConsumer)]);
+    assert_eq!(h.s.counters().slow_consumer_evictions, 1);
+    h.s.check_invariants();
+}
+
+#[test]
+fn one_sender_cannot_fill_a_receivers_queue_with_oob_past_its_rate_or_half_the_queue() {
+    let cfg = ServerConfig {
+        queue_bytes: 40_000,
+        oob_bytes_per_sec: 20_000,
+        ..ServerConfig::default()
+    };
+    let mut h = H::new(cfg);
+    let (mut a, mut b) = pair(&mut h);
+    let mut m = h.client(3, true);
+    let oob = RelayPacket::OobSend {
+        destination: b.kp.public,
+        data: &[3u8; 1000],
+    };
+    // 100 OOB at once: 18 frames of 1,051 bytes fit the 20,000-byte bucket.
+    for _ in 0..100 {
+        h.send(&mut m, &oob);
+    }
+    let c = h.s.counters();
+    assert_eq!(c.oob_packets, 19);
+    assert_eq!(c.drop_oob_rate_limited, 81);
+    // A second later the bucket is full again, but OOB stops at half of
+    // b's queue: the rest is for DATA from the peers b routed.
+    h.now += Duration::from_secs(1);
+    for _ in 0..100 {
+        h.send(&mut m, &oob);
+    }
+    assert!(c.queued_bytes <= 20_000);
+    let c = h.s.counters();
+    assert!(c.queued_bytes as usize <= 20_000, "{}", c.queued_bytes);
+    assert!(c.drop_queue_full > 0);
+    for _ in 0..18 {
+        h.send(
+            &mut a,
+            &RelayPacket::Data {
+                connection_id: 16,
+                data: &[1u8; 1000],
+            },
+        );
+    }
+    assert_eq!(h.s.counters().data_packets, 18);
+    assert_eq!(h.recv_data(&mut b), 18);
+    h.s.check_invariants();
+}
+
+#[test]
+fn connections_per_address_are_capped_and_ipv6_counts_per_slash_64() {
+    let cfg = ServerConfig {
+        max_conns_per_ip: 4,
+        max_unconfirmed_per_ip: 2,
+        ..ServerConfig::default()
+    };
+    let mut h = H::new(cfg);
+    let ip = v4(127, 9, 9, 9);
+    // Two unconfirmed at most, then refused.
+    h.s.handle_accept(h.now, ConnId(100), ip);
+    h.s.handle_accept(h.now, ConnId(101), ip);
+    h.s.handle_accept(h.now, ConnId(102), ip);
+    assert_eq!(h.closes(), vec![(ConnId(102), CloseReason::TooManyFromIp)]);
+    h.s.handle_closed(h.now, ConnId(100));
+    h.s.handle_closed(h.now, ConnId(101));
+    // Four connections at most, confirmed or not.
+    let _c: Vec<TestClient> = (0..4).map(|i| h.client_from(30 + i, ip)).collect();
+    h.s.handle_accept(h.now, ConnId(103), ip);
+    assert_eq!(h.closes(), vec![(ConnId(103), CloseReason::TooManyFromIp)]);
+    // IPv4-mapped IPv6 is the same address; another address is not.
+    let mapped: std::net::IpAddr = "::ffff:127.9.9.9".parse().unwrap();
+    h.s.handle_accept(h.now, ConnId(104), mapped);
+    assert_eq!(h.closes(), vec![(ConnId(104), CloseReason::TooManyFromIp)]);
+    h.s.handle_accept(h.now, ConnId(105), v4(127, 9, 9, 10));
+    assert!(h.closes().is_empty());
+    // IPv6: one /64 is one address.
+    for (i, a) in ["::1:0:0:0:1", "::1:0:0:0:2", "::1:ffff:ffff:ffff:ffff"]
+        .iter()
+        .enumerate()
+    {
+        h.s.handle_accept(h.now, ConnId(200 + i as u64), a.parse().unwrap());
+    }
+    assert_eq!(h.closes(), vec![(ConnId(202), CloseReason::TooManyFromIp)]);
+    h.s.handle_accept(h.now, ConnId(203), "::2:0:0:0:1".parse().unwrap());
+    assert!(h.closes().is_empty());
+    assert_eq!(h.s.counters().closes.too_many_from_ip, 4);
+    h.s.check_invariants();
+}
+
+/// The eviction policy under a connection flood from many addresses: the
+/// flooders' own handshakes go first, a client's handshake in progress
+/// (one per address) survives.
+#[test]
+fn a_connection_flood_from_many_addresses_evicts_its_own_handshakes_not_a_clients() {
+    let cfg = ServerConfig {
+        max_unconfirmed: 64,
+        ..ServerConfig::default()
+    };
+    let mut h = H::new(cfg);
+    // A client starts its handshake: accepted, hello not yet sent.
+    let mut c = TestClient::new(5, 5);
+    h.s.handle_accept(h.now, c.conn, v4(127, 5, 5, 5));
+    // 40 addresses × 8 unconfirmed = 320 connections for 63 free places,
+    // then each address tries again and again.
+    let mut id = 10_000u64;
+    for _ in 0..20 {
+        for a in 0..40u8 {
+            h.s.handle_accept(h.now, ConnId(id), v4(127, 200, 0, a));
+            id += 1;
+        }
+    }
+    let closes = h.closes();
+    assert!(closes.iter().all(|&(cid, _)| cid != c.conn));
+    let c2 = h.s.counters();
+    assert!(c2.closes.evicted > 700, "{c2:?}");
+    assert!(c2.clients <= 64);
+    h.s.check_invariants();
+    // The client finishes its handshake.
+    h.send_bytes(&c, &c.hello(&h.pk()));
+    let mut out = Vec::new();
+    h.s.drain_into(c.conn, &mut out, usize::MAX);
+    assert_eq!(out.len(), HANDSHAKE_RESPONSE_SIZE);
+    c.finish(&h.pk(), &out);
+    h.send(&mut c, &RelayPacket::Ping { ping_id: [1; 8] });
+    assert_eq!(h.recv(&mut c).len(), 1);
+    assert_eq!(h.s.counters().confirmed, 1);
+}
+
+/// The attack of the security issue: 2,000 receivers that never read hold
+/// full queues worth twice the global budget (before the fix every other
+/// pair's DATA was then dropped) while a connection flood runs. Four honest
+/// pairs must keep ≥ 90 % of what they send (they keep 100 % without the
+/// attack, checked in the same run).
+#[test]
+fn honest_pairs_keep_90_percent_while_2000_receivers_never_read_and_a_connection_flood_runs() {
+    let cfg = ServerConfig {
+        queue_bytes: 16 * 1024,
+        total_queue_bytes: 16 * 1024 * 1024,
+        max_unconfirmed: 256,
+        ..ServerConfig::default()
+    };
+    let mut h = H::new(cfg);
+    let mut honest: Vec<(TestClient, TestClient, u8)> = (0..4u64)
+        .map(|i| {
+            let mut a = h.client(100 + 2 * i, true);
+            let mut b = h.client(101 + 2 * i, true);
+            let (sa, _) = route(&mut h, &mut a, &mut b);
+            (a, b, sa)
+        })
+        .collect();
+    let payload = [0x42u8; 1000];
+    let dt = Duration::from_millis(10);
+    // Honest traffic for `steps` steps of 10 ms: each pair sends 10 frames a
+    // step and its receiver reads them. Returns (sent, delivered).
+    fn honest_step(
+        h: &mut H,
+        honest: &mut [(TestClient, TestClient, u8)],
+        payload: &[u8],
+    ) -> (usize, usize) {
+        let (mut sent, mut got) = (0, 0);
+        for (a, b, slot) in honest.iter_mut() {
+            for _ in 0..10 {
+                let p = RelayPacket::Data {
+                    connection_id: *slot,
+                    data: payload,
+                };
+                h.send(a, &p);
+                sent += 1;
+            }
+            got += h.recv_data(b);
+        }
+        (sent, got)
+    }
+    let (mut sent, mut got) = (0, 0);
+    for _ in 0..100 {
+        let (s, g) = honest_step(&mut h, &mut honest, &payload);
+        sent += s;
+        got += g;
+        h.advance(dt);
+    }
+    assert_eq!(got, sent, "without the attack everything arrives");
+    // The attack: 10 senders, each routed with 200 receivers that never
+    // read; every receiver's queue is filled (2,000 × 16 KiB = 2 × budget).
+    let mut attackers: Vec<(TestClient, Vec<u8>)> = Vec::new();
+    let mut receivers: Vec<TestClient> = Vec::new();
+    for k in 0..10u64 {
+        let mut s = h.client(10_000 + k, true);
+        let mut slots = Vec::new();
+        for j in 0..200u64 {
+            let mut r = h.client(20_000 + 200 * k + j, true);
+            slots.push(route(&mut h, &mut s, &mut r).0);
+            receivers.push(r);
+        }
+        attackers.push((s, slots));
+    }
+    let big = [0x66u8; 1400];
+    for (s, slots) in attackers.iter_mut() {
+        for &slot in slots.iter() {
+            for _ in 0..12 {
+                let p = RelayPacket::Data {
+                    connection_id: slot,
+                    data: &big,
+                };
+                h.send(s, &p);
+            }
+        }
+    }
+    assert!(
+        h.s.counters().drop_total_queue_full > 0,
+        "the budget is full"
+    );
+    // Five seconds of honest traffic while the attackers keep sending and
+    // 140 addresses keep opening connections that never say anything; a
+    // new client's handshake runs in the middle of it. 20 addresses open 38
+    // connections a step (refused past 8 unconfirmed each), 120 more open 2
+    // a step: more than the 256 unconfirmed places, so the eviction order is
+    // at work too.
+    let (mut sent, mut got) = (0, 0);
+    let mut flood_id = 1_000_000u64;
+    let mut late = TestClient::new(77, 77);
+    for step in 0..500u32 {
+        for (s, slots) in attackers.iter_mut() {
+            for j in 0..5 {
+                let slot = slots[(step as usize * 5 + j) % slots.len()];
+                let p = RelayPacket::Data {
+                    connection_id: slot,
+                    data: &big,
+                };
+                h.send(s, &p);
+            }
+        }
+        for i in 0..40 {
+            let ip = if i < 38 {
+                v4(127, 250, 0, (flood_id % 20) as u8)
+            } else {
+                v4(127, 251, 0, ((2 * step + i - 38) % 120) as u8)
+            };
+            h.s.handle_accept(h.now, ConnId(flood_id), ip);
+            flood_id += 1;
+        }
+        if step == 200 {
+            h.s.handle_accept(h.now, late.conn, v4(127, 77, 77, 77));
+        }
+        if step == 210 {
+            h.send_bytes(&late, &late.hello(&h.pk()));
+            let mut out = Vec::new();
+            h.s.drain_into(late.conn, &mut out, usize::MAX);
+            assert_eq!(out.len(), HANDSHAKE_RESPONSE_SIZE, "late client evicted");
+            late.finish(&h.pk(), &out);
+            h.send(&mut late, &RelayPacket::Ping { ping_id: [1; 8] });
+            assert_eq!(h.recv(&mut late).len(), 1);
+        }
+        let (s, g) = honest_step(&mut h, &mut honest, &payload);
+        sent += s;
+        got += g;
+        h.advance(dt);
+        h.closes();
+    }
+    let c = h.s.counters();
+    let share = got as f64 / sent as f64;
+    eprintln!(
+        "honest delivery under attack: {got}/{sent} = {:.1} %; slow consumers closed {} ({} under pressure), \
+         refused per address {}, evicted {}, dropped for the budget {}",
+        share * 100.0,
+        c.closes.slow_consumer,
+        c.slow_consumer_evictions,
+        c.closes.too_many_from_ip,
+        c.closes.evicted,
+        c.drop_total_queue_full,
+    );
+    assert!(share >= 0.9, "honest pairs got {:.1} %", share * 100.0);
+    assert!(c.closes.slow_consumer >= 1000, "{c:?}");
+    assert!(
+        c.closes.too_many_from_ip > 0 && c.closes.evicted > 0,
+        "{c:?}"
+    );
+    assert!(c.queued_bytes as usize <= 16 * 1024 * 1024);
+    h.s.check_invariants();
+    drop(receivers);
 }

@@ -79,6 +79,10 @@ pub enum HandshakeError {
     /// The output buffer is too small.
     #[error("output buffer too small")]
     BufferTooSmall,
+    /// A key of the packet is a low-order X25519 point (libsodium and
+    /// c-toxcore refuse those): the packet is dropped.
+    #[error("{0}: low-order public key")]
+    LowOrderKey(&'static str),
 }
 
 fn malformed(kind: &'static str, len: usize) -> HandshakeError {
@@ -178,8 +182,13 @@ pub fn open_cookie_request(
 ) -> Result<CookieRequestInfo, HandshakeError> {
     const KIND: &str = "cookie request";
     let req = wire::CookieRequest::parse(packet).map_err(|_| malformed(KIND, packet.len()))?;
-    let shared = our_dht.precompute(&req.sender_dht_pk);
+    let shared = our_dht
+        .try_precompute(&req.sender_dht_pk)
+        .map_err(|_| HandshakeError::LowOrderKey(KIND))?;
     let p = req.open(&shared).map_err(|_| HandshakeError::Auth(KIND))?;
+    if p.sender_real_pk.is_low_order() {
+        return Err(HandshakeError::LowOrderKey(KIND));
+    }
     Ok(CookieRequestInfo {
         sender_dht: req.sender_dht_pk,
         sender_real: p.sender_real_pk,
@@ -288,6 +297,9 @@ pub fn open_handshake(
     const KIND: &str = "handshake";
     let hs = wire::Handshake::parse(packet).map_err(|_| malformed(KIND, packet.len()))?;
     let (peer_real, peer_dht) = cookie_key.open_cookie(now, &hs.cookie)?;
+    if peer_real.is_low_order() {
+        return Err(HandshakeError::LowOrderKey(KIND));
+    }
     if let Some(exp) = expected_peer {
         if !exp.ct_eq(&peer_real) {
             return Err(HandshakeError::UnexpectedPeer);
@@ -300,6 +312,11 @@ pub fn open_handshake(
         WireError::BadField { .. } => HandshakeError::BadHash,
         _ => HandshakeError::Auth(KIND),
     })?;
+    // A session key of small order would make the session key all-zero
+    // X25519 output: drop the handshake.
+    if p.session_pk.is_low_order() {
+        return Err(HandshakeError::LowOrderKey(KIND));
+    }
     Ok(ValidHandshake {
         peer_real,
         peer_dht,

@@ -87,6 +87,35 @@ fn established_with_vector_keys() -> Session {
     s
 }
 
+/// A hostile request packet: `buffer_start` as far behind our buffer as the
+/// ack check lets it be (32,768 numbers) and a list of 0 bytes, each of
+/// which spans 255 numbers; 200 of them span the whole 65,536-number walk
+/// the old code did one number at a time. The walk must cost what we hold.
+#[test]
+fn a_hostile_request_packet_walks_only_the_packets_we_sent_not_65536_numbers() {
+    for first in [40_000u32, u32::MAX - 1] {
+        let now = Instant::now();
+        let mut s = established_with_vector_keys();
+        s.send = reliable::SendBuffer::new(first, 64);
+        s.recv = reliable::RecvBuffer::new(first);
+        s.cfg.initial_packet_number = first;
+        let mut buf = [0u8; MAX_PACKET_SIZE];
+        for i in 0..3u8 {
+            s.send_lossless(now, &[0x10 + i]).expect("queued");
+            s.poll_transmit(now, &mut buf).expect("sent");
+        }
+        assert_eq!(s.send.sent_range(), (first, first.wrapping_add(3)));
+        let buffer_start = first.wrapping_sub(reliable::PACKET_BUFFER_SIZE);
+        assert!(s.send.ack_in_range(buffer_start));
+        s.process_request(now, PathId(0), buffer_start, &[0u8; 200]);
+        assert_eq!(s.stats().request_numbers_walked, 3, "from {first}");
+        // The verdicts on what we hold still apply: all three received.
+        for n in 0..3 {
+            assert!(s.send.get(first.wrapping_add(n)).expect("held").acked);
+        }
+    }
+}
+
 #[test]
 fn data_packet_vectors_section_10() {
     let now = Instant::now();
@@ -1021,6 +1050,75 @@ fn handshake_packets_agree_with_wire_module() {
         .map(|_| ()),
         Err(HandshakeError::UnexpectedPeer)
     );
+}
+
+#[test]
+fn low_order_keys_in_cookie_requests_and_handshakes_are_dropped() {
+    use crate::crypto::tests::{low_order_points, zero_shared_key};
+    let now = Instant::now();
+    let mut rng = ChaCha20Rng::seed_from_u64(23);
+    let a_real = KeyPair::generate(&mut rng);
+    let b_real = KeyPair::generate(&mut rng);
+    let b_dht = KeyPair::generate(&mut rng);
+    let b_cookie_key = CookieKey::new(&mut rng, now);
+    for p in low_order_points() {
+        let low = PublicKey(p);
+        // A cookie request "from" a low-order DHT key, sealed with the key
+        // anyone can derive for it: refused before it is opened.
+        let req = build_cookie_request(&mut rng, &low, &zero_shared_key(), &a_real.public, &[7; 8]);
+        assert_eq!(
+            open_cookie_request(&b_dht, &req).map(|_| ()),
+            Err(HandshakeError::LowOrderKey("cookie request"))
+        );
+        // A cookie request naming a low-order real key.
+        let a_dht = KeyPair::generate(&mut rng);
+        let req = build_cookie_request(
+            &mut rng,
+            &a_dht.public,
+            &a_dht.precompute(&b_dht.public),
+            &low,
+            &[7; 8],
+        );
+        assert_eq!(
+            open_cookie_request(&b_dht, &req).map(|_| ()),
+            Err(HandshakeError::LowOrderKey("cookie request"))
+        );
+        // A valid handshake whose session key is of low order.
+        let cookie = b_cookie_key.make_cookie(&mut rng, now, &a_real.public, &a_dht.public);
+        let base = Nonce::random(&mut rng);
+        let hs = build_handshake(
+            &mut rng,
+            &HandshakeParams {
+                real_shared: &a_real.precompute(&b_real.public),
+                peer_cookie: &cookie,
+                base_nonce: &base,
+                session_pk: &low,
+                other_cookie: &[9u8; COOKIE_SIZE],
+            },
+        );
+        assert_eq!(
+            open_handshake(&b_cookie_key, now, None, |pk| b_real.precompute(pk), &hs).map(|_| ()),
+            Err(HandshakeError::LowOrderKey("handshake"))
+        );
+        // A handshake on a cookie naming a low-order real key, sealed with
+        // the key anyone can derive for it.
+        let cookie = b_cookie_key.make_cookie(&mut rng, now, &low, &a_dht.public);
+        let session = KeyPair::generate(&mut rng);
+        let hs = build_handshake(
+            &mut rng,
+            &HandshakeParams {
+                real_shared: &zero_shared_key(),
+                peer_cookie: &cookie,
+                base_nonce: &base,
+                session_pk: &session.public,
+                other_cookie: &[9u8; COOKIE_SIZE],
+            },
+        );
+        assert_eq!(
+            open_handshake(&b_cookie_key, now, None, |pk| b_real.precompute(pk), &hs).map(|_| ()),
+            Err(HandshakeError::LowOrderKey("handshake"))
+        );
+    }
 }
 
 #[test]

@@ -686,6 +686,45 @@ impl<'a> RequestDecoder<'a> {
     }
 }
 
+impl RequestDecoder<'_> {
+    /// Passes over the next `k` packet numbers as [`Iterator::nth`] would,
+    /// but in O(body bytes consumed) rather than O(k): a run of unrequested
+    /// numbers is crossed in one step per byte. Returns how many numbers were
+    /// passed (less than `k` when the body or the range ends first).
+    pub fn skip_numbers(&mut self, k: u32) -> u32 {
+        let mut left = k.min(self.remaining);
+        let mut passed = 0;
+        while left > 0 {
+            let Some((&head, rest)) = self.body.split_first() else {
+                break;
+            };
+            // Numbers up to and including the one this byte settles: the
+            // requested one (head = distance), or the 255th after a request
+            // for a 0 byte (the skip marker).
+            let span = if head == 0 {
+                256 - self.n
+            } else {
+                u32::from(head).saturating_sub(self.n) + 1
+            };
+            if left < span {
+                // Stops inside the run: no byte consumed.
+                self.n += left;
+                self.next = self.next.wrapping_add(left);
+                self.remaining -= left;
+                passed += left;
+                break;
+            }
+            self.body = rest;
+            self.n = 1;
+            self.next = self.next.wrapping_add(span);
+            self.remaining -= span;
+            passed += span;
+            left -= span;
+        }
+        passed
+    }
+}
+
 impl Iterator for RequestDecoder<'_> {
     type Item = RequestItem;
 

@@ -127,7 +127,10 @@ impl SimNode<u32> for RelayNode {
         match ev {
             StreamEvent::Opened => {
                 self.conns.insert(s.id.0, s.id);
-                self.server.handle_accept(now, conn);
+                // Simulated addresses are u32s: read as IPv4 for the
+                // per-address limits.
+                let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::from(s.remote));
+                self.server.handle_accept(now, conn, ip);
             }
             StreamEvent::Data(d) => {
                 if self.conns.contains_key(&s.id.0) {

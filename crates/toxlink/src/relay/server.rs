@@ -272,12 +272,19 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             return;
         }
         let _ = stream.set_nodelay(true);
+        let sndbuf = shared.lock().server.config().socket_send_buffer;
+        if sndbuf > 0 {
+            // Bounds what a client that never reads parks in the kernel.
+            if let Err(e) = socket2::SockRef::from(&stream).set_send_buffer_size(sndbuf) {
+                tracing::debug!(error = %e, "relay: SO_SNDBUF failed");
+            }
+        }
         let id = ConnId(shared.next_id.fetch_add(1, Ordering::Relaxed));
         let handle = Arc::new(ConnHandle::default());
         {
             let mut g = shared.lock();
             g.conns.insert(id, handle.clone());
-            g.server.handle_accept(Instant::now(), id);
+            g.server.handle_accept(Instant::now(), id, peer.ip());
             g.dispatch();
         }
         shared.timer.notify_one();

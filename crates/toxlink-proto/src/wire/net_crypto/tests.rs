@@ -362,6 +362,20 @@ proptest! {
     }
 
     #[test]
+    fn skipping_numbers_matches_iterating_over_them(
+        body in proptest::collection::vec(any::<u8>(), 0..400),
+        start in any::<u32>(), len in 0u32..70_000, k in 0u32..70_000,
+    ) {
+        let end = start.wrapping_add(len);
+        let all: Vec<RequestItem> = RequestDecoder::new(&body, start, end).collect();
+        let mut d = RequestDecoder::new(&body, start, end);
+        let passed = d.skip_numbers(k);
+        prop_assert_eq!(passed as usize, (k as usize).min(all.len()));
+        let rest: Vec<RequestItem> = d.collect();
+        prop_assert_eq!(&rest[..], &all[passed as usize..]);
+    }
+
+    #[test]
     fn data_round_trip(bs in any::<u32>(), num in any::<u32>(), id in 1u8..=255,
                        rest in proptest::collection::vec(any::<u8>(), 0..1372),
                        n in any::<[u8; 24]>()) {

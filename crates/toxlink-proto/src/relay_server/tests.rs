@@ -1009,7 +1009,7 @@ mod faults {
         assert_eq!(intact(&ga), 20, "from the new key: spared");
         // a reconnects: its new link is spared too, even to b.
         let mut a2 = TestClient::new(1, 99);
-        h.s.handle_accept(h.now, a2.conn);
+        h.s.handle_accept(h.now, a2.conn, test_ip(a2.conn));
         let mut hello = a2.hello(&h.pk());
         h.s.handle_bytes(h.now, a2.conn, &mut hello);
         let mut out = Vec::new();

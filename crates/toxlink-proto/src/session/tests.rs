@@ -1097,7 +1097,14 @@ fn low_order_keys_in_cookie_requests_and_handshakes_are_dropped() {
             },
         );
         assert_eq!(
-            open_handshake(&b_cookie_key, now, None, |pk| Some(b_real.precompute(pk)), &hs).map(|_| ()),
+            open_handshake(
+                &b_cookie_key,
+                now,
+                None,
+                |pk| Some(b_real.precompute(pk)),
+                &hs
+            )
+            .map(|_| ()),
             Err(HandshakeError::LowOrderKey("handshake"))
         );
         // A handshake on a cookie naming a low-order real key, sealed with
@@ -1115,7 +1122,14 @@ fn low_order_keys_in_cookie_requests_and_handshakes_are_dropped() {
             },
         );
         assert_eq!(
-            open_handshake(&b_cookie_key, now, None, |pk| Some(b_real.precompute(pk)), &hs).map(|_| ()),
+            open_handshake(
+                &b_cookie_key,
+                now,
+                None,
+                |pk| Some(b_real.precompute(pk)),
+                &hs
+            )
+            .map(|_| ()),
             Err(HandshakeError::LowOrderKey("handshake"))
         );
     }

@@ -157,7 +157,7 @@ pub fn settings(args: &RelayArgs) -> Result<Settings, RelayCmdError> {
 /// Counters as `name value` lines (Prometheus text format).
 pub fn format_counters(c: &Counters) -> String {
     let d = &c.closes;
-    let rows: [(&str, u64); 33] = [
+    let rows = [
         ("toxlink_relay_clients", c.clients),
         ("toxlink_relay_confirmed_clients", c.confirmed),
         ("toxlink_relay_routes", c.routes),
@@ -169,6 +169,8 @@ pub fn format_counters(c: &Counters) -> String {
         ("toxlink_relay_oob_packets_total", c.oob_packets),
         ("toxlink_relay_oob_bytes_total", c.oob_bytes),
         ("toxlink_relay_pongs_total", c.pongs_sent),
+        ("toxlink_relay_pings_sent_total", c.pings_sent),
+        ("toxlink_relay_pongs_received_total", c.pongs_received),
         (
             "toxlink_relay_drops_not_connected_total",
             c.drop_not_connected,
@@ -181,6 +183,14 @@ pub fn format_counters(c: &Counters) -> String {
         (
             "toxlink_relay_drops_oob_no_destination_total",
             c.drop_oob_no_destination,
+        ),
+        (
+            "toxlink_relay_drops_oob_rate_limited_total",
+            c.drop_oob_rate_limited,
+        ),
+        (
+            "toxlink_relay_slow_consumer_evictions_total",
+            c.slow_consumer_evictions,
         ),
         ("toxlink_relay_drops_onion_total", c.drop_onion),
         ("toxlink_relay_drops_forward_total", c.drop_forward),
@@ -208,6 +218,10 @@ pub fn format_counters(c: &Counters) -> String {
         ("toxlink_relay_closes_ping_timeout_total", d.ping_timeout),
         ("toxlink_relay_closes_slow_consumer_total", d.slow_consumer),
         ("toxlink_relay_closes_replaced_total", d.replaced),
+        (
+            "toxlink_relay_closes_too_many_from_ip_total",
+            d.too_many_from_ip,
+        ),
         ("toxlink_relay_rss_kib", rss_kib()),
     ];
     let mut s = String::new();
@@ -490,12 +504,26 @@ bootstrap_nodes = (
 
     #[test]
     fn counters_are_formatted() {
-        let c = Counters {
+        let mut c = Counters {
             data_packets: 42,
+            pings_sent: 7,
+            pongs_received: 6,
+            drop_oob_rate_limited: 5,
+            slow_consumer_evictions: 4,
             ..Counters::default()
         };
+        c.closes.too_many_from_ip = 3;
         let s = format_counters(&c);
-        assert!(s.contains("toxlink_relay_data_packets_total 42\n"));
-        assert_eq!(s.lines().count(), 33);
+        for line in [
+            "toxlink_relay_data_packets_total 42\n",
+            "toxlink_relay_pings_sent_total 7\n",
+            "toxlink_relay_pongs_received_total 6\n",
+            "toxlink_relay_drops_oob_rate_limited_total 5\n",
+            "toxlink_relay_slow_consumer_evictions_total 4\n",
+            "toxlink_relay_closes_too_many_from_ip_total 3\n",
+        ] {
+            assert!(s.contains(line), "{line} in {s}");
+        }
+        assert_eq!(s.lines().count(), 38);
     }
 }

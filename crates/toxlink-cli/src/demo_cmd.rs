@@ -64,30 +64,10 @@ pub struct DemoArgs {
     pub json: bool,
 }
 
-/// Parses `256MiB`, `64M`, `1000`.
+/// Parses `256MiB`, `64M`, `1000` (the CLI's one size syntax,
+/// [`toxlink_cli::text::parse_bytes`]) within the demo's bounds.
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '_')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .replace('_', "")
-        .parse()
-        .map_err(|_| format!("invalid size {s:?}: expected e.g. 256MiB, 64M or 1000000"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1_000,
-        "m" | "mb" => 1_000_000,
-        "g" | "gb" => 1_000_000_000,
-        "kib" => 1 << 10,
-        "mib" => 1 << 20,
-        "gib" => 1 << 30,
-        u => return Err(format!("invalid size unit {u:?} in {s:?}")),
-    };
-    let v = n
-        .checked_mul(mult)
-        .ok_or_else(|| format!("size {s:?} is too large"))?;
+    let v = toxlink_cli::text::parse_bytes(s)?;
     if v == 0 {
         return Err("size must be at least 1 byte".into());
     }

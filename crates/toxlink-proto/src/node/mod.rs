@@ -646,10 +646,11 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
     }
 
     fn allow_inner(&mut self, peer: PublicKey) {
-        if self.allowed.insert(peer) || !self.real_keys.contains_key(&peer) {
-            let k = self.id.real.precompute(&peer);
-            self.real_keys.insert(peer, k);
-        }
+        self.allowed.insert(peer);
+        let real = &self.id.real;
+        self.real_keys
+            .entry(peer)
+            .or_insert_with(|| real.precompute(&peer));
     }
 
     fn path_of(&mut self, route: Route<A>) -> PathId {
@@ -867,20 +868,19 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
             let Some(addr) = self.route_of(p, c.key) else {
                 continue;
             };
-            // A relay path that stopped delivering: make its link prove it
-            // is alive (a NAT or firewall may have cut it silently).
-            if matches!(c.new, Health::Suspect | Health::Dead) {
-                if let Route::Relay { relay, .. } = addr {
-                    doubted.push(relay);
-                }
-            }
             let closed = p
                 .paths
                 .table
                 .path(&c.key)
                 .is_some_and(|e| e.health().is_closed());
             if let Route::Relay { relay, .. } = addr {
+                // A relay path that stopped delivering: make its link prove
+                // it is alive (a NAT or firewall may have cut it silently),
+                // and time how long it goes without proof.
                 let no_proof = matches!(c.new, Health::Suspect | Health::Dead);
+                if no_proof {
+                    doubted.push(relay);
+                }
                 dead.push((relay, no_proof && !closed));
             }
             let reason = match c.new {

@@ -13,7 +13,7 @@ use rand_core::SeedableRng;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use toxlink_proto::crypto::{KeyPair, SecretKey};
-use toxlink_proto::node::{LinkId, Node, NodeConfig};
+use toxlink_proto::node::{Input, LinkId, LinkOutput, Node, NodeConfig};
 use toxlink_proto::session::{Event, MAX_PACKET_SIZE};
 
 fn payload(k: u32) -> Vec<u8> {
@@ -50,25 +50,29 @@ impl World {
         }
         while let Some((to, t)) = self.a.poll_transmit(self.now, &mut buf) {
             if to == 2 {
-                let _ = self.b.handle_datagram(self.now, 1, &mut buf[..t.len]);
+                let _ = self.b.handle(self.now, Input::Datagram { from: 1, data: &mut buf[..t.len] });
             }
         }
-        while let Some((link, _)) = self.a.poll_relay_connect() {
-            if link.probe {
-                self.a.relay_connect_failed(self.now, link);
-            } else {
-                self.a.relay_connected(self.now, link);
-                self.link = Some(link);
-            }
-        }
-        while let Some(link) = self.a.poll_relay_close() {
-            if Some(link) == self.link {
-                self.link = None;
+        while let Some(out) = self.a.poll_link() {
+            match out {
+                LinkOutput::Open { link, .. } if link.probe => {
+                    let _ = self.a.handle(self.now, Input::LinkFailed(link));
+                }
+                LinkOutput::Open { link, .. } => {
+                    let _ = self.a.handle(self.now, Input::LinkUp(link));
+                    self.link = Some(link);
+                }
+                LinkOutput::Close(link) => {
+                    if Some(link) == self.link {
+                        self.link = None;
+                    }
+                }
+                _ => {}
             }
         }
         if let Some(link) = self.link {
             let mut out = Vec::new();
-            let _ = self.a.relay_drain(&link, &mut out, 1 << 16);
+            let _ = self.a.drain_link(&link, &mut out, 1 << 16);
         }
         self.check();
     }
@@ -87,7 +91,7 @@ impl World {
     }
 
     fn deliver(&mut self, from: u8, mut d: Vec<u8>) {
-        let _ = self.a.handle_datagram(self.now, from, &mut d);
+        let _ = self.a.handle(self.now, Input::Datagram { from, data: &mut d });
         self.collect();
     }
 }
@@ -193,15 +197,15 @@ fuzz_target!(|data: &[u8]| {
                 let mut d = rest[..len].to_vec();
                 rest = &rest[len..];
                 if let Some(link) = w.link {
-                    w.a.relay_bytes(w.now, link, &mut d);
+                    let _ = w.a.handle(w.now, Input::LinkBytes(link, &mut d));
                 }
                 w.collect();
             }
             // Time.
             _ => {
                 w.now += Duration::from_millis(u64::from(arg) * 4);
-                w.a.handle_timeout(w.now);
-                w.b.handle_timeout(w.now);
+                let _ = w.a.handle(w.now, Input::Timeout);
+                let _ = w.b.handle(w.now, Input::Timeout);
                 w.collect();
             }
         }
@@ -215,8 +219,8 @@ fuzz_target!(|data: &[u8]| {
         }
         w.now += Duration::from_millis(50);
         waited += 50;
-        w.a.handle_timeout(w.now);
-        w.b.handle_timeout(w.now);
+        let _ = w.a.handle(w.now, Input::Timeout);
+        let _ = w.b.handle(w.now, Input::Timeout);
         w.collect();
         for d in std::mem::take(&mut w.to_a) {
             w.deliver(2, d);

@@ -13,7 +13,7 @@ use rand_core::SeedableRng;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use toxlink_proto::crypto::{KeyPair, SecretKey};
-use toxlink_proto::node::{Node, NodeConfig};
+use toxlink_proto::node::{Input, LinkOutput, Node, NodeConfig};
 use toxlink_proto::relay_client::{Client, ClientConfig};
 use toxlink_proto::relay_server::{ConnId, Server, ServerConfig};
 use toxlink_proto::session::{Event, MAX_PACKET_SIZE};
@@ -42,35 +42,39 @@ impl World {
         for _ in 0..32 {
             let mut moved = false;
             // Connections A asks for.
-            while let Some((link, _addr)) = self.a.poll_relay_connect() {
-                if link.probe {
-                    // Self-probe links: refuse (keeps the world small).
-                    self.a.relay_connect_failed(self.now, link);
-                    continue;
-                }
-                self.conns += 1;
-                self.a_conn = ConnId(self.conns);
-                self.server.handle_accept(self.now, self.a_conn, LOOPBACK);
-                self.a.relay_connected(self.now, link);
-                self.a_link = Some(link);
-                self.a_open = true;
-                moved = true;
-            }
-            while let Some(link) = self.a.poll_relay_close() {
-                if Some(link) == self.a_link && self.a_open {
-                    self.a_open = false;
-                    self.server.handle_closed(self.now, self.a_conn);
+            while let Some(out) = self.a.poll_link() {
+                match out {
+                    LinkOutput::Open { link, .. } if link.probe => {
+                        // Self-probe links: refuse (keeps the world small).
+                        let _ = self.a.handle(self.now, Input::LinkFailed(link));
+                    }
+                    LinkOutput::Open { link, .. } => {
+                        self.conns += 1;
+                        self.a_conn = ConnId(self.conns);
+                        self.server.handle_accept(self.now, self.a_conn, LOOPBACK);
+                        let _ = self.a.handle(self.now, Input::LinkUp(link));
+                        self.a_link = Some(link);
+                        self.a_open = true;
+                        moved = true;
+                    }
+                    LinkOutput::Close(link) => {
+                        if Some(link) == self.a_link && self.a_open {
+                            self.a_open = false;
+                            self.server.handle_closed(self.now, self.a_conn);
+                        }
+                    }
+                    _ => {}
                 }
             }
             if let (Some(link), true) = (self.a_link, self.a_open) {
                 buf.clear();
-                if self.a.relay_drain(&link, &mut buf, 1 << 16) > 0 {
+                if self.a.drain_link(&link, &mut buf, 1 << 16) > 0 {
                     self.server.handle_bytes(self.now, self.a_conn, &mut buf);
                     moved = true;
                 }
                 buf.clear();
                 if self.server.drain_into(self.a_conn, &mut buf, 1 << 16) > 0 {
-                    self.a.relay_bytes(self.now, link, &mut buf);
+                    let _ = self.a.handle(self.now, Input::LinkBytes(link, &mut buf));
                     moved = true;
                 }
             }
@@ -89,7 +93,7 @@ impl World {
                 if c == self.a_conn && self.a_open {
                     self.a_open = false;
                     if let Some(link) = self.a_link {
-                        self.a.relay_closed(self.now, link);
+                        let _ = self.a.handle(self.now, Input::LinkClosed(link));
                     }
                 }
             }
@@ -111,7 +115,7 @@ impl World {
 
     fn tick(&mut self, d: Duration) {
         self.now += d;
-        self.a.handle_timeout(self.now);
+        let _ = self.a.handle(self.now, Input::Timeout);
         self.server.handle_timeout(self.now);
         self.h.handle_timeout(self.now);
         self.pump();
@@ -182,11 +186,11 @@ fuzz_target!(|data: &[u8]| {
             2 => w.tick(Duration::from_millis(u64::from(body.first().copied().unwrap_or(1)) * 20)),
             3 => {
                 if let (Some(link), true) = (w.a_link, w.a_open) {
-                    w.a.relay_bytes(w.now, link, &mut body);
+                    let _ = w.a.handle(w.now, Input::LinkBytes(link, &mut body));
                 }
             }
             _ => {
-                let _ = w.a.handle_datagram(w.now, body.first().copied().unwrap_or(0), &mut body);
+                let _ = w.a.handle(w.now, Input::Datagram { from: body.first().copied().unwrap_or(0), data: &mut body });
             }
         }
         w.pump();

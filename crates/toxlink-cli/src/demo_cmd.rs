@@ -33,7 +33,6 @@ use toxlink::{Connection, Node, Received};
 use toxlink_proto::crypto::{KeyPair, PublicKey};
 use toxlink_proto::node::{NodeConfig, PathEventKind, RelayEvent, Route};
 use toxlink_proto::paths::pool::LossReason;
-use toxlink_proto::paths::PathKey;
 use toxlink_proto::relay_server::FaultConfig;
 
 /// Lossless packet id of stream data (a custom lossless id, §4.8).
@@ -137,11 +136,11 @@ impl Names {
         }
     }
 
-    fn key(&self, k: Option<PathKey>) -> String {
+    fn key(&self, k: Option<Route<SocketAddr>>) -> String {
         match k {
             None => "(none yet)".into(),
-            Some(PathKey::Udp(_)) => "direct UDP".into(),
-            Some(PathKey::Relay(r)) => self.relay(&r),
+            Some(Route::Udp(_)) => "direct UDP".into(),
+            Some(Route::Relay { relay, .. }) => self.relay(&relay),
         }
     }
 }

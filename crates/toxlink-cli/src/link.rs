@@ -389,11 +389,11 @@ impl Linked {
 
     /// The connection's current primary path, for status lines.
     pub fn path(&self) -> Option<String> {
-        use toxlink::toxlink_proto::paths::PathKey;
+        use toxlink::toxlink_proto::node::Route;
         let peer = self.friend.connection().peer();
         Some(match self.node.as_ref()?.primary(&peer)? {
-            PathKey::Udp(a) => format!("udp {a}"),
-            PathKey::Relay(k) => format!("relay {}", short_id(&k)),
+            Route::Udp(a) => format!("udp {a}"),
+            Route::Relay { relay, .. } => format!("relay {}", short_id(&relay)),
         })
     }
 

@@ -5,6 +5,7 @@
 //! cheapest refusal) in the same run. Target: ≤ 2 µs per handshake.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use toxlink_proto::node::Input;
 
 #[path = "../tests/support/flood.rs"]
 mod flood;
@@ -23,7 +24,13 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 for i in 0..100_000u32 {
                     d.copy_from_slice(pkt);
-                    let _ = victim.handle_datagram(now, 1_000 + i % 20_000, &mut d);
+                    let _ = victim.handle(
+                        now,
+                        Input::Datagram {
+                            from: 1_000 + i % 20_000,
+                            data: &mut d,
+                        },
+                    );
                 }
             })
         });

@@ -10,7 +10,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
-use toxlink_proto::node::Node;
+use toxlink_proto::node::{Input, Node};
 use toxlink_proto::session::Event;
 
 struct Counting;
@@ -66,7 +66,15 @@ fn a_handshake_flood_from_20000_sources_costs_no_key_work_and_leaves_no_memory()
     let flood = |victim: &mut Node<u32>, first: u32| {
         for src in first..first + 20_000 {
             let mut d = hs.clone();
-            assert!(victim.handle_datagram(now, src, &mut d).is_err());
+            assert!(victim
+                .handle(
+                    now,
+                    Input::Datagram {
+                        from: src,
+                        data: &mut d
+                    }
+                )
+                .is_err());
         }
     };
     flood(&mut victim, 1_000);

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use toxlink_proto::crypto::{KeyPair, PublicKey};
-use toxlink_proto::node::{Node, NodeConfig, PathEvent, PathEventKind, Route};
+use toxlink_proto::node::{Input, Node, NodeConfig, PathEvent, PathEventKind, Route};
 use toxlink_proto::session::{Event, SendError, MAX_PACKET_SIZE};
 use toxlink_sim::{ms, run_seeds, secs, LinkConfig, Output, Sim, SimNode, SimRng};
 
@@ -151,12 +151,14 @@ impl App {
 impl SimNode<u8> for App {
     fn handle_datagram(&mut self, now: Instant, from: u8, _to: u8, data: Bytes) {
         let mut d = data.to_vec();
-        let _ = self.node.handle_datagram(now, from, &mut d);
+        let _ = self
+            .node
+            .handle(now, Input::Datagram { from, data: &mut d });
         self.pump(now);
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        self.node.handle_timeout(now);
+        let _ = self.node.handle(now, Input::Timeout);
         self.pump(now);
     }
 

@@ -24,7 +24,7 @@ mod links;
 pub mod relay;
 pub mod testing;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -33,9 +33,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, Notify};
 use toxlink_proto::crypto::{KeyPair, PublicKey};
 use toxlink_proto::node::{
-    LinkId, Node as ProtoNode, NodeConfig, NodeStats, PathEvent, RelayEvent,
+    Input, LinkId, Node as ProtoNode, NodeConfig, NodeStats, PathEvent, RelayEvent, Route,
 };
-use toxlink_proto::paths::PathKey;
 use toxlink_proto::session::{Event, SendError, MAX_PACKET_SIZE};
 
 pub use toxlink_proto;
@@ -100,17 +99,6 @@ struct State {
     links: HashMap<LinkId, Arc<links::LinkHandle>>,
     path_events: VecDeque<PathEvent<SocketAddr>>,
     relay_events: VecDeque<RelayEvent>,
-    /// UDP addresses we neither send to nor accept from.
-    blocked: HashSet<SocketAddr>,
-}
-
-impl State {
-    /// A new path to a blocked UDP address is closed at once.
-    fn close_if_blocked(&mut self, now: Instant, addr: SocketAddr) {
-        if self.blocked.contains(&addr) {
-            self.node.path_closed(now, addr);
-        }
-    }
 }
 
 struct Shared {
@@ -176,7 +164,6 @@ impl Node {
                 links: HashMap::new(),
                 path_events: VecDeque::new(),
                 relay_events: VecDeque::new(),
-                blocked: HashSet::new(),
             }),
             wake: Notify::new(),
             events: Notify::new(),
@@ -264,7 +251,6 @@ impl Node {
             match addr {
                 Some(addr) => {
                     st.node.connect(now, peer, peer_dht, addr);
-                    st.close_if_blocked(now, addr);
                 }
                 None => st.node.connect_via_relays(now, peer, peer_dht),
             }
@@ -309,7 +295,6 @@ impl Node {
         let mut st = self.shared.lock();
         let now = Instant::now();
         let r = st.node.add_path(now, peer, addr);
-        st.close_if_blocked(now, addr);
         drop(st);
         self.shared.wake.notify_one();
         r
@@ -321,13 +306,7 @@ impl Node {
     pub fn set_udp_blocked(&self, addr: SocketAddr, blocked: bool) {
         let mut st = self.shared.lock();
         let now = Instant::now();
-        if blocked {
-            st.blocked.insert(addr);
-            st.node.path_closed(now, addr);
-        } else {
-            st.blocked.remove(&addr);
-            st.node.path_reopened(now, addr);
-        }
+        st.node.set_udp_blocked(now, addr, blocked);
         drop(st);
         self.shared.wake.notify_one();
     }
@@ -357,7 +336,7 @@ impl Node {
     }
 
     /// The primary path of the connection to `peer`.
-    pub fn primary(&self, peer: &PublicKey) -> Option<PathKey> {
+    pub fn primary(&self, peer: &PublicKey) -> Option<Route<SocketAddr>> {
         self.shared.lock().node.primary(peer)
     }
 
@@ -464,42 +443,18 @@ impl Connection {
         }
     }
 
-    /// Gives the node the TCP relays of this peer's SHARE_RELAYS list (UDP
-    /// entries are ignored) as the peer's word: used for this peer's
-    /// connection only, never changing how we reach a relay we know
-    /// otherwise (`Node::add_friend_relay`).
+    /// Gives the node the TCP relays of this peer's SHARE_RELAYS list as the
+    /// peer's word (`Node::learn_shared_relays`).
     pub(crate) fn learn_friend_relays(&self, list: &[toxlink_proto::wire::packed::PackedNode]) {
         let mut st = self.shared.lock();
-        let now = Instant::now();
-        for n in list {
-            if n.ip_port.transport == toxlink_proto::wire::packed::Transport::Tcp {
-                if let Err(e) =
-                    st.node
-                        .add_friend_relay(now, self.peer, n.public_key, n.ip_port.addr)
-                {
-                    tracing::debug!(peer = ?self.peer, relay = ?n.public_key, error = %e, "shared relay not kept");
-                }
-            }
-        }
+        st.node.learn_shared_relays(Instant::now(), self.peer, list);
         links::service(&mut st, &self.shared);
     }
 
-    /// The relays the node knows on its own (configuration, or its own link
-    /// that worked), as packed nodes (for SHARE_RELAYS): a friend's word is
-    /// never passed on.
+    /// The relays the node knows on its own, for SHARE_RELAYS
+    /// (`Node::shareable_relays`).
     pub(crate) fn known_relays(&self) -> Vec<toxlink_proto::wire::packed::PackedNode> {
-        let st = self.shared.lock();
-        st.node
-            .relay_pool()
-            .own_relays()
-            .map(|r| toxlink_proto::wire::packed::PackedNode {
-                ip_port: toxlink_proto::wire::packed::PackedIpPort {
-                    transport: toxlink_proto::wire::packed::Transport::Tcp,
-                    addr: r.addr,
-                },
-                public_key: r.public_key,
-            })
-            .collect()
+        self.shared.lock().node.shareable_relays()
     }
 
     /// Closes the connection: one KILL goes to the peer.
@@ -681,7 +636,6 @@ async fn drive(shared: Arc<Shared>, socket: UdpSocket) {
                 for _ in 0..BATCH {
                     let slot = &mut out[used..used + MAX_PACKET_SIZE];
                     match st.node.poll_transmit(now, slot) {
-                        Some((to, _)) if st.blocked.contains(&to) => {}
                         Some((to, t)) => {
                             out_meta.push((to, t.len));
                             used += t.len;
@@ -689,7 +643,6 @@ async fn drive(shared: Arc<Shared>, socket: UdpSocket) {
                         None => break,
                     }
                 }
-                st.node.reap();
                 links::service(&mut st, &shared);
                 st.node.poll_timeout()
             };
@@ -733,11 +686,14 @@ async fn drive(shared: Arc<Shared>, socket: UdpSocket) {
                         .take(msgs)
                     {
                         let stride = m.stride.max(1);
-                        if st.blocked.contains(&m.addr) {
-                            continue;
-                        }
                         for dgram in buf[..m.len.min(RECV_BUF_SIZE)].chunks_mut(stride) {
-                            let _ = st.node.handle_datagram(now, m.addr, dgram);
+                            let _ = st.node.handle(
+                                now,
+                                Input::Datagram {
+                                    from: m.addr,
+                                    data: dgram,
+                                },
+                            );
                         }
                     }
                 }
@@ -749,7 +705,7 @@ async fn drive(shared: Arc<Shared>, socket: UdpSocket) {
             }
         }
         if st.node.poll_timeout().is_some_and(|t| t <= now) {
-            st.node.handle_timeout(now);
+            let _ = st.node.handle(now, Input::Timeout);
         }
         dispatch(&mut st, &shared, now);
         notify_writable(&st);

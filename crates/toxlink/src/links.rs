@@ -1,9 +1,10 @@
 //! The node's relay links on tokio: one task per [`LinkId`] the sans-IO node
-//! asks for ([`toxlink_proto::node::Node::poll_relay_connect`]). A task
-//! connects, then moves bytes between its TCP socket and the node under the
-//! node's lock: what it reads goes to `relay_bytes` (read into our own
-//! buffer as it arrives, never waiting for a whole frame in the kernel), what
-//! `relay_drain` gives is written in small frame-aligned batches. Whenever a
+//! asks for ([`LinkOutput::Open`] from
+//! [`toxlink_proto::node::Node::poll_link`]). A task connects, then moves
+//! bytes between its TCP socket and the node under the node's lock: what it
+//! reads goes in as [`Input::LinkBytes`] (read into our own buffer as it
+//! arrives, never waiting for a whole frame in the kernel), what
+//! `drain_link` gives is written in small frame-aligned batches. Whenever a
 //! task changed the node it dispatches connection events and wakes the UDP
 //! driver and the other links, since relay input can produce output anywhere.
 
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::Notify;
-use toxlink_proto::node::LinkId;
+use toxlink_proto::node::{Input, LinkId, LinkOutput};
 
 use crate::{dispatch, Shared, State};
 
@@ -40,20 +41,25 @@ impl LinkHandle {
 /// Starts the connections the node asks for, closes the ones it names and
 /// wakes links that have output. Call with the lock held after any change.
 pub(crate) fn service(st: &mut State, shared: &Arc<Shared>) {
-    while let Some(link) = st.node.poll_relay_close() {
-        if let Some(h) = st.links.remove(&link) {
-            h.close();
+    while let Some(out) = st.node.poll_link() {
+        match out {
+            LinkOutput::Close(link) => {
+                if let Some(h) = st.links.remove(&link) {
+                    h.close();
+                }
+            }
+            LinkOutput::Open { link, addr } => {
+                let handle = Arc::new(LinkHandle::default());
+                if let Some(old) = st.links.insert(link, handle.clone()) {
+                    old.close();
+                }
+                tokio::spawn(link_task(shared.clone(), link, addr, handle));
+            }
+            _ => {}
         }
-    }
-    while let Some((link, addr)) = st.node.poll_relay_connect() {
-        let handle = Arc::new(LinkHandle::default());
-        if let Some(old) = st.links.insert(link, handle.clone()) {
-            old.close();
-        }
-        tokio::spawn(link_task(shared.clone(), link, addr, handle));
     }
     for (link, h) in &st.links {
-        if st.node.relay_has_output(link) {
+        if st.node.link_has_output(link) {
             h.wake();
         }
     }
@@ -74,7 +80,7 @@ async fn link_task(shared: Arc<Shared>, link: LinkId, addr: SocketAddr, handle: 
         if st.links.get(&link).is_some_and(|h| Arc::ptr_eq(h, &handle)) {
             st.links.remove(&link);
             let now = Instant::now();
-            st.node.relay_connect_failed(now, link);
+            let _ = st.node.handle(now, Input::LinkFailed(link));
             after_input(&mut st, &shared, now);
         }
         drop(st);
@@ -84,7 +90,7 @@ async fn link_task(shared: Arc<Shared>, link: LinkId, addr: SocketAddr, handle: 
     {
         let mut st = shared.lock();
         let now = Instant::now();
-        st.node.relay_connected(now, link);
+        let _ = st.node.handle(now, Input::LinkUp(link));
         after_input(&mut st, &shared, now);
     }
     shared.wake.notify_one();
@@ -99,10 +105,7 @@ async fn link_task(shared: Arc<Shared>, link: LinkId, addr: SocketAddr, handle: 
         if wpos == wbuf.len() {
             wbuf.clear();
             wpos = 0;
-            shared
-                .lock()
-                .node
-                .relay_drain(&link, &mut wbuf, WRITE_BATCH);
+            shared.lock().node.drain_link(&link, &mut wbuf, WRITE_BATCH);
         }
         if failed {
             break;
@@ -116,7 +119,7 @@ async fn link_task(shared: Arc<Shared>, link: LinkId, addr: SocketAddr, handle: 
                 let outcome = crate::relay::read_available(&stream, |bytes| {
                     let mut st = shared.lock();
                     let now = Instant::now();
-                    st.node.relay_bytes(now, link, bytes);
+                    let _ = st.node.handle(now, Input::LinkBytes(link, bytes));
                     after_input(&mut st, &shared, now);
                 });
                 if matches!(outcome, ReadOutcome::Eof) {
@@ -129,7 +132,7 @@ async fn link_task(shared: Arc<Shared>, link: LinkId, addr: SocketAddr, handle: 
                 if r.is_err() {
                     break;
                 }
-                let refill = |b: &mut Vec<u8>| shared.lock().node.relay_drain(&link, b, WRITE_BATCH);
+                let refill = |b: &mut Vec<u8>| shared.lock().node.drain_link(&link, b, WRITE_BATCH);
                 if crate::relay::write_batches(&stream, &mut wbuf, &mut wpos, 4, refill).is_err() {
                     failed = true;
                 }
@@ -142,7 +145,7 @@ async fn link_task(shared: Arc<Shared>, link: LinkId, addr: SocketAddr, handle: 
         if st.links.get(&link).is_some_and(|h| Arc::ptr_eq(h, &handle)) {
             st.links.remove(&link);
             let now = Instant::now();
-            st.node.relay_closed(now, link);
+            let _ = st.node.handle(now, Input::LinkClosed(link));
             after_input(&mut st, &shared, now);
         }
     }

@@ -7,7 +7,7 @@ use rand_chacha::rand_core::SeedableRng;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 use toxlink::toxlink_proto::crypto::{KeyPair, PublicKey};
-use toxlink::toxlink_proto::node::{Node as ProtoNode, NodeConfig};
+use toxlink::toxlink_proto::node::{Input, Node as ProtoNode, NodeConfig};
 use toxlink::toxlink_proto::session::MAX_PACKET_SIZE;
 use toxlink::Node;
 
@@ -32,7 +32,13 @@ fn stranger_handshake(victim: (PublicKey, PublicKey, SocketAddr)) -> Vec<u8> {
             sock.send_to(&buf[..t.len], to).expect("send");
         }
         if let Ok((n, from)) = sock.recv_from(&mut buf) {
-            let _ = s.handle_datagram(Instant::now(), from, &mut buf[..n]);
+            let _ = s.handle(
+                Instant::now(),
+                Input::Datagram {
+                    from,
+                    data: &mut buf[..n],
+                },
+            );
         }
     }
     panic!("the stranger never got to send a handshake");

@@ -13,7 +13,6 @@ use toxlink::{Connection, Node, Received};
 use toxlink_proto::crypto::KeyPair;
 use toxlink_proto::node::{NodeConfig, PathEventKind, RelayEvent, Route};
 use toxlink_proto::paths::pool::LossReason;
-use toxlink_proto::paths::PathKey;
 use toxlink_proto::relay_server::{FaultConfig, FaultInjector};
 
 fn cfg() -> NodeConfig {
@@ -123,7 +122,7 @@ async fn send(ca: &Connection, n: u32, pace_every: u32, mut at: impl FnMut(u32))
     }
 }
 
-fn relay_of(k: Option<PathKey>) -> Option<toxlink_proto::crypto::PublicKey> {
+fn relay_of(k: Option<Route<std::net::SocketAddr>>) -> Option<toxlink_proto::crypto::PublicKey> {
     k.and_then(|k| k.relay().copied())
 }
 
@@ -430,7 +429,7 @@ async fn udp_black_hole_through_a_forwarder_falls_back_to_relays() {
         if i == 2000 {
             // Measure from UDP: wait (bounded) until it is the primary.
             let deadline = Instant::now() + Duration::from_secs(10);
-            while !matches!(s.a.primary(&s.b.public_key()), Some(PathKey::Udp(_))) {
+            while !matches!(s.a.primary(&s.b.public_key()), Some(Route::Udp(_))) {
                 assert!(Instant::now() < deadline, "UDP never became the primary");
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use toxlink::testing::FaultyRelay;
 use toxlink::toxlink_proto::crypto::{KeyPair, PublicKey};
 use toxlink::toxlink_proto::node::NodeConfig;
-use toxlink::toxlink_proto::paths::PathKey;
+use toxlink::toxlink_proto::node::Route;
 use toxlink::toxlink_proto::relay_client::PeerRelayState;
 use toxlink::toxlink_proto::relay_server::ServerConfig;
 use toxlink::toxlink_proto::wire::packed::{PackedIpPort, PackedNode, Transport};
@@ -264,7 +264,7 @@ impl Setup {
     }
 
     /// Our primary path to the peer.
-    pub fn primary(&self) -> Option<PathKey> {
+    pub fn primary(&self) -> Option<Route<std::net::SocketAddr>> {
         self.node.primary(&self.peer)
     }
 }

@@ -50,19 +50,26 @@ pub(crate) mod test_util {
         PathKey::Relay(pk(b))
     }
     pub(crate) fn udp() -> PathKey {
-        PathKey::Udp("127.0.0.1:1".parse().expect("literal address"))
+        PathKey::Direct(super::PathId(1))
     }
 }
 
 use crate::crypto::PublicKey;
 use std::fmt;
-use std::net::SocketAddr;
 
-/// The identity of one path to a peer.
+/// The identity of one path of a session, given by its owner (the node's
+/// route book): opaque to the session and to this module, which never see
+/// an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PathId(pub u32);
+
+/// A path as the path table knows it: a direct path by its [`PathId`], a
+/// relay path by the relay's key (blame, the pool and relay scoring are
+/// per relay). The node's route book maps either to the real address.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PathKey {
-    /// Direct UDP to this address.
-    Udp(SocketAddr),
+    /// Direct UDP (the address is the route book's).
+    Direct(PathId),
     /// Through the TCP relay with this public key.
     Relay(PublicKey),
 }
@@ -70,14 +77,19 @@ pub enum PathKey {
 impl PathKey {
     /// Whether this is a direct UDP path.
     pub fn is_direct(&self) -> bool {
-        matches!(self, PathKey::Udp(_))
+        matches!(self, PathKey::Direct(_))
+    }
+
+    /// Whether this is a relay path.
+    pub fn is_relay(&self) -> bool {
+        matches!(self, PathKey::Relay(_))
     }
 
     /// The relay key, for relay paths.
     pub fn relay(&self) -> Option<&PublicKey> {
         match self {
             PathKey::Relay(pk) => Some(pk),
-            PathKey::Udp(_) => None,
+            PathKey::Direct(_) => None,
         }
     }
 }
@@ -85,7 +97,7 @@ impl PathKey {
 impl fmt::Debug for PathKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PathKey::Udp(a) => write!(f, "udp:{a}"),
+            PathKey::Direct(id) => write!(f, "direct#{}", id.0),
             PathKey::Relay(pk) => write!(f, "relay:{}", &pk.to_hex()[..8]),
         }
     }

@@ -67,9 +67,7 @@ pub const PACKET_ID_REQUEST: u8 = 1;
 /// Packet id of a kill packet (§4.8).
 pub const PACKET_ID_KILL: u8 = 2;
 
-/// An opaque path handle chosen by the owner (a UDP address, a relay, …).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PathId(pub u32);
+pub use crate::paths::PathId;
 
 /// What a transmitted datagram is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

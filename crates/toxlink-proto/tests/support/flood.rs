@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 use toxlink_proto::crypto::KeyPair;
-use toxlink_proto::node::{Node, NodeConfig};
+use toxlink_proto::node::{Input, Node, NodeConfig};
 use toxlink_proto::session::MAX_PACKET_SIZE;
 
 pub const VICTIM: u32 = 1;
@@ -38,7 +38,7 @@ pub fn exchange(nodes: &mut [(u32, &mut Node<u32>)], now: Instant, keep_from: u3
         }
         for (from, to, mut d) in moved {
             if let Some((_, n)) = nodes.iter_mut().find(|(a, _)| *a == to) {
-                let _ = n.handle_datagram(now, from, &mut d);
+                let _ = n.handle(now, Input::Datagram { from, data: &mut d });
             }
         }
     }

@@ -20,12 +20,15 @@
 
 #![allow(dead_code)]
 
+pub mod world;
+
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 use toxlink_proto::crypto::{KeyPair, PublicKey};
-use toxlink_proto::node::{LinkId, Node, NodeConfig, PathEvent, RelayEvent};
+use toxlink_proto::friend::{FriendEvent, FriendLink, Outgoing};
+use toxlink_proto::node::{Input, LinkId, LinkOutput, Node, NodeConfig, PathEvent, RelayEvent};
 use toxlink_proto::relay_client::{Client, ClientConfig, ClientEvent};
 use toxlink_proto::relay_server::{ConnId, Server, ServerConfig};
 use toxlink_proto::session::{Event, SendError, MAX_PACKET_SIZE};
@@ -206,7 +209,7 @@ pub fn payload(ch: Channel, k: u64) -> Vec<u8> {
 }
 
 /// What one peer sends to and has received from one friend.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Friend {
     /// The friend's long-term (and DHT) key.
     pub pk: PublicKey,
@@ -239,6 +242,18 @@ pub struct Friend {
     pub max_gap_at: Option<Instant>,
     /// When the session was first established.
     pub established: Option<Instant>,
+    /// The connection is expected to end (a close): a KILL is recorded in
+    /// `killed` instead of failing the run.
+    pub expect_kill: bool,
+    /// When the connection was killed (only with `expect_kill`).
+    pub killed: Option<Instant>,
+    /// The Tox friend layer over this connection (ONLINE, ALIVE,
+    /// SHARE_RELAYS), when the scenario runs it: Messenger packets (ids
+    /// below 160) go to it, the payload channels (160..) stay the
+    /// checker's.
+    pub link: Option<FriendLink>,
+    /// Friend-layer events, in order, with their time.
+    pub link_log: Vec<(Instant, FriendEvent)>,
     /// The send buffer was full at the last attempt: wait for the next
     /// input or node timer instead of polling the pacing timer.
     blocked: bool,
@@ -263,6 +278,10 @@ impl Friend {
             max_gap: Duration::ZERO,
             max_gap_at: None,
             established: None,
+            expect_kill: false,
+            killed: None,
+            link: None,
+            link_log: Vec::new(),
             blocked: false,
         }
     }
@@ -322,6 +341,8 @@ pub struct PeerNode {
     pending: BTreeMap<(u32, u32), VecDeque<LinkId>>,
     /// A hostile raw client, if any.
     pub raw: Option<RawClient>,
+    /// UDP datagrams sent, per destination.
+    pub udp_sent: BTreeMap<u32, u64>,
     out: VecDeque<Output<u32>>,
     buf: Vec<u8>,
 }
@@ -345,6 +366,7 @@ impl PeerNode {
             by_stream: BTreeMap::new(),
             pending: BTreeMap::new(),
             raw: None,
+            udp_sent: BTreeMap::new(),
             out: VecDeque::new(),
             buf: vec![0u8; MAX_PACKET_SIZE],
         }
@@ -390,26 +412,31 @@ impl PeerNode {
         self.app(now);
         // Opens before closes on purpose: every attempt is its own LinkId,
         // so the order cannot matter (the runtime closes first).
-        while let Some((link, addr)) = self.node.poll_relay_connect() {
-            self.dialed.push((link.probe, addr));
-            let (from, to) = (self.local_addr(link.probe), relay_addr(addr));
-            self.pending.entry((from, to)).or_default().push_back(link);
-            self.out.push_back(Output::OpenStream { from, to });
-        }
-        while let Some(link) = self.node.poll_relay_close() {
-            if let Some(s) = self.links.remove(&link) {
-                self.by_stream.remove(&s);
-                self.out.push_back(Output::ResetStream {
-                    stream: s,
-                    side: StreamSide::Initiator,
-                });
+        while let Some(out) = self.node.poll_link() {
+            match out {
+                LinkOutput::Open { link, addr } => {
+                    self.dialed.push((link.probe, addr));
+                    let (from, to) = (self.local_addr(link.probe), relay_addr(addr));
+                    self.pending.entry((from, to)).or_default().push_back(link);
+                    self.out.push_back(Output::OpenStream { from, to });
+                }
+                LinkOutput::Close(link) => {
+                    if let Some(s) = self.links.remove(&link) {
+                        self.by_stream.remove(&s);
+                        self.out.push_back(Output::ResetStream {
+                            stream: s,
+                            side: StreamSide::Initiator,
+                        });
+                    }
+                }
+                _ => {}
             }
         }
         let live: Vec<(LinkId, StreamId)> = self.links.iter().map(|(k, s)| (*k, *s)).collect();
         for (link, s) in live {
             let mut buf = Vec::new();
-            while self.node.relay_has_output(&link) {
-                if self.node.relay_drain(&link, &mut buf, WRITE_CHUNK) == 0 {
+            while self.node.link_has_output(&link) {
+                if self.node.drain_link(&link, &mut buf, WRITE_CHUNK) == 0 {
                     break;
                 }
             }
@@ -450,6 +477,22 @@ impl PeerNode {
                     if let Some(f) = self.friend_mut(&ev.peer) {
                         f.established.get_or_insert(now);
                         f.send_from.get_or_insert(now);
+                        if let Some(l) = f.link.as_mut() {
+                            l.handle_established(now);
+                        }
+                    }
+                }
+                Event::Lossless(d) if d.first().is_some_and(|id| *id < 160) => {
+                    if let Some(l) = self.friend_mut(&ev.peer).and_then(|f| f.link.as_mut()) {
+                        l.handle_lossless(now, &d);
+                    }
+                }
+                Event::Killed if self.friend(&ev.peer).is_some_and(|f| f.expect_kill) => {
+                    if let Some(f) = self.friend_mut(&ev.peer) {
+                        f.killed.get_or_insert(now);
+                        if let Some(l) = f.link.as_mut() {
+                            l.handle_closed(now);
+                        }
                     }
                 }
                 Event::Lossless(d) => {
@@ -496,6 +539,7 @@ impl PeerNode {
                 _ => {}
             }
         }
+        self.friend_layer(now);
         while let Some(e) = self.node.poll_path_event() {
             self.path_log.push(e);
         }
@@ -531,13 +575,62 @@ impl PeerNode {
         }
     }
 
+    /// The friend layer of every friend that runs one: its packets go to
+    /// the node, SHARE_RELAYS to the relay pool (as the runtime's friend
+    /// task does), its events to `link_log`.
+    fn friend_layer(&mut self, now: Instant) {
+        for i in 0..self.friends.len() {
+            let pk = self.friends[i].pk;
+            let Some(link) = self.friends[i].link.as_mut() else {
+                continue;
+            };
+            if link.poll_timeout().is_some_and(|t| t <= now) {
+                link.handle_timeout(now);
+            }
+            let mut out = Vec::new();
+            while let Some(o) = link.poll_transmit() {
+                out.push(o);
+            }
+            let mut events = Vec::new();
+            while let Some(e) = link.poll_event() {
+                events.push(e);
+            }
+            for o in out {
+                let r = match o {
+                    Outgoing::Lossless(d) => self.node.send_lossless(now, &pk, &d).map(|_| ()),
+                    Outgoing::Lossy(d) => self.node.send_lossy(now, &pk, &d),
+                };
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "friend-layer packet not sent");
+                }
+            }
+            for e in events {
+                if let FriendEvent::ShareRelays(list) = &e {
+                    self.node.learn_shared_relays(now, pk, list);
+                }
+                self.friends[i].link_log.push((now, e));
+            }
+        }
+    }
+
+    /// Runs the Tox friend layer over the connection with `pk`, sharing
+    /// the relays the node knows on its own.
+    pub fn run_friend_layer(&mut self, now: Instant, pk: &PublicKey) {
+        let relays = self.node.shareable_relays();
+        if let Some(f) = self.friends.iter_mut().find(|f| f.pk == *pk) {
+            let mut link = FriendLink::new(Default::default());
+            link.set_relays(now, relays);
+            f.link = Some(link);
+        }
+    }
+
     fn on_link_stream(&mut self, now: Instant, s: StreamInfo<u32>, ev: StreamEvent) {
         if let Some(&link) = self.by_stream.get(&s.id) {
             match ev {
                 StreamEvent::Opened => {}
                 StreamEvent::Data(d) => {
                     let mut d = d.to_vec();
-                    self.node.relay_bytes(now, link, &mut d);
+                    let _ = self.node.handle(now, Input::LinkBytes(link, &mut d));
                 }
                 StreamEvent::Closed | StreamEvent::Reset => {
                     self.by_stream.remove(&s.id);
@@ -548,7 +641,7 @@ impl PeerNode {
                             side: StreamSide::Initiator,
                         });
                     }
-                    self.node.relay_closed(now, link);
+                    let _ = self.node.handle(now, Input::LinkClosed(link));
                 }
             }
             return;
@@ -569,9 +662,9 @@ impl PeerNode {
         if ev == StreamEvent::Opened {
             self.links.insert(link, s.id);
             self.by_stream.insert(s.id, link);
-            self.node.relay_connected(now, link);
+            let _ = self.node.handle(now, Input::LinkUp(link));
         } else {
-            self.node.relay_connect_failed(now, link);
+            let _ = self.node.handle(now, Input::LinkFailed(link));
         }
     }
 
@@ -649,7 +742,9 @@ impl PeerNode {
 impl SimNode<u32> for PeerNode {
     fn handle_datagram(&mut self, now: Instant, from: u32, _to: u32, data: Bytes) {
         let mut d = data.to_vec();
-        let _ = self.node.handle_datagram(now, from, &mut d);
+        let _ = self
+            .node
+            .handle(now, Input::Datagram { from, data: &mut d });
         self.pump(now);
     }
 
@@ -663,7 +758,7 @@ impl SimNode<u32> for PeerNode {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        self.node.handle_timeout(now);
+        let _ = self.node.handle(now, Input::Timeout);
         if let Some(raw) = self.raw.as_mut() {
             if raw.client.poll_timeout().is_some_and(|t| t <= now) {
                 raw.client.handle_timeout(now);
@@ -680,7 +775,11 @@ impl SimNode<u32> for PeerNode {
             .flat_map(|f| [f.due(0), f.due(1)])
             .flatten();
         let raw = self.raw.as_ref().and_then(|r| r.client.poll_timeout());
-        for x in sends.chain(raw) {
+        let links = self
+            .friends
+            .iter()
+            .filter_map(|f| f.link.as_ref()?.poll_timeout());
+        for x in sends.chain(raw).chain(links) {
             t = Some(t.map_or(x, |t| t.min(x)));
         }
         t
@@ -702,6 +801,7 @@ impl SimNode<u32> for PeerNode {
         // Relay packets queued on the links by poll_transmit go out on the
         // next calls.
         self.pump(now);
+        *self.udp_sent.entry(to).or_default() += 1;
         Some(Output::datagram(
             self.me,
             to,

@@ -11,7 +11,7 @@ use support::world::*;
 use support::PeerNode;
 use toxlink_proto::friend::FriendEvent;
 use toxlink_proto::node::{PathEventKind, Route};
-use toxlink_sim::{ms, run_seeds, secs};
+use toxlink_sim::{ms, run_seeds, secs, LinkConfig};
 
 /// Seeds per scenario.
 const SEEDS: u64 = 4;
@@ -29,19 +29,32 @@ fn primary(w: &World, p: u32, peer: u32) -> Option<Route<u32>> {
 }
 
 /// Both peers block each other's UDP address mid-transfer (as the runtime's
-/// users do): the connection moves to the relays with nothing lost, and A
-/// sends nothing to the blocked address while it is blocked; after the
-/// unblock the transfer ends intact. (That the direct path then carries the
-/// traffic again is not asserted: in this world a re-opened direct path is
-/// not probed again — noted for the direct-path work, issue #15.)
+/// users do): the connection moves to the relays with nothing lost, A sends
+/// nothing to the blocked address while it is blocked, and once unblocked
+/// the direct path carries the traffic again. (`Figures::switch` is the move
+/// to a relay, `Figures::max_gap` reused for the way back.)
 fn blocked_scenario(seed: u64) -> Result<Figures, String> {
     let all: Vec<u32> = (1..=RELAYS).collect();
     let mut w = world(seed, 2, |_| all.clone());
+    w.sim
+        .network
+        .connect(1, 2, LinkConfig::new().latency(ms(3)).jitter_uniform(ms(1)));
     befriend(&mut w, 1, 2, COUNT, CHAT, true);
     run_until_flowing(&mut w, 1, 2, 100)?;
-    if !matches!(primary(&w, 1, 2), Some(Route::Udp(2))) {
-        return Err(format!("starts on UDP: {:?}", primary(&w, 1, 2)));
+    // B learns A's address (as the direct-path discovery would tell it),
+    // so the direct path works both ways.
+    let (ida, idb, pa, pb) = (w.peers[0].1, w.peers[1].1, w.pk(1), w.pk(2));
+    let now = w.sim.now();
+    if let Some(n) = w.sim.node_mut::<PeerNode>(idb) {
+        n.node.add_path(now, &pa, 1);
     }
+    let on_udp = move |s: &mut toxlink_sim::Sim<u32>| {
+        s.node::<PeerNode>(ida)
+            .is_some_and(|p| matches!(p.node.primary(&pb), Some(Route::Udp(2))))
+    };
+    w.sim
+        .run_while(|s| !on_udp(s), secs(2))
+        .map_err(|e| format!("not on UDP 2 s after both knew the addresses: {e}"))?;
     set_blocked(&mut w, 1, 2, true);
     set_blocked(&mut w, 2, 1, true);
     let blocked_at = w.sim.now();
@@ -72,19 +85,29 @@ fn blocked_scenario(seed: u64) -> Result<Figures, String> {
     set_blocked(&mut w, 1, 2, false);
     set_blocked(&mut w, 2, 1, false);
     let unblocked_at = w.sim.now();
+    w.sim
+        .run_while(|s| !on_udp(s), secs(3))
+        .map_err(|e| format!("UDP not back 3 s after the unblock: {e}"))?;
+    let back = w.sim.now().saturating_duration_since(unblocked_at);
     run_to_end(&mut w, secs(60))?;
     if unblocked_at.saturating_duration_since(blocked_at) < ms(1000) {
         return Err("the block lasted less than 1 s".into());
     }
-    Ok(figures(&w, 1, 2, Some(moved)))
+    let mut f = figures(&w, 1, 2, Some(moved));
+    f.max_gap = back;
+    Ok(f)
 }
 
 #[test]
-fn a_blocked_udp_address_moves_the_connection_to_relays_under_50_ms_nothing_lost() {
+fn a_blocked_udp_address_moves_the_connection_to_relays_under_50_ms_and_back_under_1_s() {
     run_seeds("blocked_udp", 0..SEEDS, |seed| {
-        match blocked_scenario(seed)?.switch {
-            Some(t) if t <= ms(50) => Ok(()),
-            t => Err(format!("on a relay after {t:?}, bound 50 ms")),
+        let f = blocked_scenario(seed)?;
+        match f.switch {
+            Some(t) if t <= ms(50) && f.max_gap <= secs(1) => Ok(()),
+            t => Err(format!(
+                "on a relay after {t:?} (bound 50 ms), back on UDP after {:?} (bound 1 s)",
+                f.max_gap
+            )),
         }
     });
 }
@@ -95,7 +118,7 @@ fn a_blocked_udp_address_moves_the_connection_to_relays_under_50_ms_nothing_lost
 fn close_scenario(seed: u64) -> Result<Figures, String> {
     let all: Vec<u32> = (1..=RELAYS).collect();
     let mut w = world(seed, 2, |_| all.clone());
-    befriend(&mut w, 1, 2, 200, 0, true);
+    befriend(&mut w, 1, 2, 200, 0, false);
     let (ida, idb) = (w.peers[0].1, w.peers[1].1);
     let (pa, pb) = (w.pk(1), w.pk(2));
     for (id, pk) in [(ida, pb), (idb, pa)] {

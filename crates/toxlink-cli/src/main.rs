@@ -11,6 +11,7 @@
 mod bench_cmd;
 mod bench_udp;
 mod chat_cmd;
+#[cfg(feature = "demo")]
 mod demo_cmd;
 mod keygen_cmd;
 mod link;
@@ -34,6 +35,7 @@ struct Cli {
 enum Command {
     /// Everything on loopback: 3 relays, 2 peers, a 256 MiB transfer and a
     /// chat while relays die and lie and direct UDP comes and goes.
+    #[cfg(feature = "demo")]
     Demo(demo_cmd::DemoArgs),
     /// Create (or read) a keys file and print its public key and Tox ID.
     Keygen(keygen_cmd::KeygenArgs),
@@ -124,6 +126,7 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(e),
     };
     let default_log = match cli.command {
+        #[cfg(feature = "demo")]
         Command::Demo(_) => "warn",
         _ => "info",
     };
@@ -151,6 +154,7 @@ fn main() -> ExitCode {
     };
     let result: Result<(), String> = rt.block_on(async {
         match cli.command {
+            #[cfg(feature = "demo")]
             Command::Demo(args) => demo_cmd::run(args).await,
             Command::Keygen(args) => keygen_cmd::run(args),
             Command::Relay(args) => relay_cmd::run(args).await.map_err(|e| e.to_string()),

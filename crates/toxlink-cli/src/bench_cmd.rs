@@ -4,8 +4,9 @@
 //!
 //! Each relay runs as its own process (toxlink: this binary's `relay`
 //! subcommand with `--threads 1`, so forwarding uses one core; bootstrapd:
-//! started through `toxlink-interop`). The load comes from sans-IO relay
-//! clients in this process over loopback:
+//! started through `toxlink-interop`, only in a build with the
+//! `c-toxcore-bench` feature). The load comes from sans-IO relay clients in
+//! this process over loopback:
 //!
 //! * **Throughput**: `pairs` sender→receiver pairs; each sender keeps its
 //!   link saturated with 1400-byte DATA packets; receivers count payload
@@ -40,6 +41,10 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use toxlink_proto::crypto::{KeyPair, PublicKey};
 use toxlink_proto::relay_client::{Client, ClientConfig, ClientEvent, LinkState};
+
+/// What the c-toxcore rows say in a build without them.
+#[cfg(not(feature = "c-toxcore-bench"))]
+pub const C_TOXCORE_NOT_BUILT: &str = "not in this build (cargo build --release -p toxlink-cli --features c-toxcore-bench; needs libtoxcore-dev and toxcore-utils)";
 
 /// Benchmarks.
 #[derive(Debug, Subcommand)]
@@ -626,6 +631,11 @@ async fn relay(a: RelayBenchArgs) -> Result<(), String> {
         println!("toxlink relay pid {} on {}", t.pid, t.addr);
         rows.extend(bench_target(&t, &a).await?);
     }
+    #[cfg(not(feature = "c-toxcore-bench"))]
+    if !a.no_bootstrapd {
+        rows.push(format!("{:<16} {C_TOXCORE_NOT_BUILT}", "tox-bootstrapd"));
+    }
+    #[cfg(feature = "c-toxcore-bench")]
     if !a.no_bootstrapd {
         let d = tokio::task::spawn_blocking(toxlink_interop::Bootstrapd::start)
             .await

@@ -8,8 +8,7 @@
 //! `toxlink: ...` on stderr and a non-zero exit (2 for bad arguments, 1
 //! otherwise); a panic is reported the same way, without a backtrace.
 
-mod bench_cmd;
-mod bench_udp;
+mod bench;
 mod chat_cmd;
 #[cfg(feature = "demo")]
 mod demo_cmd;
@@ -17,7 +16,6 @@ mod keygen_cmd;
 mod link;
 mod relay_cmd;
 mod transfer;
-mod transfer_report;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -50,7 +48,7 @@ enum Command {
     /// Receive one file from a peer running `toxlink send` into DIR.
     Recv(transfer::RecvArgs),
     /// Benchmarks (`bench --json`: a short summary as one JSON object).
-    Bench(bench_cmd::BenchArgs),
+    Bench(bench::BenchArgs),
 }
 
 /// Runs a command until it ends or SIGINT/SIGTERM arrives; an interrupted
@@ -161,18 +159,18 @@ fn main() -> ExitCode {
             Command::Chat(args) => until_signal(chat_cmd::chat(args)).await,
             Command::Peer(args) => until_signal(chat_cmd::peer(args)).await,
             Command::Send(args) => {
-                let report = transfer_report::Report::new(args.json, transfer_report::Role::Send);
+                let report = transfer::report::Report::new(args.json, transfer::report::Role::Send);
                 let r = until_signal(transfer::send(args, &report)).await;
                 report.print(&r);
                 r
             }
             Command::Recv(args) => {
-                let report = transfer_report::Report::new(args.json, transfer_report::Role::Recv);
+                let report = transfer::report::Report::new(args.json, transfer::report::Role::Recv);
                 let r = until_signal(transfer::recv(args, &report)).await;
                 report.print(&r);
                 r
             }
-            Command::Bench(b) => until_signal(bench_cmd::run(b)).await,
+            Command::Bench(b) => until_signal(bench::run(b)).await,
         }
     });
     // Do not wait for tasks blocked on stdin or the network.

@@ -197,7 +197,7 @@ pub async fn run(a: UdpBenchArgs) -> Result<(), String> {
     }
     #[cfg(not(feature = "c-toxcore-bench"))]
     {
-        println!("c-toxcore  {}", crate::bench_cmd::C_TOXCORE_NOT_BUILT);
+        println!("c-toxcore  {}", super::C_TOXCORE_NOT_BUILT);
         Ok(())
     }
     #[cfg(feature = "c-toxcore-bench")]

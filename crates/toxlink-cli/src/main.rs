@@ -159,13 +159,15 @@ fn main() -> ExitCode {
             Command::Chat(args) => until_signal(chat_cmd::chat(args)).await,
             Command::Peer(args) => until_signal(chat_cmd::peer(args)).await,
             Command::Send(args) => {
-                let report = transfer::report::Report::new(args.json, transfer::report::Role::Send);
+                let report =
+                    transfer::report::Report::new(args.flags.json, transfer::report::Role::Send);
                 let r = until_signal(transfer::send(args, &report)).await;
                 report.print(&r);
                 r
             }
             Command::Recv(args) => {
-                let report = transfer::report::Report::new(args.json, transfer::report::Role::Recv);
+                let report =
+                    transfer::report::Report::new(args.flags.json, transfer::report::Role::Recv);
                 let r = until_signal(transfer::recv(args, &report)).await;
                 report.print(&r);
                 r

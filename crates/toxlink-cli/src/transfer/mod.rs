@@ -94,6 +94,22 @@ fn progress(size: u64, quiet: bool, what: &str) -> ProgressBar {
     pb
 }
 
+/// Flags `toxlink send` and `toxlink recv` share.
+#[derive(Debug, clap::Args)]
+pub struct TransferFlags {
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// At the end print one JSON line on stdout (ok, bytes, seconds,
+    /// max_gap_ms, path_switches, paths, error: see transfer/report.rs);
+    /// the lines otherwise printed on stdout go to stderr.
+    #[arg(long)]
+    pub json: bool,
+    /// Keys, peer, transport and config flags.
+    #[command(flatten)]
+    pub peer: PeerArgs,
+}
+
 /// Options of `toxlink send`.
 #[derive(Debug, clap::Args)]
 pub struct SendArgs {
@@ -102,17 +118,9 @@ pub struct SendArgs {
     /// Name to offer (default: the file's name).
     #[arg(long)]
     pub name: Option<String>,
-    /// No progress bar.
-    #[arg(long, short)]
-    pub quiet: bool,
-    /// At the end print one JSON line on stdout (ok, bytes, seconds,
-    /// max_gap_ms, path_switches, paths, error: see transfer_report.rs);
-    /// the lines otherwise printed on stdout go to stderr.
-    #[arg(long)]
-    pub json: bool,
-    /// Keys, peer, transport and config flags.
+    /// Output, keys, peer, transport and config flags.
     #[command(flatten)]
-    pub peer: PeerArgs,
+    pub flags: TransferFlags,
 }
 
 /// Options of `toxlink recv`.
@@ -127,17 +135,9 @@ pub struct RecvArgs {
     /// the free space of DIR are always refused.
     #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
     pub max_size: Option<u64>,
-    /// No progress bar.
-    #[arg(long, short)]
-    pub quiet: bool,
-    /// At the end print one JSON line on stdout (ok, bytes, seconds,
-    /// max_gap_ms, path_switches, paths, error: see transfer_report.rs);
-    /// the lines otherwise printed on stdout go to stderr.
-    #[arg(long)]
-    pub json: bool,
-    /// Keys, peer, transport and config flags.
+    /// Output, keys, peer, transport and config flags.
     #[command(flatten)]
-    pub peer: PeerArgs,
+    pub flags: TransferFlags,
 }
 
 /// The next friend event within `limit`; errors if the connection ends or

@@ -11,8 +11,8 @@ use toxlink_cli::text::{escape_controls, hex};
 
 /// Runs `toxlink recv`; `report` gets its figures.
 pub async fn recv(a: RecvArgs, report: &Report) -> Result<(), TransferError> {
-    let mut s = settings(&a.peer, None)?;
-    s.info_on_stderr = a.json;
+    let mut s = settings(&a.flags.peer, None)?;
+    s.info_on_stderr = a.flags.json;
     if !a.dir.is_dir() {
         return Err(TransferError::Io(
             a.dir.display().to_string(),
@@ -49,7 +49,7 @@ pub async fn recv(a: RecvArgs, report: &Report) -> Result<(), TransferError> {
     };
     tracing::debug!(part = %part.part_path().display(), size = offer.size, "receiving");
     send_packet(f, &encode_reply(ReplyCode::Accept, "")).await?;
-    let pb = progress(offer.size, a.quiet, &escape_controls(&offer.name));
+    let pb = progress(offer.size, a.flags.quiet, &escape_controls(&offer.name));
     let mut tick = ticker();
     let outcome: Result<PathBuf, TransferError> = async {
         loop {
@@ -103,7 +103,7 @@ pub async fn recv(a: RecvArgs, report: &Report) -> Result<(), TransferError> {
     linked.close().await;
     let path = outcome?;
     say(
-        a.json,
+        a.flags.json,
         format!(
             "received {} from {who} ({} bytes, sha256 {}) -> {}",
             escape_controls(&offer.name),

@@ -90,8 +90,8 @@ impl SendProgress<'_> {
 
 /// Runs `toxlink send`; `report` gets its figures.
 pub async fn send(a: SendArgs, report: &Report) -> Result<(), TransferError> {
-    let mut s = settings(&a.peer, None)?;
-    s.info_on_stderr = a.json;
+    let mut s = settings(&a.flags.peer, None)?;
+    s.info_on_stderr = a.flags.json;
     let name = match &a.name {
         Some(n) => n.clone(),
         None => a
@@ -154,7 +154,7 @@ async fn send_body(
             )))
         }
     }
-    let pb = progress(size, a.quiet, &name);
+    let pb = progress(size, a.flags.quiet, &name);
     let io = |e| TransferError::Io(a.file.display().to_string(), e);
     let mut file = std::fs::File::open(&a.file).map_err(io)?;
     // [CHUNK id][up to CHUNK_DATA bytes]; `read` fills at most the data
@@ -219,7 +219,7 @@ async fn send_body(
             // The receiver has verified every byte.
             report.set_bytes(size);
             say(
-                a.json,
+                a.flags.json,
                 format!("sent {name} ({size} bytes, sha256 {})", hex(&sha256)),
             );
             Ok(())

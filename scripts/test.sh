@@ -9,6 +9,10 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# The c-toxcore rows of `toxlink bench` (feature `c-toxcore-bench`, off in
+# the default build): linted and run against the real c-toxcore.
+cargo clippy -p toxlink-cli --all-targets --locked --features c-toxcore-bench -- -D warnings
+cargo test -p toxlink-cli --locked --features c-toxcore-bench --test bench_c_toxcore
 # The packagers' build: the system libsodium through pkg-config instead of the
 # bundled source, checked against the same crypto vectors.
 cargo test -p toxlink-proto --locked --features system-libsodium --lib crypto

@@ -29,10 +29,10 @@
 
 use std::net::SocketAddr;
 use std::time::Duration;
-use toxlink::testing::FaultyRelay;
 use toxlink::toxlink_proto::crypto::{KeyPair, PublicKey};
 use toxlink::toxlink_proto::node::NodeConfig;
 use toxlink::{Friend, FriendConfig, FriendEvent, Node};
+use toxlink_faults::FaultyRelay;
 use toxlink_interop::bootstrapd::Bootstrapd;
 use toxlink_interop::harness::{custom_packet, mono_us, ConnKind};
 use toxlink_interop::measure::measure_link;

@@ -28,8 +28,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use sha2::{Digest, Sha256};
-use toxlink::testing::FaultyRelay;
 use toxlink::{Connection, Node, Received};
+use toxlink_cli::text::hex;
+use toxlink_faults::FaultyRelay;
 use toxlink_proto::crypto::{KeyPair, PublicKey};
 use toxlink_proto::node::{NodeConfig, PathEventKind, RelayEvent, Route};
 use toxlink_proto::paths::pool::LossReason;
@@ -572,13 +573,6 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
             if sha_sent == sha_received { "equal" } else { "differ" }
         ))
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().fold(String::new(), |mut s, x| {
-        let _ = write!(s, "{x:02x}");
-        s
-    })
 }
 
 /// Index of the relay A currently sends on.

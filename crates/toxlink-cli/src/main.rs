@@ -8,15 +8,14 @@
 //! `toxlink: ...` on stderr and a non-zero exit (2 for bad arguments, 1
 //! otherwise); a panic is reported the same way, without a backtrace.
 
-mod bench_cmd;
-mod bench_udp;
+mod bench;
 mod chat_cmd;
+#[cfg(feature = "demo")]
 mod demo_cmd;
 mod keygen_cmd;
 mod link;
 mod relay_cmd;
 mod transfer;
-mod transfer_report;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -34,6 +33,7 @@ struct Cli {
 enum Command {
     /// Everything on loopback: 3 relays, 2 peers, a 256 MiB transfer and a
     /// chat while relays die and lie and direct UDP comes and goes.
+    #[cfg(feature = "demo")]
     Demo(demo_cmd::DemoArgs),
     /// Create (or read) a keys file and print its public key and Tox ID.
     Keygen(keygen_cmd::KeygenArgs),
@@ -48,7 +48,7 @@ enum Command {
     /// Receive one file from a peer running `toxlink send` into DIR.
     Recv(transfer::RecvArgs),
     /// Benchmarks (`bench --json`: a short summary as one JSON object).
-    Bench(bench_cmd::BenchArgs),
+    Bench(bench::BenchArgs),
 }
 
 /// Runs a command until it ends or SIGINT/SIGTERM arrives; an interrupted
@@ -124,6 +124,7 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(e),
     };
     let default_log = match cli.command {
+        #[cfg(feature = "demo")]
         Command::Demo(_) => "warn",
         _ => "info",
     };
@@ -151,24 +152,27 @@ fn main() -> ExitCode {
     };
     let result: Result<(), String> = rt.block_on(async {
         match cli.command {
+            #[cfg(feature = "demo")]
             Command::Demo(args) => demo_cmd::run(args).await,
             Command::Keygen(args) => keygen_cmd::run(args),
             Command::Relay(args) => relay_cmd::run(args).await.map_err(|e| e.to_string()),
             Command::Chat(args) => until_signal(chat_cmd::chat(args)).await,
             Command::Peer(args) => until_signal(chat_cmd::peer(args)).await,
             Command::Send(args) => {
-                let report = transfer_report::Report::new(args.json, transfer_report::Role::Send);
+                let report =
+                    transfer::report::Report::new(args.flags.json, transfer::report::Role::Send);
                 let r = until_signal(transfer::send(args, &report)).await;
                 report.print(&r);
                 r
             }
             Command::Recv(args) => {
-                let report = transfer_report::Report::new(args.json, transfer_report::Role::Recv);
+                let report =
+                    transfer::report::Report::new(args.flags.json, transfer::report::Role::Recv);
                 let r = until_signal(transfer::recv(args, &report)).await;
                 report.print(&r);
                 r
             }
-            Command::Bench(b) => until_signal(bench_cmd::run(b)).await,
+            Command::Bench(b) => until_signal(bench::run(b)).await,
         }
     });
     // Do not wait for tasks blocked on stdin or the network.

@@ -1,5 +1,5 @@
-//! Text helpers: showing peer-supplied strings safely on a terminal, and
-//! byte sizes on the command line.
+//! Text helpers: showing peer-supplied strings safely on a terminal, byte
+//! sizes on the command line, and digests as hex.
 
 use std::borrow::Cow;
 use std::fmt::Write;
@@ -73,6 +73,14 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+/// Lower-case hex (the SHA-256 digests of transfers and of the demo).
+pub fn hex(b: &[u8]) -> String {
+    b.iter().fold(String::new(), |mut s, x| {
+        let _ = write!(s, "{x:02x}");
+        s
+    })
 }
 
 #[cfg(test)]

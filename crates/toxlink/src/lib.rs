@@ -22,7 +22,6 @@
 
 mod links;
 pub mod relay;
-pub mod testing;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;

@@ -1,7 +1,7 @@
-//! The fault tools of `toxlink::testing` on real loopback sockets: a relay
+//! The fault tools of `toxlink-faults` on real loopback sockets: a relay
 //! reset (RST to every client, still listening), a relay killed (listener
-//! closed too) and restarted, a dropped server handle, and (with the
-//! `fault-injection` feature) faults on DATA to one receiver only.
+//! closed too) and restarted, a dropped server handle, and faults on DATA to
+//! one receiver only.
 
 mod common;
 
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
-use toxlink::testing::FaultyRelay;
+use toxlink_faults::FaultyRelay;
 use toxlink_proto::relay_client::{PeerRelayState, RelayLinkState, RelaySetEvent};
 
 /// Waits (bounded) until the relay counts `n` client connections.
@@ -111,7 +111,6 @@ async fn dropping_the_relay_is_a_kill() {
     b.shutdown().await;
 }
 
-#[cfg(feature = "fault-injection")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_only_to_one_receiver_then_cleared() {
     use toxlink_proto::relay_server::FaultConfig;

@@ -216,7 +216,7 @@ async fn first_data_after_online_is_not_dropped() {
 /// the peer); our own known relays are shared without being asked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_relays_become_paths() {
-    let relay = toxlink::testing::FaultyRelay::start().await.expect("relay");
+    let relay = toxlink_faults::FaultyRelay::start().await.expect("relay");
     let (a, b) = nodes(78).await;
     // Only a knows the relay.
     a.add_relay(relay.public_key(), relay.addr());

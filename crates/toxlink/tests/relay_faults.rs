@@ -12,7 +12,7 @@ use toxlink_proto::relay_server::{FaultConfig, FaultInjector, ServerConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupting_then_blackholing_relay() {
-    let s = RelayServer::bind(RelayServerConfig {
+    let (s, faults) = RelayServer::bind_with_fault_hook(RelayServerConfig {
         keypair: keypair(700),
         listen: vec!["127.0.0.1:0".parse().unwrap()],
         server: ServerConfig::default(),
@@ -21,7 +21,7 @@ async fn corrupting_then_blackholing_relay() {
     .unwrap();
     let relay = s.public_key();
     let (a, b) = two_nodes(relay, s.local_addrs()[0], 71).await;
-    s.set_fault_injector(FaultInjector::new(FaultConfig {
+    faults.set(FaultInjector::new(FaultConfig {
         corrupt: 0.25,
         blackhole_after: Some(Duration::from_millis(1500)),
         seed: 9,

@@ -8,12 +8,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::time::timeout;
-use toxlink::testing::FaultyRelay;
 use toxlink::{Connection, Node, Received};
+use toxlink_faults::FaultyRelay;
 use toxlink_proto::crypto::KeyPair;
 use toxlink_proto::node::{NodeConfig, PathEventKind, RelayEvent, Route};
 use toxlink_proto::paths::pool::LossReason;
-use toxlink_proto::relay_server::{FaultConfig, FaultInjector};
+use toxlink_proto::relay_server::FaultConfig;
 
 fn cfg() -> NodeConfig {
     NodeConfig {
@@ -257,10 +257,8 @@ fn fault_primary(s: &Setup, cfg: FaultConfig) -> usize {
         .iter()
         .position(|r| r.public_key() == pk)
         .expect("one of ours");
-    s.relays[i]
-        .handle()
-        .expect("running")
-        .set_fault_injector(FaultInjector::new(cfg));
+    assert!(s.relays[i].is_running(), "relay {i} running");
+    s.relays[i].set_faults(cfg);
     i
 }
 
@@ -398,7 +396,7 @@ async fn all_relays_but_one_die_then_come_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_black_hole_through_a_forwarder_falls_back_to_relays() {
-    use toxlink::testing::{Mode, UdpForwarder};
+    use toxlink_faults::{Mode, UdpForwarder};
     let s = setup(3, 70).await;
     let fwd = UdpForwarder::start(s.b.local_addr())
         .await
@@ -516,14 +514,13 @@ async fn relay_corrupting_one_peers_traffic_is_dropped_for_that_peer_only() {
         if i == 1000 {
             let pk = relay_of(b.primary(&a.public_key())).expect("b sends to a on a relay");
             let r = relays.iter().find(|r| r.public_key() == pk).unwrap();
-            r.handle()
-                .unwrap()
-                .set_fault_injector(FaultInjector::new(FaultConfig {
-                    corrupt: 0.2,
-                    only_to: Some(a.dht_key()),
-                    seed: 3,
-                    ..FaultConfig::default()
-                }));
+            assert!(r.is_running(), "the victim relay runs");
+            r.set_faults(FaultConfig {
+                corrupt: 0.2,
+                only_to: Some(a.dht_key()),
+                seed: 3,
+                ..FaultConfig::default()
+            });
             victim = Some(pk);
         }
         to_a.send_lossless(&packet(i)).await.expect("send to a");

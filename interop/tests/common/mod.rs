@@ -12,7 +12,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use toxlink::testing::FaultyRelay;
 use toxlink::toxlink_proto::crypto::{KeyPair, PublicKey};
 use toxlink::toxlink_proto::node::NodeConfig;
 use toxlink::toxlink_proto::node::Route;
@@ -20,6 +19,7 @@ use toxlink::toxlink_proto::relay_client::PeerRelayState;
 use toxlink::toxlink_proto::relay_server::ServerConfig;
 use toxlink::toxlink_proto::wire::packed::{PackedIpPort, PackedNode, Transport};
 use toxlink::{Friend, FriendConfig, FriendEvent, Node};
+use toxlink_faults::FaultyRelay;
 use toxlink_interop::bootstrapd::Bootstrapd;
 use toxlink_interop::harness::custom_checksum;
 use toxlink_interop::harness::ConnKind;

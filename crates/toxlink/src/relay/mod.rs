@@ -108,4 +108,6 @@ pub(crate) fn write_batches(
 }
 
 pub use client::RelaySetRuntime;
+#[cfg(feature = "fault-injection")]
+pub use server::FaultHook;
 pub use server::{RelayServer, RelayServerConfig, RelayServerHandle};

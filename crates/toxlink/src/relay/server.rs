@@ -160,6 +160,52 @@ impl RelayServer {
     }
 }
 
+/// The only way to attach a fault injector to a running relay server (tests
+/// and demos): [`RelayServer::bind_with_fault_hook`] hands one out next to
+/// the handle; [`RelayServer::bind`], what `toxlink relay` uses, never does,
+/// and a [`RelayServerHandle`] has no way to get one. Does nothing once the
+/// server is gone.
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Clone)]
+pub struct FaultHook {
+    shared: std::sync::Weak<Shared>,
+}
+
+#[cfg(feature = "fault-injection")]
+impl RelayServer {
+    /// As [`bind`](Self::bind), plus the [`FaultHook`] of this server.
+    pub async fn bind_with_fault_hook(
+        cfg: RelayServerConfig,
+    ) -> io::Result<(RelayServerHandle, FaultHook)> {
+        let handle = Self::bind(cfg).await?;
+        let hook = FaultHook {
+            shared: Arc::downgrade(&handle.shared),
+        };
+        Ok((handle, hook))
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl FaultHook {
+    /// Installs a fault injector on forwarded DATA, replacing any installed
+    /// before.
+    pub fn set(&self, injector: toxlink_proto::relay_server::FaultInjector) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared
+                .lock()
+                .server
+                .set_fault_injector(Instant::now(), injector);
+        }
+    }
+
+    /// Removes the fault injector: forwarded DATA passes untouched again.
+    pub fn clear(&self) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.lock().server.clear_fault_injector();
+        }
+    }
+}
+
 impl RelayServerHandle {
     /// Bound addresses.
     pub fn local_addrs(&self) -> &[SocketAddr] {
@@ -174,20 +220,6 @@ impl RelayServerHandle {
     /// Current counters.
     pub fn counters(&self) -> Counters {
         self.shared.lock().server.counters()
-    }
-
-    /// Installs a fault injector on forwarded DATA (one can only be built
-    /// with toxlink-proto's `fault-injection` feature).
-    pub fn set_fault_injector(&self, injector: toxlink_proto::relay_server::FaultInjector) {
-        self.shared
-            .lock()
-            .server
-            .set_fault_injector(Instant::now(), injector);
-    }
-
-    /// Removes the fault injector: forwarded DATA passes untouched again.
-    pub fn clear_fault_injector(&self) {
-        self.shared.lock().server.clear_fault_injector();
     }
 
     /// A "relay reset": closes every client connection at once with a TCP

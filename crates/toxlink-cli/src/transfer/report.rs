@@ -196,7 +196,7 @@ impl Report {
             "role": match self.role { Role::Send => "send", Role::Recv => "recv" },
             "name": g.name,
             "size": g.size,
-            "sha256": g.sha256.map(|h| crate::transfer::hex(&h)),
+            "sha256": g.sha256.map(|h| toxlink_cli::text::hex(&h)),
             "bytes": g.bytes,
             "bytes_queued": match self.role { Role::Send => Some(g.bytes_queued), Role::Recv => None },
             "seconds": ms(now.saturating_duration_since(self.start)) / 1e3,

@@ -1,15 +1,22 @@
-//! Fault tools for tests and demos on loopback (never used by the library
-//! itself): [`UdpForwarder`], a UDP proxy between two endpoints that can
-//! black-hole or drop a share of the datagrams, and [`FaultyRelay`], a relay
-//! server on `127.0.0.1:0` that can be reset, killed, restarted and (with
-//! the `fault-injection` feature) made to drop, delay or corrupt forwarded
-//! DATA.
+//! Fault tools for toxlink's tests and for `toxlink demo`, on loopback
+//! (never used by the library, nor by `toxlink relay`): [`UdpForwarder`], a
+//! UDP proxy between two endpoints that can black-hole or drop a share of the
+//! datagrams, and [`FaultyRelay`], a relay server on `127.0.0.1:0` that can be
+//! reset, killed, restarted and made to drop, delay or corrupt forwarded DATA.
+//!
+//! A [`FaultyRelay`] is the only relay that can take faults: it is started
+//! with `RelayServer::bind_with_fault_hook` (toxlink's `fault-injection`
+//! feature, which this crate turns on); a relay started with
+//! `RelayServer::bind`, as `toxlink relay` does, has no way to get a fault
+//! injector.
 //!
 //! Invariants: every control is synchronous and cheap (atomics or a short
 //! mutex), so tests can flip faults from any thread while traffic flows;
 //! dropping a tool stops it (the forwarder's task is aborted, the relay's
 //! handle stops the server). Drop decisions use a small seeded PRNG (not
 //! cryptographic: it only picks victims), so a run is reproducible.
+
+#![warn(missing_docs)]
 
 use std::io;
 use std::net::SocketAddr;
@@ -19,10 +26,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rand_core::OsRng;
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
+use toxlink::relay::{FaultHook, RelayServer, RelayServerConfig, RelayServerHandle};
 use toxlink_proto::crypto::{KeyPair, PublicKey};
-use toxlink_proto::relay_server::ServerConfig;
-
-use crate::relay::{RelayServer, RelayServerConfig, RelayServerHandle};
+use toxlink_proto::relay_server::{FaultConfig, FaultInjector, ServerConfig};
 
 /// What a [`UdpForwarder`] does with datagrams (both directions).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -215,15 +221,16 @@ async fn forward(a: UdpSocket, b: UdpSocket, b_addr: SocketAddr, ctl: Arc<Ctl>) 
 /// A relay server on `127.0.0.1:0` with a fresh key, for fault tests and
 /// demos: [`reset`](Self::reset) (RST every connection, keep listening),
 /// [`kill`](Self::kill) (stop listening, close every connection),
-/// [`restart`](Self::restart) (same key and address again) and, with the
-/// `fault-injection` feature, [`set_faults`](Self::set_faults) on forwarded
-/// DATA. Dropping it kills the relay.
+/// [`restart`](Self::restart) (same key and address again) and
+/// [`set_faults`](Self::set_faults) on forwarded DATA. Dropping it kills the
+/// relay.
 #[derive(Debug)]
 pub struct FaultyRelay {
     keypair: KeyPair,
     addr: SocketAddr,
     server: ServerConfig,
-    handle: Option<RelayServerHandle>,
+    /// The running server and its fault hook, `None` once killed.
+    running: Option<(RelayServerHandle, FaultHook)>,
 }
 
 impl FaultyRelay {
@@ -234,13 +241,14 @@ impl FaultyRelay {
 
     /// Starts a relay on `127.0.0.1:0` with the given key and limits.
     pub async fn start_with(keypair: KeyPair, server: ServerConfig) -> io::Result<FaultyRelay> {
-        let handle = RelayServer::bind(RelayServerConfig {
+        let running = RelayServer::bind_with_fault_hook(RelayServerConfig {
             keypair: keypair.clone(),
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
             server: server.clone(),
         })
         .await?;
-        let addr = handle
+        let addr = running
+            .0
             .local_addrs()
             .first()
             .copied()
@@ -249,7 +257,7 @@ impl FaultyRelay {
             keypair,
             addr,
             server,
-            handle: Some(handle),
+            running: Some(running),
         })
     }
 
@@ -265,25 +273,25 @@ impl FaultyRelay {
 
     /// Whether the relay is running (not killed).
     pub fn is_running(&self) -> bool {
-        self.handle.is_some()
+        self.running.is_some()
     }
 
     /// The running server (counters etc.), `None` once killed.
     pub fn handle(&self) -> Option<&RelayServerHandle> {
-        self.handle.as_ref()
+        self.running.as_ref().map(|(h, _)| h)
     }
 
     /// A "relay reset": every client connection is closed with a TCP RST at
     /// once, the relay keeps listening. Returns how many were reset (0 when
     /// killed).
     pub fn reset(&self) -> usize {
-        self.handle.as_ref().map_or(0, RelayServerHandle::reset_all)
+        self.handle().map_or(0, RelayServerHandle::reset_all)
     }
 
     /// A "relay killed": stops listening and closes every connection; the
     /// listening socket is closed when this returns. No-op when killed.
     pub async fn kill(&mut self) {
-        if let Some(h) = self.handle.take() {
+        if let Some((h, _)) = self.running.take() {
             h.shutdown().await;
         }
     }
@@ -293,30 +301,28 @@ impl FaultyRelay {
     /// carried over.
     pub async fn restart(&mut self) -> io::Result<()> {
         self.kill().await;
-        let handle = RelayServer::bind(RelayServerConfig {
+        let running = RelayServer::bind_with_fault_hook(RelayServerConfig {
             keypair: self.keypair.clone(),
             listen: vec![self.addr],
             server: self.server.clone(),
         })
         .await?;
-        self.handle = Some(handle);
+        self.running = Some(running);
         Ok(())
     }
 
     /// Installs faults on forwarded DATA (replacing any installed before; use
-    /// [`FaultConfig::only_to`](toxlink_proto::relay_server::FaultConfig::only_to)
-    /// to hit one receiver only). No-op when killed.
-    #[cfg(feature = "fault-injection")]
-    pub fn set_faults(&self, cfg: toxlink_proto::relay_server::FaultConfig) {
-        if let Some(h) = &self.handle {
-            h.set_fault_injector(toxlink_proto::relay_server::FaultInjector::new(cfg));
+    /// [`FaultConfig::only_to`] to hit one receiver only). No-op when killed.
+    pub fn set_faults(&self, cfg: FaultConfig) {
+        if let Some((_, hook)) = &self.running {
+            hook.set(FaultInjector::new(cfg));
         }
     }
 
     /// Removes the faults: forwarded DATA passes untouched again.
     pub fn clear_faults(&self) {
-        if let Some(h) = &self.handle {
-            h.clear_fault_injector();
+        if let Some((_, hook)) = &self.running {
+            hook.clear();
         }
     }
 }

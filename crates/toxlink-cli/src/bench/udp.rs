@@ -7,13 +7,15 @@
 //!   to an established connection on both sides. CPU is this process's user +
 //!   system time over the whole run (both ends, set-up included), per GB
 //!   moved.
-//! * **c-toxcore**: two harness processes on Debian's libtoxcore (crate
-//!   `toxlink-interop`) befriend each other through a local tox-bootstrapd and
-//!   send `--ctoxcore-packets` custom lossless packets of 1373 bytes. Set-up
-//!   time is from the friend add to both reporting the connection (c-toxcore
-//!   finds its friend through the DHT/onion, so this includes discovery).
-//!   CPU is the children's user + system time over the whole run (both peers
-//!   and the daemon, set-up included), per GB moved.
+//! * **c-toxcore** (only in a build with the `c-toxcore-bench` feature): two
+//!   harness processes on Debian's libtoxcore (crate `toxlink-interop`)
+//!   befriend each other through a local tox-bootstrapd and send
+//!   `--ctoxcore-packets` custom lossless packets of 1373 bytes. Set-up time
+//!   is from the friend add to both reporting the connection (c-toxcore finds
+//!   its friend through the DHT/onion, so this includes discovery). CPU is
+//!   the children's user + system time over the whole run (both peers and the
+//!   daemon, set-up included), per GB moved. Without the feature the table
+//!   says how to get this row.
 //!
 //! Throughput figures are bytes of packet data (id byte included) per second,
 //! MB = 10^6 bytes.
@@ -139,6 +141,7 @@ pub async fn toxlink_run_via(
 }
 
 /// The c-toxcore pair over UDP.
+#[cfg(feature = "c-toxcore-bench")]
 pub fn ctoxcore_run(packets: u32) -> Result<Figures, String> {
     use toxlink_interop::measure::{measure_link, PairOptions, Transport};
     let opts = PairOptions {
@@ -192,25 +195,33 @@ pub async fn run(a: UdpBenchArgs) -> Result<(), String> {
     if a.no_ctoxcore {
         return Ok(());
     }
-    let packets = a.ctoxcore_packets;
-    let theirs = tokio::task::spawn_blocking(move || ctoxcore_run(packets))
-        .await
-        .map_err(|e| e.to_string())?;
-    match theirs {
-        Ok(t) => {
-            println!(
-                "{}   ({} packets of 1373 bytes)",
-                line("c-toxcore", &t),
-                packets
-            );
-            println!(
-                "ratio      set-up {:.0}x faster   throughput {:.1}x   CPU per GB {:.2}x",
-                t.setup.as_secs_f64() / ours.setup.as_secs_f64().max(1e-9),
-                ours.mb_s / t.mb_s.max(1e-9),
-                ours.cpu_s_per_gb / t.cpu_s_per_gb.max(1e-9),
-            );
-        }
-        Err(e) => println!("c-toxcore  FAILED: {e}"),
+    #[cfg(not(feature = "c-toxcore-bench"))]
+    {
+        println!("c-toxcore  {}", super::C_TOXCORE_NOT_BUILT);
+        Ok(())
     }
-    Ok(())
+    #[cfg(feature = "c-toxcore-bench")]
+    {
+        let packets = a.ctoxcore_packets;
+        let theirs = tokio::task::spawn_blocking(move || ctoxcore_run(packets))
+            .await
+            .map_err(|e| e.to_string())?;
+        match theirs {
+            Ok(t) => {
+                println!(
+                    "{}   ({} packets of 1373 bytes)",
+                    line("c-toxcore", &t),
+                    packets
+                );
+                println!(
+                    "ratio      set-up {:.0}x faster   throughput {:.1}x   CPU per GB {:.2}x",
+                    t.setup.as_secs_f64() / ours.setup.as_secs_f64().max(1e-9),
+                    ours.mb_s / t.mb_s.max(1e-9),
+                    ours.cpu_s_per_gb / t.cpu_s_per_gb.max(1e-9),
+                );
+            }
+            Err(e) => println!("c-toxcore  FAILED: {e}"),
+        }
+        Ok(())
+    }
 }

@@ -9,9 +9,10 @@
 //!
 //! # Paths
 //! The session is path-agnostic (DESIGN.md §3). Every input carries an opaque
-//! [`PathId`] chosen by the owner; the session reports what it learned per path
-//! (authenticated receive, authentication failure, RTT samples) as events and
-//! accepts a data packet from any path, deduplicating by nonce and packet
+//! [`PathId`] chosen by the owner; the session records when each path last
+//! carried an authenticated packet ([`Session::last_authenticated`]), reports
+//! authentication failures as a [`DropReason`] of [`Session::handle_packet`]
+//! (the owner blames the path) and accepts a data packet from any path, deduplicating by nonce and packet
 //! number. Outgoing packets are written into the caller's buffer with a
 //! [`TransmitKind`]; the owner decides where they go and may report
 //! [`Session::on_sent`] so that [`Session::resend_in_flight`] can force
@@ -124,26 +125,6 @@ pub enum Event {
     Killed,
     /// The handshake did not complete in time. Terminal.
     HandshakeTimeout,
-    /// An authenticated packet arrived on `path` (coalesced: at most one per
-    /// path every 10 ms; see [`Session::last_authenticated`]).
-    PathAuthenticated {
-        /// The path.
-        path: PathId,
-        /// When.
-        at: Instant,
-    },
-    /// A packet on `path` failed authentication (evidence against a relay).
-    AuthFailed {
-        /// The path.
-        path: PathId,
-    },
-    /// An RTT sample from an acknowledgement that arrived on `path`.
-    RttSample {
-        /// The path the acknowledgement came on.
-        path: PathId,
-        /// The sample.
-        rtt: Duration,
-    },
     /// A handshake named a different DHT key for the peer (§4.4): the owner
     /// should kill this session and connect again.
     PeerDhtKeyChanged {
@@ -347,7 +328,6 @@ pub struct Session {
     send_paths: Vec<SendPath>,
     last_authenticated_any: Option<Instant>,
     scratch: Vec<u32>,
-    last_rtt_event: Option<Instant>,
     /// Lossless packet numbers acknowledged since the owner last drained
     /// them (`None`: not recorded; see [`Session::record_acks`]).
     acked_log: Option<Vec<u32>>,
@@ -373,8 +353,11 @@ const MAX_ACKED_LOG: usize = 65_536;
 struct PathInfo {
     path: PathId,
     last_auth: Instant,
-    last_reported: Instant,
 }
+
+/// Paths whose last authenticated receive is remembered (see
+/// [`Session::last_authenticated`]); later ones are not tracked.
+const MAX_AUTH_PATHS: usize = 64;
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -458,7 +441,6 @@ impl Session {
             send_paths: Vec::new(),
             last_authenticated_any: None,
             scratch: Vec::new(),
-            last_rtt_event: None,
             acked_log: None,
             stats: SessionStats::default(),
             cfg,
@@ -663,12 +645,7 @@ impl Session {
             Some(&self.peer_real),
             |_| Some(real_shared),
             buf,
-        )
-        .inspect_err(|e| {
-            if matches!(e, HandshakeError::Auth(_) | HandshakeError::BadHash) {
-                self.push_info(Event::AuthFailed { path });
-            }
-        })?;
+        )?;
         if !hs.peer_dht.ct_eq(&self.peer_dht) {
             self.push_info(Event::PeerDhtKeyChanged { dht: hs.peer_dht });
             return Ok(());
@@ -713,7 +690,6 @@ impl Session {
                     return Err(DropReason::Duplicate);
                 }
             }
-            self.push_info(Event::AuthFailed { path });
             return Err(DropReason::Auth);
         }
         let fresh = rx.accept(cand);
@@ -759,10 +735,10 @@ impl Session {
         tmp[..dlen].copy_from_slice(&data[..dlen]);
         let data = &tmp[..dlen];
         self.cc.on_ack_event(now);
-        self.process_ack(now, path, buffer_start);
+        self.process_ack(now, buffer_start);
         match id {
             PACKET_ID_REQUEST => {
-                self.process_request(now, path, buffer_start, &data[1..]);
+                self.process_request(now, buffer_start, &data[1..]);
                 if self.recv.advance_end(num) {
                     self.want_request(now, true);
                 }
@@ -800,29 +776,16 @@ impl Session {
     }
 
     fn note_path(&mut self, now: Instant, path: PathId) {
-        let report = match self.paths.iter_mut().find(|p| p.path == path) {
-            Some(p) => {
-                p.last_auth = now;
-                if now.saturating_duration_since(p.last_reported) >= Duration::from_millis(10) {
-                    p.last_reported = now;
-                    true
-                } else {
-                    false
-                }
-            }
+        match self.paths.iter_mut().find(|p| p.path == path) {
+            Some(p) => p.last_auth = now,
             None => {
-                if self.paths.len() < 64 {
+                if self.paths.len() < MAX_AUTH_PATHS {
                     self.paths.push(PathInfo {
                         path,
                         last_auth: now,
-                        last_reported: now,
                     });
                 }
-                true
             }
-        };
-        if report {
-            self.push_info(Event::PathAuthenticated { path, at: now });
         }
     }
 
@@ -863,19 +826,8 @@ impl Session {
         self.request_at = Some(self.request_at.map_or(at, |r| r.min(at)));
     }
 
-    fn rtt_sample(&mut self, now: Instant, path: PathId, rtt: Duration) {
-        self.cc.on_rtt(now, rtt);
-        let due = self
-            .last_rtt_event
-            .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_millis(50));
-        if due {
-            self.last_rtt_event = Some(now);
-            self.push_info(Event::RttSample { path, rtt });
-        }
-    }
-
     /// `buffer_start` acknowledges everything below it (§4.7 step 1).
-    fn process_ack(&mut self, now: Instant, path: PathId, buffer_start: u32) {
+    fn process_ack(&mut self, now: Instant, buffer_start: u32) {
         let cc = &mut self.cc;
         let mut newest: Option<Instant> = None;
         let mut progressed = false;
@@ -902,7 +854,7 @@ impl Session {
         self.largest_acked_sent = largest;
         self.path_rtt_samples(now, &per_path);
         if let Some(t) = newest {
-            self.rtt_sample(now, path, now.saturating_duration_since(t));
+            self.cc.on_rtt(now, now.saturating_duration_since(t));
         }
         if progressed {
             self.on_ack_progress(now);
@@ -925,7 +877,7 @@ impl Session {
 
     /// A request packet from the peer (§4.9), decoded relative to its own
     /// `buffer_start`.
-    fn process_request(&mut self, now: Instant, path: PathId, buffer_start: u32, list: &[u8]) {
+    fn process_request(&mut self, now: Instant, buffer_start: u32, list: &[u8]) {
         let (_, sent_end) = self.send.sent_range();
         let mut missing = std::mem::take(&mut self.scratch);
         missing.clear();
@@ -991,7 +943,7 @@ impl Session {
         }
         self.stats.request_numbers_walked += walked;
         if let Some(t) = newest {
-            self.rtt_sample(now, path, now.saturating_duration_since(t));
+            self.cc.on_rtt(now, now.saturating_duration_since(t));
         }
         self.path_rtt_samples(now, &per_path);
         // Loss: requested and either sent before a packet the peer has, or

@@ -15,6 +15,7 @@
 //! * [`node`]: the sans-IO endpoint owning the sessions by peer.
 //! * [`friend`]: friend_connection + Messenger over a session (PROTOCOL.md §7).
 //! * [`paths`]: multipath health, scheduling, relay blame and pool (DESIGN.md §3).
+//! * [`timer`]: a fixed table of deadlines indexed by a timer enum.
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -27,4 +28,5 @@ pub mod relay_client;
 mod relay_queue;
 pub mod relay_server;
 pub mod session;
+pub mod timer;
 pub mod wire;

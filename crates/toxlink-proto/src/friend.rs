@@ -61,7 +61,7 @@ pub const SHARE_RELAYS_INTERVAL: Duration = Duration::from_secs(120);
 /// new entries are dropped and counted.
 pub const MAX_QUEUED: usize = 4096;
 /// Largest net_crypto data (id byte included), PROTOCOL.md §4.7.
-pub const MAX_DATA_SIZE: usize = 1373;
+pub use crate::wire::net_crypto::MAX_CRYPTO_DATA_SIZE as MAX_DATA_SIZE;
 
 /// Settings of a [`FriendLink`].
 #[derive(Debug, Clone, PartialEq, Eq)]

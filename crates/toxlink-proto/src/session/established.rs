@@ -5,14 +5,12 @@
 //! after a close so that undelivered data can still be read and a local
 //! KILL written.
 
-use super::handshake::PACKET_DATA;
 use super::reliable::{RecvBuffer, RxNonce, SendBuffer, Stored, MAX_DATA_SIZE, PACKET_BUFFER_SIZE};
 use super::{
     Common, DataKind, DropReason, PathId, SessionConfig, SessionTimer, Transmit, TransmitKind,
-    PACKET_ID_REQUEST,
 };
-use crate::crypto::{Nonce, PublicKey, SharedKey, MAC_SIZE};
-use crate::wire::net_crypto::RequestDecoder;
+use crate::crypto::{Nonce, PublicKey, SharedKey};
+use crate::wire::net_crypto::{DataPacket, DataPlaintext, IdClass, RequestDecoder};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -108,15 +106,14 @@ impl Link {
     /// fresh; `Ok(false)`: authenticated but a replay of a datagram already
     /// processed.
     pub(super) fn open(&mut self, low: u16, buf: &mut [u8]) -> Result<bool, DropReason> {
-        let body = buf.get_mut(3..).ok_or(DropReason::Malformed)?;
         let cand = self.rx.candidate(low);
-        if self.key.open_in_place(&cand.nonce, body).is_err() {
+        if DataPacket::decrypt_in_place(&self.key, &cand.nonce, buf).is_err() {
             // A packet from before the current nonce window (delayed for
             // long on a path that was black-holed, or a relay's stale
             // queue) is old, not forged: dropped without blaming the path.
             // (A failed open leaves the buffer as it was.)
             if let Some(old) = self.rx.stale(low) {
-                if self.key.open_in_place(&old, body).is_ok() {
+                if DataPacket::decrypt_in_place(&self.key, &old, buf).is_ok() {
                     return Err(DropReason::Duplicate);
                 }
             }
@@ -140,14 +137,14 @@ impl Link {
         };
         c.cc.on_ack_event(now);
         self.process_ack(c, now, buffer_start);
-        match id {
-            PACKET_ID_REQUEST => {
+        match IdClass::of(id) {
+            IdClass::Request => {
                 self.process_request(c, now, buffer_start, &data[1..]);
                 if self.recv.advance_end(num) {
                     self.want_request(c, now, true);
                 }
             }
-            16..=191 => match self.recv.store(num, data) {
+            IdClass::Lossless => match self.recv.store(num, data) {
                 Stored::New { hole } => {
                     self.unacked_rx += 1;
                     self.want_request(c, now, hole);
@@ -163,7 +160,7 @@ impl Link {
                     self.want_request(c, now, false);
                 }
             },
-            192..=254 => {
+            IdClass::Lossy => {
                 if self.recv.advance_end(num) {
                     self.want_request(c, now, true);
                 }
@@ -173,8 +170,11 @@ impl Link {
                     c.stats.queue_drops += 1;
                 }
             }
-            // 3..=15 reserved, 255 dropped (§4.8).
-            _ => return Err(DropReason::Invalid),
+            // 3..=15 reserved, 255 dropped (§4.8); a KILL was handled
+            // before.
+            IdClass::Padding | IdClass::Kill | IdClass::Reserved => {
+                return Err(DropReason::Invalid)
+            }
         }
         Ok(())
     }
@@ -506,22 +506,21 @@ impl Link {
     /// `buf` and returns its length. `data` is 1..=1373 bytes and `buf` holds
     /// 1400 (checked by the callers).
     pub(super) fn write_data(&mut self, buf: &mut [u8], num: u32, data: &[u8]) -> usize {
-        let dlen = data.len().min(MAX_DATA_SIZE);
-        let pad = (MAX_DATA_SIZE - dlen) % 8;
-        let plen = 8 + pad + dlen;
-        let total = 3 + MAC_SIZE + plen;
-        buf[0] = PACKET_DATA;
-        buf[1..3].copy_from_slice(&self.tx_nonce.low16().to_be_bytes());
-        let pt = &mut buf[3 + MAC_SIZE..total];
-        pt[0..4].copy_from_slice(&self.recv.start().to_be_bytes());
-        pt[4..8].copy_from_slice(&num.to_be_bytes());
-        pt[8..8 + pad].fill(0);
-        pt[8 + pad..].copy_from_slice(&data[..dlen]);
-        // Cannot fail: the plaintext is at least 9 bytes.
-        let _ = self.key.seal_in_place(&self.tx_nonce, &mut buf[3..total]);
-        // §4.6: every data packet consumes one nonce.
-        self.tx_nonce.increment();
-        total
+        let plain = DataPlaintext {
+            buffer_start: self.recv.start(),
+            packet_number: num,
+            data,
+        };
+        match DataPacket::seal(&self.key, &self.tx_nonce, &plain, buf) {
+            Ok(len) => {
+                // §4.6: every data packet consumes one nonce.
+                self.tx_nonce.increment();
+                len
+            }
+            // Not reached: the callers pass 1..=1373 bytes with a non-zero
+            // id and a buffer of `MAX_PACKET_SIZE`; nothing is sent.
+            Err(_) => 0,
+        }
     }
 
     /// Per-path RTT samples from the newest packet acknowledged per path.

@@ -46,9 +46,9 @@ pub mod reliable;
 
 pub use events::{DataKind, Event, Transmit, TransmitKind};
 
-use crate::crypto::{KeyPair, Nonce, PublicKey, MAC_SIZE};
+use crate::crypto::{KeyPair, Nonce, PublicKey};
 use crate::timer::{Timer, TimerTable};
-use crate::wire::net_crypto::{DataPacket, DataPlaintext};
+use crate::wire::net_crypto::{self as wire, packet_id, DataPacket};
 use congestion::Congestion;
 use established::Link;
 use handshake::{
@@ -64,16 +64,16 @@ use std::time::{Duration, Instant};
 
 /// `MAX_CRYPTO_PACKET_SIZE` (§4.7): the largest datagram a session writes; the
 /// buffer given to [`Session::poll_transmit`] must hold this many bytes.
-pub const MAX_PACKET_SIZE: usize = 1400;
+pub const MAX_PACKET_SIZE: usize = wire::MAX_CRYPTO_PACKET_SIZE;
 /// Smallest valid data packet (§4.7).
-pub const MIN_DATA_PACKET_SIZE: usize = 28;
+pub const MIN_DATA_PACKET_SIZE: usize = wire::MIN_DATA_PACKET_SIZE;
 /// Overhead of a data packet around its data: id, nonce, tag, two numbers.
-pub const DATA_OVERHEAD: usize = 1 + 2 + MAC_SIZE + 8;
+pub const DATA_OVERHEAD: usize = wire::MAX_CRYPTO_PACKET_SIZE - wire::MAX_CRYPTO_DATA_SIZE;
 
 /// Packet id of a request packet (§4.8).
-pub const PACKET_ID_REQUEST: u8 = 1;
+pub const PACKET_ID_REQUEST: u8 = wire::packet_id::REQUEST;
 /// Packet id of a kill packet (§4.8).
-pub const PACKET_ID_KILL: u8 = 2;
+pub const PACKET_ID_KILL: u8 = wire::packet_id::KILL;
 
 /// An opaque path handle chosen by the owner (a UDP address, a relay, …).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -674,7 +674,7 @@ impl Session {
         self.c.last_authenticated_any = Some(now);
         // Opened in place: the plaintext follows the tag. §4.7 (2): any
         // amount of zero padding is skipped; only zeros → drop.
-        let Ok(pt) = DataPlaintext::parse(buf.get(3 + MAC_SIZE..).unwrap_or_default()) else {
+        let Ok(pt) = DataPacket::plaintext(buf) else {
             return Err(DropReason::Invalid);
         };
         let (buffer_start, num) = (pt.buffer_start, pt.packet_number);
@@ -871,7 +871,11 @@ impl Session {
     /// retry after acknowledgements (see [`send_buffer_free`]
     /// (Self::send_buffer_free)).
     pub fn send_lossless(&mut self, now: Instant, data: &[u8]) -> Result<u32, SendError> {
-        let link = self.check_send(now, data, 16..=191)?;
+        let link = self.check_send(
+            now,
+            data,
+            packet_id::LOSSLESS_FIRST..=packet_id::LOSSLESS_LAST,
+        )?;
         link.send.push(data).ok_or(SendError::BufferFull)
     }
 
@@ -902,7 +906,7 @@ impl Session {
     /// congestion control and leaves before queued lossless data.
     pub fn send_lossy(&mut self, now: Instant, data: &[u8]) -> Result<(), SendError> {
         let max = self.c.cfg.max_lossy_out;
-        let link = self.check_send(now, data, 192..=254)?;
+        let link = self.check_send(now, data, packet_id::LOSSY_FIRST..=packet_id::LOSSY_LAST)?;
         if link.lossy_out.len() >= max {
             return Err(SendError::BufferFull);
         }

@@ -394,6 +394,7 @@ impl Linked {
         Some(match self.node.as_ref()?.primary(&peer)? {
             PathKey::Udp(a) => format!("udp {a}"),
             PathKey::Relay(k) => format!("relay {}", short_id(&k)),
+            other => format!("{other:?}"),
         })
     }
 

@@ -9,6 +9,7 @@
 //!
 //! * [`crypto`]: keys, nonces, XSalsa20-Poly1305 boxes (PROTOCOL.md §1).
 //! * [`wire`]: byte layouts of every packet, parse and encode, no behaviour.
+//! * [`error`]: why a packet was dropped or a send refused (one taxonomy).
 //! * [`relay_server`]: the TCP relay server state machine (§2.5).
 //! * [`relay_client`]: one relay link and a node's set of relays (§2.6, §3).
 //! * [`session`]: one net_crypto connection (PROTOCOL.md §4–§6).
@@ -21,6 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod crypto;
+pub mod error;
 pub mod friend;
 pub mod node;
 pub mod paths;

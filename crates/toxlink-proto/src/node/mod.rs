@@ -66,6 +66,7 @@
 pub mod probe;
 
 use crate::crypto::{KeyPair, PublicKey, SharedKey};
+use crate::error::{Misbehavior, Overload, Refusal};
 use crate::paths::blame::{BlameConfig, BlameLedger, DisconnectReason, Verdict};
 use crate::paths::health::{Health, HealthConfig};
 use crate::paths::pool::{
@@ -86,6 +87,7 @@ use crate::session::{
     Transmit, TransmitKind, MAX_PACKET_SIZE,
 };
 use crate::wire::relay::MAX_OOB_DATA;
+use crate::wire::WireError;
 use probe::{ProbeOutcome, SelfProber};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRngCore, RngCore, SeedableRng};
@@ -149,6 +151,7 @@ const RELAY_EVENTS_PER_CALL: usize = 8192;
 
 /// Where a packet of a peer comes from or goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum Route<A> {
     /// Direct UDP.
     Udp(A),
@@ -214,6 +217,7 @@ fn key_of<A>(route: &Route<A>, id: PathId) -> PathKey {
 
 /// Why a path changed state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PathReason {
     /// A packet sent on this path alone was acknowledged.
     Proven,
@@ -226,6 +230,7 @@ pub enum PathReason {
 
 /// What happened to a path.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PathEventKind<A> {
     /// The path's health changed. On `Dead`, `resent` packets that were
     /// stranded on it were handed back to the session for resending at once.
@@ -273,6 +278,7 @@ pub struct PathEvent<A> {
 
 /// Node-wide relay events (see [`Node::poll_relay_event`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RelayEvent {
     /// A relay link finished its handshake.
     Up {
@@ -1017,9 +1023,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
         match buf.first() {
             Some(&PACKET_COOKIE_REQUEST) => {
                 if self.responses.len() >= MAX_QUEUED_RESPONSES {
-                    return Err(DropReason::Handshake(
-                        crate::session::handshake::HandshakeError::RateLimited,
-                    ));
+                    return Err(DropReason::Overloaded(Overload::QueueFull));
                 }
                 let mut out = [0u8; COOKIE_RESPONSE_SIZE];
                 self.responder.respond(
@@ -1038,11 +1042,11 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
             Some(_) => {
                 let Some(peer) = self.by_route.get(&from).copied() else {
                     self.stats.unknown_source += 1;
-                    return Err(DropReason::Malformed);
+                    return Err(DropReason::UnknownRoute);
                 };
                 self.last_now = Some(now);
                 let path = self.path_of(from);
-                let p = self.peers.get_mut(&peer).ok_or(DropReason::Malformed)?;
+                let p = self.peers.get_mut(&peer).ok_or(DropReason::UnknownRoute)?;
                 let r = p.session.handle_packet(now, path, buf);
                 match (&r, from) {
                     (Ok(()), _) => {
@@ -1076,14 +1080,17 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                         }
                         self.path_changes(now, peer);
                     }
-                    (Err(DropReason::Auth), Route::Relay { relay, .. }) => {
+                    (
+                        Err(DropReason::Misbehaved(Misbehavior::DataAuth)),
+                        Route::Relay { relay, .. },
+                    ) => {
                         self.on_relay_auth_failure(now, relay, peer, from);
                     }
                     _ => {}
                 }
                 r
             }
-            None => Err(DropReason::Malformed),
+            None => Err(DropReason::Malformed(WireError::Empty)),
         }
     }
 
@@ -1646,7 +1653,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
         if let Route::Relay { peer, .. } = from {
             if !peer.ct_eq(&hs.peer_dht) {
                 self.stats.handshakes_refused += 1;
-                return Err(DropReason::Malformed);
+                return Err(DropReason::Refused(Refusal::WrongSender));
             }
         }
         // Only an authenticated handshake from a new route earns a path id
@@ -1696,7 +1703,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                     .is_none_or(|t| now.saturating_duration_since(t) >= RESTART_SILENCE);
                 let new_key = p.session.peer_session_pk() != Some(&hs.peer_session_pk);
                 if !(silent && new_key) {
-                    return Err(DropReason::WrongState(state));
+                    return Err(DropReason::Refused(Refusal::WrongState(state)));
                 }
                 tracing::debug!(peer = ?hs.peer_real, "peer restarted the connection");
                 self.events.push_back(NodeEvent {
@@ -1708,7 +1715,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
         }
         if !self.cfg.accept_all && !self.allowed.contains(&hs.peer_real) {
             self.stats.handshakes_refused += 1;
-            return Err(DropReason::WrongState(State::Closed));
+            return Err(DropReason::Refused(Refusal::NotAllowed));
         }
         let session = Session::accept(now, &mut self.rng, self.cfg.session.clone(), &self.id, &hs);
         self.insert_peer(

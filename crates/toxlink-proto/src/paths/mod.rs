@@ -60,6 +60,7 @@ use std::net::SocketAddr;
 
 /// The identity of one path to a peer.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum PathKey {
     /// Direct UDP to this address.
     Udp(SocketAddr),

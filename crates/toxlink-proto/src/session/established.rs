@@ -10,6 +10,7 @@ use super::{
     Common, DataKind, DropReason, PathId, SessionConfig, SessionTimer, Transmit, TransmitKind,
 };
 use crate::crypto::{Nonce, PublicKey, SharedKey};
+use crate::error::{Misbehavior, Refusal};
 use crate::wire::net_crypto::{DataPacket, DataPlaintext, IdClass, RequestDecoder};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -114,10 +115,10 @@ impl Link {
             // (A failed open leaves the buffer as it was.)
             if let Some(old) = self.rx.stale(low) {
                 if DataPacket::decrypt_in_place(&self.key, &old, buf).is_ok() {
-                    return Err(DropReason::Duplicate);
+                    return Err(DropReason::Refused(Refusal::Duplicate));
                 }
             }
-            return Err(DropReason::Auth);
+            return Err(DropReason::Misbehaved(Misbehavior::DataAuth));
         }
         Ok(self.rx.accept(cand))
     }
@@ -133,7 +134,7 @@ impl Link {
         data: &[u8],
     ) -> Result<(), DropReason> {
         let Some(&id) = data.first() else {
-            return Err(DropReason::Invalid);
+            return Err(DropReason::Misbehaved(Misbehavior::InvalidContent));
         };
         c.cc.on_ack_event(now);
         self.process_ack(c, now, buffer_start);
@@ -173,7 +174,7 @@ impl Link {
             // 3..=15 reserved, 255 dropped (§4.8); a KILL was handled
             // before.
             IdClass::Padding | IdClass::Kill | IdClass::Reserved => {
-                return Err(DropReason::Invalid)
+                return Err(DropReason::Misbehaved(Misbehavior::InvalidContent))
             }
         }
         Ok(())

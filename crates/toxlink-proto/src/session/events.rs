@@ -5,6 +5,7 @@ use crate::crypto::PublicKey;
 
 /// What a transmitted datagram is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TransmitKind {
     /// A cookie request (145 bytes).
     CookieRequest,
@@ -18,6 +19,7 @@ pub enum TransmitKind {
 
 /// What a data packet carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DataKind {
     /// A lossless packet.
     Lossless {
@@ -45,6 +47,7 @@ pub struct Transmit {
 
 /// Something the owner or the application should know.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// The connection is established (a data packet from the peer decrypted).
     Established,

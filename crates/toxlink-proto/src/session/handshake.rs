@@ -45,6 +45,7 @@ pub type Cookie = [u8; COOKIE_SIZE];
 
 /// Why a handshake-phase packet was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum HandshakeError {
     /// Wrong length or first byte.
     #[error("{kind}: malformed (length {len})")]

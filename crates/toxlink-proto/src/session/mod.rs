@@ -44,17 +44,18 @@ pub mod handshake;
 mod handshaking;
 pub mod reliable;
 
+pub use crate::error::{DropReason, SendError};
 pub use events::{DataKind, Event, Transmit, TransmitKind};
+
+use crate::error::{Misbehavior, Refusal};
+use crate::wire::WireError;
 
 use crate::crypto::{KeyPair, Nonce, PublicKey};
 use crate::timer::{Timer, TimerTable};
 use crate::wire::net_crypto::{self as wire, packet_id, DataPacket};
 use congestion::Congestion;
 use established::Link;
-use handshake::{
-    CookieKey, HandshakeError, ValidHandshake, PACKET_COOKIE_RESPONSE, PACKET_DATA,
-    PACKET_HANDSHAKE,
-};
+use handshake::{CookieKey, ValidHandshake, PACKET_COOKIE_RESPONSE, PACKET_DATA, PACKET_HANDSHAKE};
 use handshaking::Handshaking;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRngCore, RngCore, SeedableRng};
@@ -79,52 +80,9 @@ pub const PACKET_ID_KILL: u8 = wire::packet_id::KILL;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PathId(pub u32);
 
-/// Why a send was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum SendError {
-    /// The send buffer (or lossy queue) is full: retry after events or acks.
-    #[error("send buffer full")]
-    BufferFull,
-    /// The connection is not established yet.
-    #[error("connection not established")]
-    NotEstablished,
-    /// The connection is closed.
-    #[error("connection closed")]
-    Closed,
-    /// Data must be 1..=1373 bytes.
-    #[error("bad data length {0}")]
-    BadLength(usize),
-    /// The id byte is not in the range of this kind of packet.
-    #[error("packet id {0} not allowed here")]
-    BadId(u8),
-}
-
-/// Why an incoming datagram was dropped (for logging and tests; dropping is
-/// always silent on the wire).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum DropReason {
-    /// Empty or unknown first byte, or a bad length.
-    #[error("malformed")]
-    Malformed,
-    /// Not expected in the current state.
-    #[error("unexpected in state {0:?}")]
-    WrongState(State),
-    /// A handshake-phase packet was refused.
-    #[error("handshake: {0}")]
-    Handshake(#[from] HandshakeError),
-    /// A data packet failed authentication.
-    #[error("authentication failed")]
-    Auth,
-    /// A datagram already processed (same nonce).
-    #[error("duplicate datagram")]
-    Duplicate,
-    /// Invalid content inside an authenticated packet.
-    #[error("invalid content")]
-    Invalid,
-}
-
 /// Connection state (§4.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum State {
     /// We initiated and are asking for a cookie.
     CookieRequesting,
@@ -567,12 +525,16 @@ impl Session {
             Some(&PACKET_COOKIE_RESPONSE) => self.on_cookie_response(now, buf),
             Some(&PACKET_HANDSHAKE) => self.on_handshake(now, path, buf),
             Some(&PACKET_DATA) => self.on_data(now, path, buf),
-            _ => Err(DropReason::Malformed),
+            None => Err(DropReason::Malformed(WireError::Empty)),
+            Some(&id) => Err(DropReason::Malformed(WireError::BadId {
+                kind: "net_crypto packet",
+                id,
+            })),
         };
         if let Err(e) = &r {
             match e {
-                DropReason::Auth => self.c.stats.auth_failures += 1,
-                DropReason::Duplicate => self.c.stats.duplicate_datagrams += 1,
+                DropReason::Misbehaved(Misbehavior::DataAuth) => self.c.stats.auth_failures += 1,
+                DropReason::Refused(Refusal::Duplicate) => self.c.stats.duplicate_datagrams += 1,
                 _ => self.c.stats.dropped += 1,
             }
             tracing::trace!(peer = ?self.c.peer_real, ?path, reason = %e, "dropped packet");
@@ -583,10 +545,10 @@ impl Session {
     fn on_cookie_response(&mut self, now: Instant, buf: &[u8]) -> Result<(), DropReason> {
         let state = self.state();
         let Phase::Handshaking(hs) = &mut self.phase else {
-            return Err(DropReason::WrongState(state));
+            return Err(DropReason::Refused(Refusal::WrongState(state)));
         };
         if state != State::CookieRequesting {
-            return Err(DropReason::WrongState(state));
+            return Err(DropReason::Refused(Refusal::WrongState(state)));
         }
         hs.on_cookie_response(&mut self.c, now, buf)?;
         tracing::debug!(peer = ?self.c.peer_real, "cookie received, handshake sent");
@@ -596,7 +558,7 @@ impl Session {
     fn on_handshake(&mut self, now: Instant, path: PathId, buf: &[u8]) -> Result<(), DropReason> {
         let prev = self.state();
         let (Phase::Handshaking(hs) | Phase::NotConfirmed(hs, _)) = &mut self.phase else {
-            return Err(DropReason::WrongState(prev));
+            return Err(DropReason::Refused(Refusal::WrongState(prev)));
         };
         let vh = hs.open_peer_handshake(&self.c, now, buf)?;
         if !vh.peer_dht.ct_eq(&self.c.peer_dht) {
@@ -658,24 +620,24 @@ impl Session {
     fn on_data(&mut self, now: Instant, path: PathId, buf: &mut [u8]) -> Result<(), DropReason> {
         // The wire's parser checks the id and the length bounds.
         let low = DataPacket::parse(buf)
-            .map_err(|_| DropReason::Malformed)?
+            .map_err(DropReason::Malformed)?
             .nonce_low;
         let state = self.state();
         let Some(link) = self.phase.live_link_mut() else {
-            return Err(DropReason::WrongState(state));
+            return Err(DropReason::Refused(Refusal::WrongState(state)));
         };
         let fresh = link.open(low, buf)?;
         self.c.note_path(now, path);
         if !fresh {
             // A replayed datagram proves nothing about the peer being alive
             // (a relay can replay old ones to block a restart takeover).
-            return Err(DropReason::Duplicate);
+            return Err(DropReason::Refused(Refusal::Duplicate));
         }
         self.c.last_authenticated_any = Some(now);
         // Opened in place: the plaintext follows the tag. §4.7 (2): any
         // amount of zero padding is skipped; only zeros → drop.
         let Ok(pt) = DataPacket::plaintext(buf) else {
-            return Err(DropReason::Invalid);
+            return Err(DropReason::Misbehaved(Misbehavior::InvalidContent));
         };
         let (buffer_start, num) = (pt.buffer_start, pt.packet_number);
         // Copy the data out of `buf` (a stack copy, no allocation).
@@ -685,7 +647,7 @@ impl Session {
         let data = &tmp[..dlen];
         // §4.7 (1): buffer_start must not acknowledge numbers never sent.
         if !link.send.ack_in_range(buffer_start) {
-            return Err(DropReason::Invalid);
+            return Err(DropReason::Misbehaved(Misbehavior::InvalidContent));
         }
         // §4.7 (3): KILL.
         if data.first() == Some(&PACKET_ID_KILL) {
@@ -698,7 +660,7 @@ impl Session {
             self.confirm(now);
         }
         let Some(link) = self.phase.live_link_mut() else {
-            return Err(DropReason::WrongState(state));
+            return Err(DropReason::Refused(Refusal::WrongState(state)));
         };
         link.on_content(&mut self.c, now, buffer_start, num, data)
     }

@@ -393,6 +393,7 @@ pub struct RecvBuffer {
 
 /// What storing a lossless packet did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Stored {
     /// New packet stored.
     New {

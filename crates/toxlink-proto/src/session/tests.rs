@@ -193,7 +193,7 @@ fn data_packet_vectors_section_10() {
     let mut pkt = buf[..t.len].to_vec();
     assert_eq!(
         r.handle_packet(now, PathId(0), &mut pkt),
-        Err(DropReason::Duplicate)
+        Err(DropReason::Refused(crate::error::Refusal::Duplicate))
     );
 }
 
@@ -1242,7 +1242,7 @@ fn a_packet_older_than_the_nonce_window_is_stale_not_forged() {
     let mut pkt = early.clone();
     assert_eq!(
         r.handle_packet(now, PathId(1), &mut pkt),
-        Err(DropReason::Duplicate)
+        Err(DropReason::Refused(crate::error::Refusal::Duplicate))
     );
     // A forged packet with the same header is still an authentication
     // failure of the path that carried it.
@@ -1251,7 +1251,7 @@ fn a_packet_older_than_the_nonce_window_is_stale_not_forged() {
     forged[last] ^= 1;
     assert_eq!(
         r.handle_packet(now, PathId(1), &mut forged),
-        Err(DropReason::Auth)
+        Err(DropReason::Misbehaved(crate::error::Misbehavior::DataAuth))
     );
     assert_eq!(r.stats().auth_failures, 1);
 }
@@ -1273,7 +1273,7 @@ fn replayed_data_packets_do_not_refresh_the_peers_liveness() {
     for _ in 0..10 {
         assert_eq!(
             r.handle_packet(later, PathId(0), &mut pkt.clone()),
-            Err(DropReason::Duplicate)
+            Err(DropReason::Refused(crate::error::Refusal::Duplicate))
         );
     }
     assert_eq!(r.last_authenticated_any(), Some(now));

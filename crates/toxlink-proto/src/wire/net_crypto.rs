@@ -46,6 +46,7 @@ pub mod packet_id {
 
 /// What a data byte id means (PROTOCOL.md §4.8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IdClass {
     /// 0: only padding, never a packet.
     Padding,

@@ -36,7 +36,8 @@ pub enum DataKind {
     Kill,
 }
 
-/// A datagram written into the caller's buffer by [`Session::poll_transmit`].
+/// A datagram written into the caller's buffer by
+/// [`Session::poll_transmit`](super::Session::poll_transmit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transmit {
     /// Bytes written at the start of the buffer.

@@ -11,22 +11,46 @@
 //! The session is path-agnostic (DESIGN.md §3). Every input carries an opaque
 //! [`PathId`] chosen by the owner; the session records when each path last
 //! carried an authenticated packet ([`Session::last_authenticated`]), reports
-//! authentication failures as a [`DropReason`] of [`Session::handle_packet`]
-//! (the owner blames the path) and accepts a data packet from any path, deduplicating by nonce and packet
-//! number. Outgoing packets are written into the caller's buffer with a
-//! [`TransmitKind`]; the owner decides where they go and may report
-//! [`Session::on_sent`] so that [`Session::resend_in_flight`] can force
-//! immediate retransmission of what was in flight on a path that died.
+//! an authentication failure as the [`DropReason`] of
+//! [`Session::handle_packet`] (the owner blames the path) and accepts a data
+//! packet from any path, deduplicating by nonce and packet number. Outgoing
+//! packets are written into the caller's buffer with a [`TransmitKind`]; the
+//! owner decides where they go and may report [`Session::on_sent`] so that
+//! [`Session::resend_in_flight`] can force immediate retransmission of what
+//! was in flight on a path that died.
 //!
-//! # States (§4.5)
+//! # States (§4.5) and phases
 //! `CookieRequesting → HandshakeSent → NotConfirmed → Established`, plus
-//! `Closed`. The current cookie request / handshake is re-sent every
+//! `Closed` ([`State`] is the public view). Internally the state is a
+//! `Phase` that owns what exists in it:
+//!
+//! | State | phase | holds |
+//! |---|---|---|
+//! | CookieRequesting, HandshakeSent | `Handshaking` | handshake material (`handshaking.rs`) |
+//! | NotConfirmed | `NotConfirmed` | handshake material and the data link |
+//! | Established | `Established` | the data link (`established.rs`) |
+//! | Closed | `Closed` | the data link if there was one (undelivered data, a pending KILL) |
+//!
+//! The handshake material (session key pair, shared keys, echo id, our
+//! cookie request or handshake, its send count) is dropped with its phase;
+//! the data link (data key, nonces, reliable buffers, lossy queues, per-path
+//! loss evidence) exists from the peer's accepted handshake on. Congestion
+//! control, the timers ([`TimerTable`] of `SessionTimer`), events and
+//! counters are shared by every phase (`common.rs`).
+//!
+//! The current cookie request / handshake is re-sent every
 //! `handshake_interval` (1 s); after `handshake_tries` (8) sends without
 //! progress the attempt ends with [`Event::HandshakeTimeout`]. There is no
 //! timeout once established; only an authenticated KILL (or a local
 //! [`Session::kill`]) ends the connection. Bad input never does (§6).
 //!
 //! # Invariants
+//! * Only the handshake phases arm the handshake timer; only a phase with a
+//!   data link arms the request, baseline, RTO and pacing timers; a close
+//!   stops them all.
+//! * Data packets are built and opened by [`crate::wire::net_crypto`]
+//!   ([`DataPacket`], [`wire::DataPlaintext`], the nonce reconstruction
+//!   helpers): the code the fuzzers run.
 //! * Nothing on the hot path allocates except storing received lossless data
 //!   (handed to the application as the `Vec` of [`Event::Lossless`]) and
 //!   copying submitted data into the send buffer (buffers are recycled).
@@ -37,31 +61,37 @@
 //!   the application takes a packet, so a slow reader slows the sender
 //!   (backpressure end to end).
 
+mod common;
+mod config;
 pub mod congestion;
 mod established;
 mod events;
 pub mod handshake;
 mod handshaking;
+mod multipath;
 pub mod reliable;
 
 pub use crate::error::{DropReason, SendError};
+pub use config::{Identity, SessionConfig, SessionStats};
 pub use events::{DataKind, Event, Transmit, TransmitKind};
+
+use common::{Common, SessionTimer};
 
 use crate::error::{Misbehavior, Refusal};
 use crate::wire::WireError;
 
 use crate::crypto::{KeyPair, Nonce, PublicKey};
-use crate::timer::{Timer, TimerTable};
+use crate::timer::TimerTable;
 use crate::wire::net_crypto::{self as wire, packet_id, DataPacket};
 use congestion::Congestion;
 use established::Link;
-use handshake::{CookieKey, ValidHandshake, PACKET_COOKIE_RESPONSE, PACKET_DATA, PACKET_HANDSHAKE};
+use handshake::{ValidHandshake, PACKET_COOKIE_RESPONSE, PACKET_DATA, PACKET_HANDSHAKE};
 use handshaking::Handshaking;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRngCore, RngCore, SeedableRng};
 use reliable::{MAX_DATA_SIZE, PACKET_BUFFER_SIZE};
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// `MAX_CRYPTO_PACKET_SIZE` (§4.7): the largest datagram a session writes; the
 /// buffer given to [`Session::poll_transmit`] must hold this many bytes.
@@ -94,177 +124,6 @@ pub enum State {
     Established,
     /// Killed, timed out or closed.
     Closed,
-}
-
-/// Tunables of a session. Defaults follow c-toxcore where the wire or the
-/// peer depends on them.
-#[derive(Debug, Clone)]
-pub struct SessionConfig {
-    /// Re-send interval of cookie requests and handshakes (1 s, §4.5).
-    pub handshake_interval: Duration,
-    /// Sends of one handshake-phase packet before giving up (8, §4.5).
-    pub handshake_tries: u32,
-    /// Send buffer capacity in packets (≤ 32768).
-    pub send_buffer: u32,
-    /// Longest interval between request packets (1 s, §4.9).
-    pub request_interval: Duration,
-    /// Longest delay before acknowledging received lossless data.
-    pub ack_delay: Duration,
-    /// Acknowledge at once after this many lossless packets.
-    pub ack_every: u32,
-    /// Smallest gap between request packets triggered by holes.
-    pub min_request_gap: Duration,
-    /// Queued outgoing lossy packets.
-    pub max_lossy_out: usize,
-    /// Queued incoming lossy packets.
-    pub max_lossy_in: usize,
-    /// Queued informational events.
-    pub max_events: usize,
-    /// First lossless packet number in both directions. c-toxcore uses 0; both
-    /// ends must agree (tests start near `u32::MAX` to exercise wrap).
-    pub initial_packet_number: u32,
-    /// RTT assumed before any measurement.
-    pub initial_rtt: Duration,
-}
-
-impl Default for SessionConfig {
-    fn default() -> Self {
-        SessionConfig {
-            handshake_interval: Duration::from_secs(1),
-            handshake_tries: 8,
-            send_buffer: PACKET_BUFFER_SIZE,
-            request_interval: Duration::from_secs(1),
-            ack_delay: Duration::from_millis(5),
-            ack_every: 32,
-            min_request_gap: Duration::from_millis(1),
-            max_lossy_out: 256,
-            max_lossy_in: 1024,
-            max_events: 4096,
-            initial_packet_number: 0,
-            initial_rtt: Duration::from_millis(100),
-        }
-    }
-}
-
-/// Our keys as a node: real (long-term) pair, DHT pair, cookie key (§1, §4.2).
-#[derive(Debug, Clone)]
-pub struct Identity {
-    /// Long-term key pair (the Tox ID key).
-    pub real: KeyPair,
-    /// DHT key pair (per process).
-    pub dht: KeyPair,
-    /// The node's cookie key and clock.
-    pub cookie_key: CookieKey,
-}
-
-/// Counters of one session.
-#[derive(Debug, Clone, Default)]
-pub struct SessionStats {
-    /// Datagrams written.
-    pub packets_sent: u64,
-    /// Lossless retransmissions.
-    pub retransmissions: u64,
-    /// Datagrams handled.
-    pub packets_received: u64,
-    /// Data packets that failed authentication.
-    pub auth_failures: u64,
-    /// Duplicate datagrams (same nonce).
-    pub duplicate_datagrams: u64,
-    /// Lossless packets received twice (same number).
-    pub duplicate_lossless: u64,
-    /// Other drops.
-    pub dropped: u64,
-    /// Events or lossy packets dropped because a queue was full.
-    pub queue_drops: u64,
-    /// Retransmission timeouts.
-    pub rtos: u64,
-    /// Packet numbers that request packets were walked over (per packet at
-    /// most what we transmitted and still hold, plus nothing for the
-    /// numbers below our buffer, which are crossed per list byte).
-    pub request_numbers_walked: u64,
-}
-
-/// The deadlines of a session (one [`TimerTable`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SessionTimer {
-    /// The next cookie request / handshake (re-)send, or the give-up once
-    /// `handshake_tries` went out (§4.5). Handshake phase only.
-    Handshake,
-    /// A request packet (acknowledgements) is due: at once for a hole, after
-    /// the ack delay otherwise.
-    Request,
-    /// The periodic request packet (`request_interval`, §4.9).
-    Baseline,
-    /// Retransmission timeout of the oldest lossless packet in flight.
-    Rto,
-    /// Pacing: when the congestion controller lets the next lossless packet
-    /// out (only counted while one is pending).
-    Pacing,
-}
-
-impl Timer for SessionTimer {
-    const ALL: &'static [Self] = &[
-        SessionTimer::Handshake,
-        SessionTimer::Request,
-        SessionTimer::Baseline,
-        SessionTimer::Rto,
-        SessionTimer::Pacing,
-    ];
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// What every phase shares: the peer, the configuration, congestion control
-/// (seeded by the handshake's RTT, capped by the owner at any time), the
-/// timers, the event queue and the counters.
-struct Common {
-    cfg: SessionConfig,
-    rng: ChaCha20Rng,
-    peer_real: PublicKey,
-    peer_dht: PublicKey,
-    our_real_pk: PublicKey,
-    /// Our TX base nonce (sent in our handshake; the link's first nonce).
-    tx_base: Nonce,
-    cc: Congestion,
-    timers: TimerTable<SessionTimer, { SessionTimer::ALL.len() }>,
-    events: VecDeque<Event>,
-    /// The terminal event, reported after everything else.
-    terminal: Option<Event>,
-    /// The latest `now` seen: "due at once" deadlines are reported as this.
-    last_now: Instant,
-    paths: Vec<PathInfo>,
-    last_authenticated_any: Option<Instant>,
-    /// Lossless packet numbers acknowledged since the owner last drained
-    /// them (`None`: not recorded; see [`Session::record_acks`]).
-    acked_log: Option<Vec<u32>>,
-    stats: SessionStats,
-}
-
-impl Common {
-    /// An authenticated packet arrived on `path`.
-    fn note_path(&mut self, now: Instant, path: PathId) {
-        match self.paths.iter_mut().find(|p| p.path == path) {
-            Some(p) => p.last_auth = now,
-            None => {
-                if self.paths.len() < MAX_AUTH_PATHS {
-                    self.paths.push(PathInfo {
-                        path,
-                        last_auth: now,
-                    });
-                }
-            }
-        }
-    }
-
-    /// Queues an informational event (bounded: excess dropped and counted).
-    fn push_info(&mut self, e: Event) {
-        if self.events.len() < self.cfg.max_events {
-            self.events.push_back(e);
-        } else {
-            self.stats.queue_drops += 1;
-        }
-    }
 }
 
 /// The phase of a session; [`State`] is its public view. Handshake material
@@ -323,16 +182,6 @@ impl Phase {
 pub struct Session {
     c: Common,
     phase: Phase,
-}
-
-/// Paths whose last authenticated receive is remembered (see
-/// [`Session::last_authenticated`]); later ones are not tracked.
-const MAX_AUTH_PATHS: usize = 64;
-
-#[derive(Debug, Clone, Copy)]
-struct PathInfo {
-    path: PathId,
-    last_auth: Instant,
 }
 
 impl std::fmt::Debug for Session {
@@ -706,8 +555,8 @@ impl Session {
     // ---------------------------------------------------------------- timers
 
     /// Processes timers due at `now` (handshake re-sends and give-up, request
-    /// packets, retransmission timeout). Call when [`poll_timeout`]
-    /// (Self::poll_timeout) passes.
+    /// packets, retransmission timeout). Call when
+    /// [`poll_timeout`](Self::poll_timeout) passes.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.c.last_now = now;
         if let Phase::Handshaking(hs) | Phase::NotConfirmed(hs, _) = &self.phase {
@@ -830,8 +679,8 @@ impl Session {
 
     /// Queues a lossless packet (id 16..=191 first, 1..=1373 bytes) and
     /// returns its packet number. [`SendError::BufferFull`] is backpressure:
-    /// retry after acknowledgements (see [`send_buffer_free`]
-    /// (Self::send_buffer_free)).
+    /// retry after acknowledgements (see
+    /// [`send_buffer_free`](Self::send_buffer_free)).
     pub fn send_lossless(&mut self, now: Instant, data: &[u8]) -> Result<u32, SendError> {
         let link = self.check_send(
             now,
@@ -910,58 +759,6 @@ impl Session {
             }
         }
         self.c.terminal.take()
-    }
-
-    // ---------------------------------------------------------------- multipath hooks
-
-    /// Caps the lossless packets in flight at `packets` (`None`: no cap),
-    /// e.g. while the connection runs on a relay.
-    pub fn set_inflight_cap(&mut self, packets: Option<u32>) {
-        self.c
-            .cc
-            .set_cap(packets.map(|n| f64::from(n) * congestion::FULL_PACKET));
-    }
-
-    /// The owner sent lossless packet `number` on `path` (optional; enables
-    /// [`resend_in_flight`](Self::resend_in_flight)).
-    pub fn on_sent(&mut self, number: u32, path: PathId) {
-        if let Some(link) = self.phase.link_mut() {
-            link.on_sent(number, path);
-        }
-    }
-
-    /// Marks every packet in flight whose last path matches `filter` as lost,
-    /// so it is retransmitted at once (a path died). Returns how many.
-    pub fn resend_in_flight(&mut self, filter: impl FnMut(PathId) -> bool) -> usize {
-        match self.phase.link_mut() {
-            Some(link) => link.resend_in_flight(&mut self.c, filter),
-            None => 0,
-        }
-    }
-
-    /// Starts recording the numbers of acknowledged lossless packets (by
-    /// `buffer_start` or by a request packet, §4.7, §4.9) for
-    /// [`drain_acked`](Self::drain_acked). Off by default: one `u32` push per
-    /// acknowledged packet when on.
-    pub fn record_acks(&mut self) {
-        self.c.acked_log.get_or_insert_with(Vec::new);
-    }
-
-    /// Calls `f` with every lossless packet number acknowledged since the
-    /// last call, in the order the acknowledgements were processed.
-    pub fn drain_acked(&mut self, mut f: impl FnMut(u32)) {
-        if let Some(l) = self.c.acked_log.as_mut() {
-            for n in l.drain(..) {
-                f(n);
-            }
-        }
-    }
-
-    /// Marks the given lossless packets as lost (retransmitted at once).
-    pub fn mark_lost(&mut self, numbers: &[u32]) {
-        if let Some(link) = self.phase.link_mut() {
-            link.mark_lost(&mut self.c, numbers);
-        }
     }
 
     /// Our TX base nonce (for tests and diagnostics).

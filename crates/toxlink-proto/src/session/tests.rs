@@ -9,6 +9,7 @@ use crate::crypto::tests::{alice, bob, h, hv, k, nonce};
 use crate::crypto::SecretKey;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRng, RngCore, SeedableRng};
+use std::time::Duration;
 
 /// An "RNG" that replays fixed bytes (for byte-exact vectors).
 struct FixedRng(Vec<u8>, usize);

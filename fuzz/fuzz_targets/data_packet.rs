@@ -2,13 +2,16 @@
 //! try to open; parse the input as a decrypted plaintext and check the
 //! re-encoding keeps header and data. These are the functions the session
 //! runs on every received data packet (`DataPacket::parse`,
-//! `DataPlaintext::parse`, and `reconstruct_nonce`/`advance_rx_nonce` inside
-//! its receive-nonce window).
+//! `DataPacket::decrypt_in_place` and `DataPacket::plaintext` (together
+//! `open_in_place`), `DataPlaintext::parse`, and
+//! `reconstruct_nonce`/`reconstruct_stale_nonce`/`advance_rx_nonce` inside
+//! its receive-nonce window), and `DataPacket::seal`, which builds every data
+//! packet it sends.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use toxlink_proto::crypto::{Nonce, SharedKey};
 use toxlink_proto::wire::net_crypto::{
-    advance_rx_nonce, reconstruct_nonce, DataPacket, DataPlaintext,
+    advance_rx_nonce, reconstruct_nonce, reconstruct_stale_nonce, DataPacket, DataPlaintext,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -19,6 +22,12 @@ fuzz_target!(|data: &[u8]| {
         let mut buf = data.to_vec();
         if DataPacket::open_in_place(&key, &full, &mut buf).is_ok() {
             advance_rx_nonce(&mut rx, diff);
+        } else {
+            // Unchanged by the failed open: the stale-window retry.
+            assert_eq!(&buf[..], data);
+            let (old, back) = reconstruct_stale_nonce(&rx, p.nonce_low);
+            assert!((1..=65536).contains(&back));
+            let _ = DataPacket::open_in_place(&key, &old, &mut buf);
         }
     }
     if let Ok(p) = DataPlaintext::parse(data) {
@@ -26,6 +35,13 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(n) = p.encode(&mut out) {
             let again = DataPlaintext::parse(&out[..n]).expect("encoded plaintext parses");
             assert_eq!(again, p);
+            // Sealed as the session sends it, it opens to the same plaintext.
+            let mut pkt = vec![0u8; 1500];
+            if let Ok(len) = DataPacket::seal(&key, &rx, &p, &mut pkt) {
+                let opened = DataPacket::open_in_place(&key, &rx, &mut pkt[..len])
+                    .expect("a sealed packet opens");
+                assert_eq!(opened, p);
+            }
         }
     }
 });

@@ -134,6 +134,7 @@ impl Names {
         match r {
             Route::Udp(a) => format!("UDP {a}"),
             Route::Relay { relay, .. } => self.relay(relay),
+            other => format!("{other:?}"),
         }
     }
 
@@ -142,6 +143,7 @@ impl Names {
             None => "(none yet)".into(),
             Some(Route::Udp(_)) => "direct UDP".into(),
             Some(Route::Relay { relay, .. }) => self.relay(&relay),
+            Some(other) => format!("{other:?}"),
         }
     }
 }
@@ -359,6 +361,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
                             LossReason::Slow => "slow",
                             LossReason::Tampering => "tampering",
                             LossReason::Disconnected => "disconnected",
+                            _ => "other",
                         };
                         if matches!(reason, LossReason::Tampering | LossReason::Disconnected) {
                             blamed.push((at, format!("{what} (for {who}'s peer)"), why.into()));
@@ -396,6 +399,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
                             ),
                         );
                     }
+                    other => say(&mut timeline, format!("{who}: {what}: {other:?}")),
                 }
             }
             while let Some(e) = node.poll_relay_event() {
@@ -432,6 +436,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
                             names.relay(&relay)
                         )
                     }
+                    other => format!("{who}: {other:?}"),
                 };
                 say(&mut timeline, text);
             }

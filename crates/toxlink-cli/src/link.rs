@@ -394,6 +394,7 @@ impl Linked {
         Some(match self.node.as_ref()?.primary(&peer)? {
             Route::Udp(a) => format!("udp {a}"),
             Route::Relay { relay, .. } => format!("relay {}", short_id(&relay)),
+            other => format!("{other:?}"),
         })
     }
 

@@ -61,7 +61,7 @@ pub const SHARE_RELAYS_INTERVAL: Duration = Duration::from_secs(120);
 /// new entries are dropped and counted.
 pub const MAX_QUEUED: usize = 4096;
 /// Largest net_crypto data (id byte included), PROTOCOL.md §4.7.
-pub const MAX_DATA_SIZE: usize = 1373;
+pub use crate::wire::net_crypto::MAX_CRYPTO_DATA_SIZE as MAX_DATA_SIZE;
 
 /// Settings of a [`FriendLink`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +100,7 @@ impl Default for FriendConfig {
 
 /// A net_crypto packet the owner must send.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Outgoing {
     /// Send as lossless data (id byte first).
     Lossless(Vec<u8>),
@@ -109,6 +110,7 @@ pub enum Outgoing {
 
 /// Why the friend went offline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum OfflineReason {
     /// The peer sent OFFLINE (it deleted us); the connection stays up.
     PeerOffline,
@@ -120,6 +122,7 @@ pub enum OfflineReason {
 
 /// What the application learns about the friend.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FriendEvent {
     /// The peer is online (its ONLINE arrived).
     Online,
@@ -150,6 +153,7 @@ pub enum FriendEvent {
 
 /// Why a command was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum FriendError {
     /// The peer is not online (its ONLINE has not arrived, or it went away).
     #[error("friend not online")]

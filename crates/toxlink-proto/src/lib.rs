@@ -9,17 +9,20 @@
 //!
 //! * [`crypto`]: keys, nonces, XSalsa20-Poly1305 boxes (PROTOCOL.md §1).
 //! * [`wire`]: byte layouts of every packet, parse and encode, no behaviour.
+//! * [`error`]: why a packet was dropped or a send refused (one taxonomy).
 //! * [`relay_server`]: the TCP relay server state machine (§2.5).
 //! * [`relay_client`]: one relay link and a node's set of relays (§2.6, §3).
 //! * [`session`]: one net_crypto connection (PROTOCOL.md §4–§6).
 //! * [`node`]: the sans-IO endpoint owning the sessions by peer.
 //! * [`friend`]: friend_connection + Messenger over a session (PROTOCOL.md §7).
 //! * [`paths`]: multipath health, scheduling, relay blame and pool (DESIGN.md §3).
+//! * [`timer`]: a fixed table of deadlines indexed by a timer enum.
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
 pub mod crypto;
+pub mod error;
 pub mod friend;
 pub mod node;
 pub mod paths;
@@ -27,4 +30,5 @@ pub mod relay_client;
 mod relay_queue;
 pub mod relay_server;
 pub mod session;
+pub mod timer;
 pub mod wire;

@@ -188,6 +188,7 @@ impl Report {
                         .map(|(_, a)| a.to_string());
                     json!({"kind": "relay", "relay": relay.to_hex(), "addr": addr})
                 }
+                other => json!({"kind": format!("{other:?}")}),
             }
         };
         let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;

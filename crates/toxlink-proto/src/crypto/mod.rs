@@ -38,6 +38,7 @@ const LOW_ORDER_DOMAIN: &[u8] = b"toxlink low-order peer";
 
 /// Errors of the crypto layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CryptoError {
     /// Tox never encrypts an empty plaintext (PROTOCOL.md §1).
     #[error("refusing to encrypt an empty plaintext")]

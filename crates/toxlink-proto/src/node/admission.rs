@@ -3,6 +3,8 @@
 //! every incoming packet to its owner.
 
 use super::*;
+use crate::error::{Misbehavior, Overload, Refusal};
+use crate::wire::WireError;
 
 /// Silence after which an ESTABLISHED session gives way to a new handshake
 /// from the same peer (the peer restarted).
@@ -38,9 +40,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
         match buf.first() {
             Some(&PACKET_COOKIE_REQUEST) => {
                 if self.responses.len() >= MAX_QUEUED_RESPONSES {
-                    return Err(DropReason::Handshake(
-                        crate::session::handshake::HandshakeError::RateLimited,
-                    ));
+                    return Err(DropReason::Overloaded(Overload::QueueFull));
                 }
                 let mut out = [0u8; COOKIE_RESPONSE_SIZE];
                 self.responder.respond(
@@ -59,11 +59,11 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
             Some(_) => {
                 let Some(peer) = self.book.owner(&from) else {
                     self.stats.unknown_source += 1;
-                    return Err(DropReason::Malformed);
+                    return Err(DropReason::UnknownRoute);
                 };
                 self.last_now = Some(now);
                 let path = self.book.id(from);
-                let p = self.peers.get_mut(&peer).ok_or(DropReason::Malformed)?;
+                let p = self.peers.get_mut(&peer).ok_or(DropReason::UnknownRoute)?;
                 let r = p.session.handle_packet(now, path, buf);
                 match (&r, from) {
                     (Ok(()), _) => {
@@ -97,14 +97,17 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                         }
                         self.path_changes(now, peer);
                     }
-                    (Err(DropReason::Auth), Route::Relay { relay, .. }) => {
+                    (
+                        Err(DropReason::Misbehaved(Misbehavior::DataAuth)),
+                        Route::Relay { relay, .. },
+                    ) => {
                         self.on_relay_auth_failure(now, relay, peer, from);
                     }
                     _ => {}
                 }
                 r
             }
-            None => Err(DropReason::Malformed),
+            None => Err(DropReason::Malformed(WireError::Empty)),
         }
     }
 
@@ -156,7 +159,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
         if let Route::Relay { peer, .. } = from {
             if !peer.ct_eq(&hs.peer_dht) {
                 self.stats.handshakes_refused += 1;
-                return Err(DropReason::Malformed);
+                return Err(DropReason::Refused(Refusal::WrongSender));
             }
         }
         // Only an authenticated handshake from a new route earns a path id
@@ -206,7 +209,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                     .is_none_or(|t| now.saturating_duration_since(t) >= RESTART_SILENCE);
                 let new_key = p.session.peer_session_pk() != Some(&hs.peer_session_pk);
                 if !(silent && new_key) {
-                    return Err(DropReason::WrongState(state));
+                    return Err(DropReason::Refused(Refusal::WrongState(state)));
                 }
                 tracing::debug!(peer = ?hs.peer_real, "peer restarted the connection");
                 self.events.push_back(NodeEvent {
@@ -218,7 +221,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
         }
         if !self.cfg.accept_all && !self.allowed.contains(&hs.peer_real) {
             self.stats.handshakes_refused += 1;
-            return Err(DropReason::WrongState(State::Closed));
+            return Err(DropReason::Refused(Refusal::NotAllowed));
         }
         let session = Session::accept(now, &mut self.rng, self.cfg.session.clone(), &self.id, &hs);
         self.insert_peer(

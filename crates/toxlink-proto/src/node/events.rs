@@ -9,6 +9,7 @@ pub(super) const MAX_PATH_EVENTS: usize = 1024;
 
 /// Why a path changed state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PathReason {
     /// A packet sent on this path alone was acknowledged.
     Proven,
@@ -21,6 +22,7 @@ pub enum PathReason {
 
 /// What happened to a path.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PathEventKind<A> {
     /// The path's health changed. On `Dead`, `resent` packets that were
     /// stranded on it were handed back to the session for resending at once.
@@ -68,6 +70,7 @@ pub struct PathEvent<A> {
 
 /// Node-wide relay events (see [`Node::poll_relay_event`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RelayEvent {
     /// A relay link finished its handshake.
     Up {

@@ -72,7 +72,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
             Input::Datagram { from, data } => {
                 if self.blocked.contains(&from) {
                     self.stats.blocked += 1;
-                    return Ok(());
+                    return Err(DropReason::Refused(crate::error::Refusal::Blocked));
                 }
                 return self.on_packet(now, Route::Udp(from), data);
             }

@@ -8,6 +8,7 @@ pub(super) const MAX_ROUTES_PER_PEER: usize = 16;
 
 /// Where a packet of a peer comes from or goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum Route<A> {
     /// Direct UDP.
     Udp(A),

@@ -61,6 +61,7 @@ impl Default for BlameConfig {
 
 /// What the owner must do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Verdict {
     /// Nothing yet.
     Keep,
@@ -87,6 +88,7 @@ pub enum Verdict {
 
 /// Why a relay is disconnected for everyone: only ever our own evidence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DisconnectReason {
     /// Our own probes through it came back forged or not at all.
     SelfProbeFailed,

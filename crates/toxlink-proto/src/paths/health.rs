@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 /// Health of one path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum Health {
     /// Nothing proven yet (new path, or not used).
     Unproven,

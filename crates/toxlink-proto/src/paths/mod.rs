@@ -67,6 +67,7 @@ pub struct PathId(pub u32);
 /// relay path by the relay's key (blame, the pool and relay scoring are
 /// per relay). The node's route book maps either to the real address.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum PathKey {
     /// Direct UDP (the address is the route book's).
     Direct(PathId),

@@ -146,6 +146,7 @@ pub struct RelayInfo {
 
 /// Who told us about a relay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Source {
     /// Our configuration or the application: trusted, for every peer.
     Own,
@@ -156,6 +157,7 @@ pub enum Source {
 
 /// Why a relay was not learnt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum LearnError {
     /// Not a unicast IP address with a port.
     #[error("relay address {0} is not a unicast address with a port")]
@@ -171,6 +173,7 @@ pub enum LearnError {
 
 /// Why a relay left a peer's set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LossReason {
     /// The relay link or the peer's route on it went away (or the relay was
     /// forgotten).
@@ -185,6 +188,7 @@ pub enum LossReason {
 
 /// What the owner must do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PoolEvent {
     /// Start using `relay` for `peer` (connect to `relay.addr` if there is no
     /// link yet, route to the peer).

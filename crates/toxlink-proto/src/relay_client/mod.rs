@@ -24,7 +24,7 @@
 //! Invariants: the slot table and the per-peer table always agree; DATA is
 //! only queued to an ONLINE peer; queued data is bounded by
 //! [`ClientConfig::queue_bytes`] (further sends get
-//! [`SendError::QueueFull`]); priority frames (routing, notifications,
+//! [`LinkSendError::QueueFull`]); priority frames (routing, notifications,
 //! ping/pong) overtake queued data.
 //!
 //! Every output queue is bounded, whatever the relay does. Priority frames
@@ -33,7 +33,7 @@
 //! [`ClientConfig::priority_queue_bytes`]; DISCONNECT_NOTIFICATIONs queued
 //! behind data may pass `queue_bytes` by at most that much again. A frame
 //! that would pass its bound is not queued and the link dies with
-//! [`DisconnectReason::NotReading`]: the relay kept asking for replies (a
+//! [`LinkDownReason::NotReading`]: the relay kept asking for replies (a
 //! PING flood, say) while not reading what we send, and such a relay is
 //! dropped (a [`RelaySet`] replaces or reconnects it) instead of growing our
 //! memory. The bound is 32 KiB by default, 2.6 times the largest legitimate
@@ -85,7 +85,7 @@ pub struct ClientConfig {
     pub queue_bytes: usize,
     /// Bound on queued priority bytes (hello, PING, PONG, routing requests
     /// and notifications, 19–51 bytes a frame). Past it the link dies with
-    /// [`DisconnectReason::NotReading`]; at least 16 KiB is used, so that
+    /// [`LinkDownReason::NotReading`]; at least 16 KiB is used, so that
     /// 240 routing requests and a PING (12.3 KB) always fit.
     pub priority_queue_bytes: usize,
 }
@@ -104,18 +104,20 @@ impl Default for ClientConfig {
 
 /// State of a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LinkState {
     /// Hello sent, waiting for the 96-byte reply.
     Handshaking,
     /// Handshake done.
     Connected,
     /// Dead; see the reason.
-    Disconnected(DisconnectReason),
+    Disconnected(LinkDownReason),
 }
 
 /// Why a link died.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DisconnectReason {
+#[non_exhaustive]
+pub enum LinkDownReason {
     /// The reply did not decrypt (wrong relay key?).
     HandshakeFailed,
     /// No reply within the handshake timeout.
@@ -142,7 +144,8 @@ pub enum DisconnectReason {
 
 /// Why a send was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum SendError {
+#[non_exhaustive]
+pub enum LinkSendError {
     /// The link is not connected.
     #[error("relay link not connected")]
     NotConnected,
@@ -159,6 +162,7 @@ pub enum SendError {
 
 /// Why a route could not be requested.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RouteError {
     /// Already 240 peers on this link.
     #[error("no free slot on this relay link")]
@@ -170,6 +174,7 @@ pub enum RouteError {
 
 /// What a link reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ClientEvent {
     /// Handshake done.
     Connected,
@@ -217,12 +222,13 @@ pub enum ClientEvent {
     /// The link died.
     Disconnected {
         /// Why.
-        reason: DisconnectReason,
+        reason: LinkDownReason,
     },
 }
 
 /// Routing state of one peer on this link (§3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RouteState {
     /// Routing request sent (or to be sent once connected).
     Requested,
@@ -253,7 +259,7 @@ pub struct ClientCounters {
     pub oob_sent: u64,
     /// OOB packets received.
     pub oob_received: u64,
-    /// Sends refused with [`SendError::QueueFull`].
+    /// Sends refused with [`LinkSendError::QueueFull`].
     pub queue_full: u64,
     /// PONGs received that matched.
     pub pongs: u64,
@@ -288,7 +294,7 @@ pub struct Client {
     last_rtt: Option<Duration>,
     counters: ClientCounters,
     /// A frame was refused by its queue bound: the link dies with
-    /// [`DisconnectReason::NotReading`] at the next input or timer call.
+    /// [`LinkDownReason::NotReading`] at the next input or timer call.
     overflow: bool,
 }
 
@@ -412,7 +418,7 @@ impl Client {
     }
 
     /// Asks the relay for proof that the link is alive: a PING now, and the
-    /// link dies ([`DisconnectReason::Timeout`]) unless something arrives
+    /// link dies ([`LinkDownReason::Timeout`]) unless something arrives
     /// from the relay within [`verify_deadline`]. For a link the layer above
     /// doubts (a path through it stopped delivering); a check already
     /// running is left alone.
@@ -453,22 +459,22 @@ impl Client {
         match self.state {
             LinkState::Handshaking => {
                 if now >= self.started + self.cfg.handshake_timeout {
-                    self.die(DisconnectReason::HandshakeTimeout);
+                    self.die(LinkDownReason::HandshakeTimeout);
                 }
             }
             LinkState::Connected => {
                 if self.overflow {
-                    self.die(DisconnectReason::NotReading);
+                    self.die(LinkDownReason::NotReading);
                     return;
                 }
                 if now >= self.last_rx + self.cfg.dead_after {
-                    self.die(DisconnectReason::Timeout);
+                    self.die(LinkDownReason::Timeout);
                     return;
                 }
                 if let Some((_, deadline)) = self.verify {
                     if now >= deadline {
                         tracing::debug!(relay = ?self.relay_pk, "relay link failed its liveness check");
-                        self.die(DisconnectReason::Timeout);
+                        self.die(LinkDownReason::Timeout);
                         return;
                     }
                 }
@@ -485,12 +491,12 @@ impl Client {
 
     /// The TCP connection ended.
     pub fn handle_closed(&mut self, _now: Instant) {
-        self.die(DisconnectReason::Closed);
+        self.die(LinkDownReason::Closed);
     }
 
     /// Closes the link locally.
     pub fn close(&mut self) {
-        self.die(DisconnectReason::Local);
+        self.die(LinkDownReason::Local);
     }
 
     /// Asks the relay for a route to `peer` (§2.4 ROUTING_REQUEST); sent
@@ -545,19 +551,19 @@ impl Client {
     }
 
     /// Queues DATA to an ONLINE peer.
-    pub fn send_data(&mut self, peer: &PublicKey, data: &[u8]) -> Result<(), SendError> {
+    pub fn send_data(&mut self, peer: &PublicKey, data: &[u8]) -> Result<(), LinkSendError> {
         if self.state != LinkState::Connected {
-            return Err(SendError::NotConnected);
+            return Err(LinkSendError::NotConnected);
         }
         let Some(RouteState::Online { slot }) = self.peers.get(peer).copied() else {
-            return Err(SendError::NotOnline);
+            return Err(LinkSendError::NotOnline);
         };
         if data.is_empty() || data.len() > MAX_DATA {
-            return Err(SendError::BadSize(data.len()));
+            return Err(LinkSendError::BadSize(data.len()));
         }
         if self.out.data_len() + data.len() > self.cfg.queue_bytes {
             self.counters.queue_full += 1;
-            return Err(SendError::QueueFull);
+            return Err(LinkSendError::QueueFull);
         }
         self.out.push_data_bytes(slot, data);
         self.counters.data_sent += 1;
@@ -567,23 +573,23 @@ impl Client {
 
     /// Queues OOB data to any key on the relay (§2.4 OOB_SEND, 1..=1024
     /// bytes). Delivery is not confirmed.
-    pub fn send_oob(&mut self, to: &PublicKey, data: &[u8]) -> Result<(), SendError> {
+    pub fn send_oob(&mut self, to: &PublicKey, data: &[u8]) -> Result<(), LinkSendError> {
         if self.state != LinkState::Connected {
-            return Err(SendError::NotConnected);
+            return Err(LinkSendError::NotConnected);
         }
         if data.is_empty() || data.len() > MAX_OOB_DATA {
-            return Err(SendError::BadSize(data.len()));
+            return Err(LinkSendError::BadSize(data.len()));
         }
         if self.out.data_len() + data.len() > self.cfg.queue_bytes {
             self.counters.queue_full += 1;
-            return Err(SendError::QueueFull);
+            return Err(LinkSendError::QueueFull);
         }
         self.out
             .push_data(&RelayPacket::OobSend {
                 destination: *to,
                 data,
             })
-            .map_err(|_| SendError::BadSize(data.len()))?;
+            .map_err(|_| LinkSendError::BadSize(data.len()))?;
         self.counters.oob_sent += 1;
         Ok(())
     }
@@ -624,7 +630,7 @@ impl Client {
             }
             let box_len = usize::from(u16::from_be_bytes([rx[0], rx[1]]));
             if box_len > MAX_FRAME_BOX {
-                self.die(DisconnectReason::Oversized);
+                self.die(LinkDownReason::Oversized);
                 return;
             }
             let want = 2 + box_len;
@@ -656,7 +662,7 @@ impl Client {
                     input = rest;
                 }
                 Err(_) => {
-                    self.die(DisconnectReason::Oversized);
+                    self.die(LinkDownReason::Oversized);
                     return;
                 }
             }
@@ -674,13 +680,13 @@ impl Client {
         let opened = HandshakeResponse::parse(reply)
             .and_then(|r| r.open(&self.keypair.precompute(&self.relay_pk)));
         let (Ok(theirs), Some(temp)) = (opened, self.temp.take()) else {
-            self.die(DisconnectReason::HandshakeFailed);
+            self.die(LinkDownReason::HandshakeFailed);
             return false;
         };
         // A low-order temporary key from the relay is refused (the session
         // key would be the all-zero X25519 output, known to anyone).
         let Ok(session) = temp.try_precompute(&theirs.temp_pk) else {
-            self.die(DisconnectReason::HandshakeFailed);
+            self.die(LinkDownReason::HandshakeFailed);
             return false;
         };
         self.chan = Some(SecureChannel::new(
@@ -708,7 +714,7 @@ impl Client {
     }
 
     /// Queues a control frame, unless that would pass the priority bound:
-    /// then the link is marked to die as [`DisconnectReason::NotReading`]
+    /// then the link is marked to die as [`LinkDownReason::NotReading`]
     /// (at once when called from input handling, else at the next timer).
     fn send_prio(&mut self, p: &RelayPacket<'_>) {
         if self.out.prio_len() + p.encoded_len() + FRAME_OVERHEAD > self.prio_bound() {
@@ -728,7 +734,7 @@ impl Client {
         }
     }
 
-    fn die(&mut self, reason: DisconnectReason) {
+    fn die(&mut self, reason: LinkDownReason) {
         if matches!(self.state, LinkState::Disconnected(_)) {
             return;
         }
@@ -754,11 +760,11 @@ impl Client {
             return false;
         };
         let Ok(plain) = chan.open_in_place(frame_box) else {
-            self.die(DisconnectReason::BadTag);
+            self.die(LinkDownReason::BadTag);
             return false;
         };
         let Ok(packet) = RelayPacket::parse(plain) else {
-            self.die(DisconnectReason::ProtocolViolation);
+            self.die(LinkDownReason::ProtocolViolation);
             return false;
         };
         match packet {
@@ -785,7 +791,7 @@ impl Client {
             } => self.routing_response(connection_id, peer),
             RelayPacket::ConnectNotification { connection_id } => {
                 if connection_id < NUM_RESERVED_PORTS {
-                    self.die(DisconnectReason::ProtocolViolation);
+                    self.die(LinkDownReason::ProtocolViolation);
                     return false;
                 }
                 if let Some(peer) = self.slot_mut(connection_id).and_then(|s| *s) {
@@ -801,7 +807,7 @@ impl Client {
             }
             RelayPacket::DisconnectNotification { connection_id } => {
                 if connection_id < NUM_RESERVED_PORTS {
-                    self.die(DisconnectReason::ProtocolViolation);
+                    self.die(LinkDownReason::ProtocolViolation);
                     return false;
                 }
                 if let Some(peer) = self.slot_mut(connection_id).and_then(|s| *s) {
@@ -818,7 +824,7 @@ impl Client {
             RelayPacket::Ping { ping_id } => self.send_prio(&RelayPacket::Pong { ping_id }),
             RelayPacket::Pong { ping_id } => {
                 if ping_id == [0; 8] {
-                    self.die(DisconnectReason::ProtocolViolation);
+                    self.die(LinkDownReason::ProtocolViolation);
                     return false;
                 }
                 if let Some((id, sent)) = self.ping {
@@ -849,14 +855,14 @@ impl Client {
             | RelayPacket::OobSend { .. }
             | RelayPacket::OnionRequest { .. }
             | RelayPacket::ForwardRequest { .. } => {
-                self.die(DisconnectReason::ProtocolViolation);
+                self.die(LinkDownReason::ProtocolViolation);
                 return false;
             }
         }
         // A reply (PONG, a slot given back) that did not fit: the relay asks
         // without reading.
         if self.overflow {
-            self.die(DisconnectReason::NotReading);
+            self.die(LinkDownReason::NotReading);
             return false;
         }
         true

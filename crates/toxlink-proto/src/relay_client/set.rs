@@ -20,7 +20,7 @@
 //! runtime reports about a socket that is no longer current (bytes, a close,
 //! a late connect) is ignored.
 
-use super::{Client, ClientConfig, ClientCounters, ClientEvent, DisconnectReason, SendError};
+use super::{Client, ClientConfig, ClientCounters, ClientEvent, LinkDownReason, LinkSendError};
 use super::{LinkState, RouteError, RouteState};
 use crate::crypto::{KeyPair, PublicKey};
 use rand_core::CryptoRngCore;
@@ -64,6 +64,7 @@ pub struct SocketId {
 
 /// State of one relay in the set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RelayLinkState {
     /// Waiting to (re)connect at the given time.
     Backoff {
@@ -80,6 +81,7 @@ pub enum RelayLinkState {
 
 /// State of a peer on one relay (§3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PeerRelayState {
     /// Tied, nothing known yet.
     None,
@@ -91,6 +93,7 @@ pub enum PeerRelayState {
 
 /// What the set reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RelaySetEvent {
     /// A relay link finished its handshake.
     RelayUp {
@@ -102,7 +105,7 @@ pub enum RelaySetEvent {
         /// Relay key.
         relay: PublicKey,
         /// Why.
-        reason: DisconnectReason,
+        reason: LinkDownReason,
     },
     /// A (peer, relay) state changed.
     PeerState {
@@ -160,7 +163,7 @@ struct Relay {
     connects: u64,
     /// The current (or last) connection attempt.
     attempt: u64,
-    last_down: Option<DisconnectReason>,
+    last_down: Option<LinkDownReason>,
 }
 
 impl Relay {
@@ -292,7 +295,7 @@ impl RelaySet {
     }
 
     /// Why the relay's link last went down, if it ever did.
-    pub fn relay_last_down(&self, relay: &PublicKey) -> Option<DisconnectReason> {
+    pub fn relay_last_down(&self, relay: &PublicKey) -> Option<LinkDownReason> {
         self.relays.get(relay)?.last_down
     }
 
@@ -351,7 +354,7 @@ impl RelaySet {
         relay: &PublicKey,
         peer: &PublicKey,
         data: &[u8],
-    ) -> Result<(), SendError> {
+    ) -> Result<(), LinkSendError> {
         self.client_mut(relay)?.send_data(peer, data)
     }
 
@@ -361,15 +364,15 @@ impl RelaySet {
         relay: &PublicKey,
         to: &PublicKey,
         data: &[u8],
-    ) -> Result<(), SendError> {
+    ) -> Result<(), LinkSendError> {
         self.client_mut(relay)?.send_oob(to, data)
     }
 
-    fn client_mut(&mut self, relay: &PublicKey) -> Result<&mut Client, SendError> {
+    fn client_mut(&mut self, relay: &PublicKey) -> Result<&mut Client, LinkSendError> {
         self.relays
             .get_mut(relay)
             .and_then(|r| r.client.as_mut())
-            .ok_or(SendError::NotConnected)
+            .ok_or(LinkSendError::NotConnected)
     }
 
     /// A relay to connect to.

@@ -73,7 +73,7 @@ fn two_clients_route_exchange_data_and_oob_and_measure_rtt() {
     let (pa, pb) = (a.keypair.public, b.keypair.public);
     // Routes requested before the handshake are sent once connected.
     a.route(pb).unwrap();
-    assert_eq!(a.send_data(&pb, b"x"), Err(SendError::NotConnected));
+    assert_eq!(a.send_data(&pb, b"x"), Err(LinkSendError::NotConnected));
     net.pump(&mut [(&mut a, ia), (&mut b, ib)]);
     assert_eq!(a.state(), LinkState::Connected);
     let ev = events(&mut a);
@@ -81,7 +81,7 @@ fn two_clients_route_exchange_data_and_oob_and_measure_rtt() {
     assert!(ev.contains(&ClientEvent::RouteResponse { peer: pb, slot: 16 }));
     assert!(ev.iter().any(|e| matches!(e, ClientEvent::Rtt { .. })));
     assert!(a.rtt().is_some());
-    assert_eq!(a.send_data(&pb, b"x"), Err(SendError::NotOnline));
+    assert_eq!(a.send_data(&pb, b"x"), Err(LinkSendError::NotOnline));
     b.route(pa).unwrap();
     net.pump(&mut [(&mut a, ia), (&mut b, ib)]);
     assert!(events(&mut a).contains(&ClientEvent::PeerOnline { peer: pb }));
@@ -148,10 +148,7 @@ fn pings_every_interval_and_dies_after_silence() {
         let mut sink = Vec::new();
         a.drain_into(&mut sink, usize::MAX);
     }
-    assert_eq!(
-        a.state(),
-        LinkState::Disconnected(DisconnectReason::Timeout)
-    );
+    assert_eq!(a.state(), LinkState::Disconnected(LinkDownReason::Timeout));
 }
 
 #[test]
@@ -169,12 +166,12 @@ fn send_queue_is_bounded() {
         sent += 1;
         assert!(sent < 10_000);
     }
-    assert_eq!(a.send_data(&pb, &chunk), Err(SendError::QueueFull));
+    assert_eq!(a.send_data(&pb, &chunk), Err(LinkSendError::QueueFull));
     assert!(a.queued_bytes() <= ClientConfig::default().queue_bytes);
-    assert_eq!(a.send_data(&pb, &[]), Err(SendError::BadSize(0)));
+    assert_eq!(a.send_data(&pb, &[]), Err(LinkSendError::BadSize(0)));
     assert_eq!(
         a.send_data(&pb, &vec![0; MAX_DATA + 1]),
-        Err(SendError::BadSize(MAX_DATA + 1))
+        Err(LinkSendError::BadSize(MAX_DATA + 1))
     );
 }
 
@@ -199,7 +196,7 @@ fn handshake_failure_and_timeout() {
     c.handle_timeout(net.now);
     assert_eq!(
         c.state(),
-        LinkState::Disconnected(DisconnectReason::HandshakeTimeout)
+        LinkState::Disconnected(LinkDownReason::HandshakeTimeout)
     );
     // A garbage reply fails the handshake.
     let kp = KeyPair::generate(&mut net.rng);
@@ -213,7 +210,7 @@ fn handshake_failure_and_timeout() {
     c.handle_bytes(net.now, &mut [7u8; 96]);
     assert_eq!(
         c.state(),
-        LinkState::Disconnected(DisconnectReason::HandshakeFailed)
+        LinkState::Disconnected(LinkDownReason::HandshakeFailed)
     );
 }
 
@@ -244,7 +241,7 @@ fn a_relay_reply_with_a_low_order_temporary_key_fails_the_handshake() {
         c.handle_bytes(now, &mut reply);
         assert_eq!(
             c.state(),
-            LinkState::Disconnected(DisconnectReason::HandshakeFailed)
+            LinkState::Disconnected(LinkDownReason::HandshakeFailed)
         );
     }
 }
@@ -553,14 +550,14 @@ fn a_relay_that_pings_and_never_reads_cannot_grow_the_client_queue_past_32_kib()
         }
         assert_eq!(
             c.state(),
-            LinkState::Disconnected(DisconnectReason::NotReading),
+            LinkState::Disconnected(LinkDownReason::NotReading),
             "unasked routes: {unasked_routes}"
         );
         // 27-byte PONG frames: about 1,200 of them fill 32 KiB.
         assert!(sent < 2_000, "died after {sent} frames");
         let ev = events(&mut c);
         assert!(ev.contains(&ClientEvent::Disconnected {
-            reason: DisconnectReason::NotReading
+            reason: LinkDownReason::NotReading
         }));
         assert!(!c.has_output());
     }
@@ -650,6 +647,6 @@ fn unroute_notifications_to_a_relay_that_never_reads_are_bounded() {
     c.handle_timeout(now);
     assert_eq!(
         c.state(),
-        LinkState::Disconnected(DisconnectReason::NotReading)
+        LinkState::Disconnected(LinkDownReason::NotReading)
     );
 }

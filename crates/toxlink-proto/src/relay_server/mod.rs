@@ -39,7 +39,7 @@
 //! * **OOB floods.** OOB is charged to its sender: a token bucket of
 //!   [`ServerConfig::oob_bytes_per_sec`] bytes a second (one second of
 //!   burst) per connection; past it OOB is dropped
-//!   ([`DropReason::OobRateLimited`]). And OOB is queued to a receiver only
+//!   ([`ForwardDrop::OobRateLimited`]). And OOB is queued to a receiver only
 //!   while its data queue is under half of `queue_bytes`: the other half is
 //!   for DATA of the peers it routed.
 //! * **Connection floods.** The runtime tells [`Server::handle_accept`] the
@@ -130,7 +130,7 @@ pub struct ServerConfig {
     /// ([`CloseReason::SlowConsumer`]).
     pub slow_consumer_timeout: Duration,
     /// OOB bytes one connection may send per second (and at once); past it
-    /// its OOB is dropped ([`DropReason::OobRateLimited`]).
+    /// its OOB is dropped ([`ForwardDrop::OobRateLimited`]).
     pub oob_bytes_per_sec: usize,
     /// For the runtime: the kernel send buffer (SO_SNDBUF) of each accepted
     /// socket, 0 to leave it to the kernel's autotuning. Without a cap a
@@ -163,6 +163,7 @@ impl Default for ServerConfig {
 
 /// Why the server closed (or lost) a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum CloseReason {
     /// The runtime reported the TCP connection closed.
     PeerClosed,
@@ -198,7 +199,8 @@ pub enum CloseReason {
 
 /// Why a forwarded packet was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DropReason {
+#[non_exhaustive]
+pub enum ForwardDrop {
     /// DATA on a slot that is allocated but not connected.
     NotConnected,
     /// Receiver's data queue is over `queue_bytes`.
@@ -326,16 +328,16 @@ impl CloseCounters {
 }
 
 impl Counters {
-    fn drop(&mut self, r: DropReason) {
+    fn drop(&mut self, r: ForwardDrop) {
         let c = match r {
-            DropReason::NotConnected => &mut self.drop_not_connected,
-            DropReason::QueueFull => &mut self.drop_queue_full,
-            DropReason::TotalQueueFull => &mut self.drop_total_queue_full,
-            DropReason::OobNoDestination => &mut self.drop_oob_no_destination,
-            DropReason::OobRateLimited => &mut self.drop_oob_rate_limited,
-            DropReason::OnionIgnored => &mut self.drop_onion,
-            DropReason::ForwardIgnored => &mut self.drop_forward,
-            DropReason::Fault => &mut self.drop_fault,
+            ForwardDrop::NotConnected => &mut self.drop_not_connected,
+            ForwardDrop::QueueFull => &mut self.drop_queue_full,
+            ForwardDrop::TotalQueueFull => &mut self.drop_total_queue_full,
+            ForwardDrop::OobNoDestination => &mut self.drop_oob_no_destination,
+            ForwardDrop::OobRateLimited => &mut self.drop_oob_rate_limited,
+            ForwardDrop::OnionIgnored => &mut self.drop_onion,
+            ForwardDrop::ForwardIgnored => &mut self.drop_forward,
+            ForwardDrop::Fault => &mut self.drop_fault,
         };
         *c += 1;
     }
@@ -1125,8 +1127,8 @@ impl<R: CryptoRngCore> Server<R> {
                 }
             }
             RelayPacket::OobSend { destination, data } => self.oob(now, conn, destination, data),
-            RelayPacket::OnionRequest { .. } => self.counters.drop(DropReason::OnionIgnored),
-            RelayPacket::ForwardRequest { .. } => self.counters.drop(DropReason::ForwardIgnored),
+            RelayPacket::OnionRequest { .. } => self.counters.drop(ForwardDrop::OnionIgnored),
+            RelayPacket::ForwardRequest { .. } => self.counters.drop(ForwardDrop::ForwardIgnored),
             RelayPacket::RoutingResponse { .. }
             | RelayPacket::OobRecv { .. }
             | RelayPacket::OnionResponse { .. }
@@ -1277,7 +1279,7 @@ impl<R: CryptoRngCore> Server<R> {
             return false;
         };
         let Some((to, j)) = c.slots[pos].link else {
-            self.counters.drop(DropReason::NotConnected);
+            self.counters.drop(ForwardDrop::NotConnected);
             return true;
         };
         let slot_id = NUM_RESERVED_PORTS + j;
@@ -1299,11 +1301,11 @@ impl<R: CryptoRngCore> Server<R> {
             FaultAction::Pass | FaultAction::Corrupt => {
                 self.push_data(now, to, slot_id, data, action == FaultAction::Corrupt);
             }
-            FaultAction::Drop => self.counters.drop(DropReason::Fault),
+            FaultAction::Drop => self.counters.drop(ForwardDrop::Fault),
             FaultAction::Delay(d) => {
                 self.counters.fault_delayed += 1;
                 if self.delayed.len() >= 1 << 16 {
-                    self.counters.drop(DropReason::Fault);
+                    self.counters.drop(ForwardDrop::Fault);
                 } else {
                     let at = now + d;
                     self.delayed.push_back(Delayed {
@@ -1372,7 +1374,7 @@ impl<R: CryptoRngCore> Server<R> {
             return false;
         };
         if r.out.data_len() + frame > bound {
-            self.counters.drop(DropReason::QueueFull);
+            self.counters.drop(ForwardDrop::QueueFull);
             return false;
         }
         for _ in 0..MAX_PRESSURE_CLOSES {
@@ -1396,7 +1398,7 @@ impl<R: CryptoRngCore> Server<R> {
             self.close(id, CloseReason::SlowConsumer);
         }
         if self.queued_total + frame > self.cfg.total_queue_bytes {
-            self.counters.drop(DropReason::TotalQueueFull);
+            self.counters.drop(ForwardDrop::TotalQueueFull);
             return false;
         }
         true
@@ -1411,7 +1413,7 @@ impl<R: CryptoRngCore> Server<R> {
         };
         tracing::trace!(?conn, ?sender, ?destination, len = data.len(), "relay: OOB");
         let Some(&to) = self.by_key.get(&destination) else {
-            self.counters.drop(DropReason::OobNoDestination);
+            self.counters.drop(ForwardDrop::OobNoDestination);
             return;
         };
         let packet = RelayPacket::OobRecv { sender, data };
@@ -1422,7 +1424,7 @@ impl<R: CryptoRngCore> Server<R> {
             .get_mut(&conn)
             .is_some_and(|c| c.take_oob(now, rate, frame));
         if !charged {
-            self.counters.drop(DropReason::OobRateLimited);
+            self.counters.drop(ForwardDrop::OobRateLimited);
             return;
         }
         if !self.room_for(now, to, frame, self.cfg.queue_bytes / 2) {

@@ -58,7 +58,7 @@
 use std::time::{Duration, Instant};
 
 /// Bytes assumed per full packet (header + 1373 data bytes + tag).
-pub const FULL_PACKET: f64 = 1400.0;
+pub const FULL_PACKET: f64 = crate::wire::net_crypto::MAX_CRYPTO_PACKET_SIZE as f64;
 const STARTUP_GAIN: f64 = 2.885;
 const CYCLE: [f64; 8] = [1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0];
 const BW_ROUNDS: usize = 10;

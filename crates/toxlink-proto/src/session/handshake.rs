@@ -16,7 +16,7 @@ use crate::crypto::{CryptoError, KeyPair, Nonce, PublicKey, SharedKey};
 use crate::wire::net_crypto as wire;
 use crate::wire::WireError;
 use rand_core::CryptoRngCore;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// First byte of a cookie request (§4.1).
 pub const PACKET_COOKIE_REQUEST: u8 = wire::kind::COOKIE_REQUEST;
@@ -45,6 +45,7 @@ pub type Cookie = [u8; COOKIE_SIZE];
 
 /// Why a handshake-phase packet was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum HandshakeError {
     /// Wrong length or first byte.
     #[error("{kind}: malformed (length {len})")]
@@ -424,30 +425,6 @@ impl CookieResponder {
         let info = open_cookie_request(our_dht, request).inspect_err(|_| self.invalid += 1)?;
         let n = build_cookie_response(rng, now, cookie_key, &info, out)?;
         Ok((n, info))
-    }
-}
-
-/// Resend schedule of the handshake phase (§4.5): the current packet is
-/// re-sent every `interval`; after `tries` sends without progress the attempt
-/// fails.
-#[derive(Clone, Copy, Debug)]
-pub struct Retry {
-    /// Sends of the current packet so far.
-    pub sent: u32,
-    /// When the next send is due.
-    pub next: Instant,
-}
-
-impl Retry {
-    /// Due at once, nothing sent yet.
-    pub fn now(now: Instant) -> Self {
-        Retry { sent: 0, next: now }
-    }
-
-    /// Records a send at `now`.
-    pub fn on_sent(&mut self, now: Instant, interval: Duration) {
-        self.sent += 1;
-        self.next = now + interval;
     }
 }
 

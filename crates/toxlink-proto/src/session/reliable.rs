@@ -28,9 +28,8 @@ use std::time::Instant;
 /// `CRYPTO_PACKET_BUFFER_SIZE` (§4.8, §4.10).
 pub const PACKET_BUFFER_SIZE: u32 = 32768;
 /// `MAX_CRYPTO_DATA_SIZE` (§4.7): data bytes (id included) per packet.
-pub const MAX_DATA_SIZE: usize = 1373;
-/// `DATA_NUM_THRESHOLD` (§4.6).
-pub const DATA_NUM_THRESHOLD: u16 = 21845;
+pub use crate::wire::net_crypto::MAX_CRYPTO_DATA_SIZE as MAX_DATA_SIZE;
+use crate::wire::net_crypto::{packet_id, DATA_NUM_THRESHOLD};
 
 /// Writes a request packet body (`0x01` and the missing-packet list, §4.9)
 /// into `out` and returns its length: the same bytes as
@@ -48,7 +47,7 @@ pub fn encode_request_with_prefix(
     let Some(first) = out.first_mut() else {
         return 0;
     };
-    *first = 1;
+    *first = packet_id::REQUEST;
     let mut len = 1;
     let mut n: u32 = 1;
     let count = recv_end.wrapping_sub(recv_start).min(PACKET_BUFFER_SIZE);
@@ -146,14 +145,8 @@ impl RxNonce {
     /// [`candidate`](Self::candidate)'s nonce through no fault of the path
     /// that carried it.
     pub fn stale(&self, low: u16) -> Option<Nonce> {
-        let diff = low.wrapping_sub(self.rx.low16());
-        let back = 65536 - u32::from(diff);
-        if u64::from(back) > self.rx_offset {
-            return None;
-        }
-        let mut n = self.rx;
-        n.sub(back);
-        Some(n)
+        let (n, back) = crate::wire::net_crypto::reconstruct_stale_nonce(&self.rx, low);
+        (u64::from(back) <= self.rx_offset).then_some(n)
     }
 
     /// After a packet with `c` authenticated: returns false if this nonce was
@@ -167,7 +160,7 @@ impl RxNonce {
             return false;
         }
         self.seen[word] |= 1 << bit;
-        if c.diff > 2 * DATA_NUM_THRESHOLD {
+        if u32::from(c.diff) > 2 * DATA_NUM_THRESHOLD {
             // Offsets [rx_offset, rx_offset + 21845) become unreachable; the
             // same slots now stand for the offsets 65536 later: clear them.
             for o in self.rx_offset..self.rx_offset + u64::from(DATA_NUM_THRESHOLD) {
@@ -400,6 +393,7 @@ pub struct RecvBuffer {
 
 /// What storing a lossless packet did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Stored {
     /// New packet stored.
     New {

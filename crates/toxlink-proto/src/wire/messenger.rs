@@ -98,6 +98,7 @@ impl RelayList {
 
 /// Control codes of FILE_CONTROL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FileControlKind {
     /// 0: accept / resume.
     Accept,
@@ -111,6 +112,7 @@ pub enum FileControlKind {
 
 /// One friend_connection or Messenger packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MessengerPacket<'a> {
     /// 16: keep-alive.
     Alive,

@@ -13,6 +13,7 @@ pub mod relay;
 
 /// Why a packet could not be parsed or encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum WireError {
     /// The input is empty.
     #[error("empty packet")]

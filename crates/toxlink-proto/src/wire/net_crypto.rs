@@ -46,6 +46,7 @@ pub mod packet_id {
 
 /// What a data byte id means (PROTOCOL.md §4.8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IdClass {
     /// 0: only padding, never a packet.
     Padding,
@@ -492,27 +493,57 @@ impl<'a> DataPacket<'a> {
         plain: &DataPlaintext<'_>,
         out: &mut [u8],
     ) -> Result<usize, WireError> {
-        let total = 3 + MAC_SIZE + plain.encoded_len();
+        let total = DATA_HEADER_SIZE + MAC_SIZE + plain.encoded_len();
         let o = out_slice(out, total)?;
-        plain.encode(&mut o[3 + MAC_SIZE..])?;
+        plain.encode(&mut o[DATA_HEADER_SIZE + MAC_SIZE..])?;
         o[0] = kind::DATA;
-        o[1..3].copy_from_slice(&nonce.low16().to_be_bytes());
-        key.seal_in_place(nonce, &mut o[3..])?;
+        o[1..DATA_HEADER_SIZE].copy_from_slice(&nonce.low16().to_be_bytes());
+        key.seal_in_place(nonce, &mut o[DATA_HEADER_SIZE..])?;
         Ok(total)
     }
 
     /// Opens a whole data packet in place with the full `nonce` (see
-    /// [`reconstruct_nonce`]) and parses its plaintext.
+    /// [`reconstruct_nonce`]) and parses its plaintext:
+    /// [`decrypt_in_place`](Self::decrypt_in_place), then
+    /// [`plaintext`](Self::plaintext).
     pub fn open_in_place<'b>(
         key: &SharedKey,
         nonce: &Nonce,
         packet: &'b mut [u8],
     ) -> Result<DataPlaintext<'b>, WireError> {
+        DataPacket::decrypt_in_place(key, nonce, packet)?;
+        DataPacket::plaintext(packet)
+    }
+
+    /// Authenticates and decrypts a data packet in place with the full
+    /// `nonce`: afterwards [`plaintext`](Self::plaintext) reads it. A packet
+    /// that fails is left unchanged (it can be tried with another nonce).
+    pub fn decrypt_in_place(
+        key: &SharedKey,
+        nonce: &Nonce,
+        packet: &mut [u8],
+    ) -> Result<(), WireError> {
         DataPacket::parse(packet)?;
-        let plain = key.open_in_place(nonce, &mut packet[3..])?;
+        let sealed = packet
+            .get_mut(DATA_HEADER_SIZE..)
+            .ok_or(bad_len("data packet", 0))?;
+        key.open_in_place(nonce, sealed)?;
+        Ok(())
+    }
+
+    /// The plaintext of a data packet decrypted in place by
+    /// [`decrypt_in_place`](Self::decrypt_in_place) (it follows the tag).
+    pub fn plaintext(packet: &[u8]) -> Result<DataPlaintext<'_>, WireError> {
+        DataPacket::parse(packet)?;
+        let plain = packet
+            .get(DATA_HEADER_SIZE + MAC_SIZE..)
+            .ok_or(bad_len("data packet", packet.len()))?;
         DataPlaintext::parse(plain)
     }
 }
+
+/// Bytes before the box of a data packet: the id and two nonce bytes.
+pub const DATA_HEADER_SIZE: usize = 3;
 
 /// `DATA_NUM_THRESHOLD`: how far the receive nonce moves when a packet more
 /// than twice this far ahead authenticates (PROTOCOL.md §4.6).
@@ -525,6 +556,18 @@ pub const DATA_NUM_THRESHOLD: u32 = 21845;
 pub fn reconstruct_nonce(rx: &Nonce, nonce_low: u16) -> (Nonce, u16) {
     let diff = nonce_low.wrapping_sub(rx.low16());
     (rx.plus(u32::from(diff)), diff)
+}
+
+/// The nonce a data packet carrying `nonce_low` had if it was sent in the
+/// 65536-nonce window *before* the one [`reconstruct_nonce`] assumes (a
+/// packet delayed past a window move), and how many nonces behind `rx` that
+/// is (1..=65536).
+pub fn reconstruct_stale_nonce(rx: &Nonce, nonce_low: u16) -> (Nonce, u32) {
+    let diff = nonce_low.wrapping_sub(rx.low16());
+    let back = 65536 - u32::from(diff);
+    let mut n = *rx;
+    n.sub(back);
+    (n, back)
 }
 
 /// Moves `rx` forward by [`DATA_NUM_THRESHOLD`] if an authenticated packet was

@@ -219,6 +219,7 @@ impl HandshakeResponse {
 
 /// Where the next frame lies in a receive buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FrameSplit {
     /// Not enough bytes yet.
     Incomplete,
@@ -346,6 +347,7 @@ impl SecureChannel {
 
 /// The plaintext of one relay frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RelayPacket<'a> {
     /// 0: ask for a slot to `peer`.
     RoutingRequest {

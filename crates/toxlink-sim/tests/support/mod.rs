@@ -599,6 +599,10 @@ impl PeerNode {
                 let r = match o {
                     Outgoing::Lossless(d) => self.node.send_lossless(now, &pk, &d).map(|_| ()),
                     Outgoing::Lossy(d) => self.node.send_lossy(now, &pk, &d),
+                    other => {
+                        tracing::debug!(?other, "friend-layer output not understood");
+                        continue;
+                    }
                 };
                 if let Err(e) = r {
                     tracing::debug!(error = %e, "friend-layer packet not sent");

@@ -238,6 +238,7 @@ pub fn dump(w: &World, seed: u64, fault_time: Instant) {
             let addr = match e.addr {
                 Route::Udp(a) => format!("udp {a}"),
                 Route::Relay { relay, .. } => name(&relay),
+                other => format!("{other:?}"),
             };
             eprintln!("  {dt} {:?} {addr} {:?}", &e.peer.0[..2], e.kind);
         }

@@ -18,8 +18,8 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use toxlink_proto::crypto::{KeyPair, PublicKey};
 use toxlink_proto::relay_client::{
-    ClientCounters, PeerRelayState, RelayLinkState, RelaySet, RelaySetConfig, RelaySetEvent,
-    RouteError, SendError, SocketId,
+    ClientCounters, LinkSendError, PeerRelayState, RelayLinkState, RelaySet, RelaySetConfig,
+    RelaySetEvent, RouteError, SocketId,
 };
 
 use super::{ReadOutcome, CLIENT_WRITE_BATCH as WRITE_BATCH};
@@ -170,13 +170,13 @@ impl RelaySetRuntime {
     }
 
     /// DATA through `relay` to an ONLINE peer; refused with
-    /// [`SendError::QueueFull`] when the link's queue is full.
+    /// [`LinkSendError::QueueFull`] when the link's queue is full.
     pub fn send_data(
         &self,
         relay: &PublicKey,
         peer: &PublicKey,
         data: &[u8],
-    ) -> Result<(), SendError> {
+    ) -> Result<(), LinkSendError> {
         let mut g = self.shared.lock();
         g.set.send_data(relay, peer, data)?;
         if let Some((_, h)) = g.links.get(relay) {
@@ -192,12 +192,12 @@ impl RelaySetRuntime {
         relay: &PublicKey,
         peer: &PublicKey,
         data: &[u8],
-    ) -> Result<(), SendError> {
+    ) -> Result<(), LinkSendError> {
         loop {
             let handle = {
                 let mut g = self.shared.lock();
                 match g.set.send_data(relay, peer, data) {
-                    Err(SendError::QueueFull) => g.links.get(relay).map(|(_, h)| h.clone()),
+                    Err(LinkSendError::QueueFull) => g.links.get(relay).map(|(_, h)| h.clone()),
                     r => {
                         if let Some((_, h)) = g.links.get(relay) {
                             h.notify.notify_one();
@@ -207,7 +207,7 @@ impl RelaySetRuntime {
                 }
             };
             let Some(h) = handle else {
-                return Err(SendError::NotConnected);
+                return Err(LinkSendError::NotConnected);
             };
             let _ = tokio::time::timeout(Duration::from_millis(50), h.drained.notified()).await;
         }
@@ -219,7 +219,7 @@ impl RelaySetRuntime {
         relay: &PublicKey,
         to: &PublicKey,
         data: &[u8],
-    ) -> Result<(), SendError> {
+    ) -> Result<(), LinkSendError> {
         let mut g = self.shared.lock();
         g.set.send_oob(relay, to, data)?;
         if let Some((_, h)) = g.links.get(relay) {
@@ -251,7 +251,7 @@ impl RelaySetRuntime {
     pub fn relay_last_down(
         &self,
         relay: &PublicKey,
-    ) -> Option<toxlink_proto::relay_client::DisconnectReason> {
+    ) -> Option<toxlink_proto::relay_client::LinkDownReason> {
         self.shared.lock().set.relay_last_down(relay)
     }
 

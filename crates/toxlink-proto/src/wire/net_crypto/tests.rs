@@ -67,6 +67,39 @@ fn data_packet_opens_with_reconstructed_nonce() {
     assert!(DataPacket::open_in_place(&k(), &nonce(), &mut bad).is_err());
 }
 
+/// The two steps of `open_in_place` the session uses: a failed decryption
+/// leaves the packet as it was (so it can be retried with the previous
+/// window's nonce), a good one leaves the plaintext for `plaintext`.
+#[test]
+fn decrypt_in_place_then_plaintext_and_the_stale_window_nonce() {
+    let pkt = data_packet(7, 9, b"\xa0hello");
+    let mut buf = pkt.clone();
+    let mut wrong = nonce();
+    wrong.increment();
+    assert!(matches!(
+        DataPacket::decrypt_in_place(&k(), &wrong, &mut buf),
+        Err(WireError::Crypto(_))
+    ));
+    assert_eq!(buf, pkt);
+    DataPacket::decrypt_in_place(&k(), &nonce(), &mut buf).unwrap();
+    let plain = DataPacket::plaintext(&buf).unwrap();
+    assert_eq!((plain.buffer_start, plain.packet_number), (7, 9));
+    assert_eq!(plain.data, b"\xa0hello");
+    // Sent one window (65536 nonces) before `rx`: same two low bytes.
+    let mut rx = nonce();
+    rx.add(65536);
+    let (old, back) = reconstruct_stale_nonce(&rx, nonce().low16());
+    assert_eq!((old, back), (nonce(), 65536));
+    // 4464 behind `rx` (reconstruct_nonce would put it 61072 ahead).
+    let mut rx = nonce();
+    rx.add(70_000);
+    let (old, back) = reconstruct_stale_nonce(&rx, nonce().low16());
+    let mut expect = nonce();
+    expect.add(65536);
+    assert_eq!((old, back), (expect, 4464));
+    assert_eq!(reconstruct_nonce(&rx, nonce().low16()).1, 61072);
+}
+
 #[test]
 fn nonce_window_vector() {
     // rx low bytes 0x0000, header 0xaaab: diff 43691 > 43690, so after

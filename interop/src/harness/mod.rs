@@ -33,8 +33,8 @@
 //!   closing its stdin, which makes it exit by itself), dies with the test
 //!   process (`PR_SET_PDEATHSIG`), and its stderr goes to [`Harness::log_path`].
 //!
-//! Layout: [`compile`] builds the C program, [`options`] its command line,
-//! [`replies`] parses what it prints, [`packets`] is the custom packet
+//! Layout: `compile` builds the C program, `options` its command line,
+//! `replies` parses what it prints, `packets` is the custom packet
 //! format; this module runs the process.
 
 mod compile;

@@ -38,13 +38,21 @@
 //! a small threshold the relay is dropped for that peer only, and a
 //! self-probe ([`probe`]) decides whether it is disconnected for everyone.
 //!
-//! Runtime protocol for relays: open the TCP connections
-//! [`Node::poll_relay_connect`] asks for and report
-//! [`Node::relay_connected`] / [`Node::relay_connect_failed`]; feed what a
-//! socket reads to [`Node::relay_bytes`]; write what
-//! [`Node::relay_drain`] gives whenever [`Node::relay_has_output`]; close the
-//! sockets [`Node::poll_relay_close`] names and report closed sockets with
-//! [`Node::relay_closed`]. Each link is named by a [`LinkId`].
+//! The owner drives the node through one I/O contract ([`io`]): every input
+//! goes through [`Node::handle`] ([`Input`]: datagrams, relay-link progress,
+//! timeouts), and it takes out UDP datagrams ([`Node::poll_transmit`]),
+//! relay sockets to open or close ([`Node::poll_link`]), the bytes each link
+//! writes ([`Node::drain_link`]), events and the next timeout.
+//!
+//! Layout, one job per file: [`io`] (the contract), `admission` (cookie
+//! responder, allow-list, handshakes on unknown routes, dispatch of every
+//! packet), `peer` (one peer's multipath state and where each transmit
+//! goes), `relays` (relay links, pool, blame, self-probes and the glue that
+//! turns their decisions into routes), `routes` (route identity: the
+//! [`Route`]s, [`LinkId`]s and the route book that gives each route its one
+//! [`PathId`]), `events` (what the owner is told), [`probe`] (the
+//! self-prober); this file is the facade (configuration, counters, the
+//! public verbs).
 //!
 //! Rules (PROTOCOL.md §4.3, §4.4, §6):
 //! * Cookie requests are answered for anybody, statelessly, rate limited, on
@@ -65,7 +73,7 @@
 
 mod admission;
 mod events;
-mod io;
+pub mod io;
 mod peer;
 pub mod probe;
 mod relays;

@@ -38,18 +38,27 @@
 //! dropped (a [`RelaySet`] replaces or reconnects it) instead of growing our
 //! memory. The bound is 32 KiB by default, 2.6 times the largest legitimate
 //! burst (240 routing requests and a PING at connect).
+//!
+//! Layout: this file holds [`Client`] and its calls; `types` its
+//! configuration, states, errors, events and counters; `input` the
+//! handshake reply and the frames it receives; `set` [`RelaySet`].
 
+mod input;
 mod set;
 #[cfg(test)]
 mod tests;
+mod types;
 
 pub use set::{PeerRelayState, RelayLinkState, RelaySet, RelaySetConfig, RelaySetEvent, SocketId};
+pub use types::{
+    ClientConfig, ClientCounters, ClientEvent, LinkDownReason, LinkSendError, LinkState,
+    RouteError, RouteState,
+};
 
 use crate::crypto::{KeyPair, Nonce, PublicKey};
 use crate::relay_queue::FrameQueue;
 use crate::wire::relay::{
-    split_frame, FrameSplit, HandshakePayload, HandshakeRequest, HandshakeResponse, RelayPacket,
-    SecureChannel, FRAME_OVERHEAD, HANDSHAKE_RESPONSE_SIZE, MAX_FRAME_BOX, MAX_OOB_DATA,
+    HandshakePayload, HandshakeRequest, RelayPacket, SecureChannel, FRAME_OVERHEAD, MAX_OOB_DATA,
     NUM_CLIENT_CONNECTIONS, NUM_RESERVED_PORTS,
 };
 use rand_core::CryptoRngCore;
@@ -71,201 +80,6 @@ pub const MIN_PRIORITY_QUEUE_BYTES: usize = 16 * 1024;
 
 /// Largest DATA payload on a relay link (frame plaintext minus the id byte).
 pub const MAX_DATA: usize = crate::wire::relay::MAX_FRAME_PLAINTEXT - 1;
-
-/// Timers and limits of one relay link.
-#[derive(Debug, Clone)]
-pub struct ClientConfig {
-    /// PING interval once connected.
-    pub ping_interval: Duration,
-    /// The link is dead after this long without any frame from the relay.
-    pub dead_after: Duration,
-    /// Handshake must complete within this time of [`Client::new`].
-    pub handshake_timeout: Duration,
-    /// Bound on queued DATA/OOB bytes.
-    pub queue_bytes: usize,
-    /// Bound on queued priority bytes (hello, PING, PONG, routing requests
-    /// and notifications, 19–51 bytes a frame). Past it the link dies with
-    /// [`LinkDownReason::NotReading`]; at least 16 KiB is used, so that
-    /// 240 routing requests and a PING (12.3 KB) always fit.
-    pub priority_queue_bytes: usize,
-}
-
-impl Default for ClientConfig {
-    fn default() -> Self {
-        ClientConfig {
-            ping_interval: Duration::from_secs(1),
-            dead_after: Duration::from_secs(3),
-            handshake_timeout: Duration::from_secs(5),
-            queue_bytes: 512 * 1024,
-            priority_queue_bytes: 32 * 1024,
-        }
-    }
-}
-
-/// State of a link.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum LinkState {
-    /// Hello sent, waiting for the 96-byte reply.
-    Handshaking,
-    /// Handshake done.
-    Connected,
-    /// Dead; see the reason.
-    Disconnected(LinkDownReason),
-}
-
-/// Why a link died.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum LinkDownReason {
-    /// The reply did not decrypt (wrong relay key?).
-    HandshakeFailed,
-    /// No reply within the handshake timeout.
-    HandshakeTimeout,
-    /// Nothing received within `dead_after`.
-    Timeout,
-    /// A frame failed authentication.
-    BadTag,
-    /// A frame with `L > 2048`.
-    Oversized,
-    /// A frame that breaks §2.6 (bad length, id the server may not send,
-    /// PONG 0, slot below 16).
-    ProtocolViolation,
-    /// The runtime reported the TCP connection closed.
-    Closed,
-    /// Closed locally with [`Client::close`].
-    Local,
-    /// The relay does not read what we send while it keeps asking for
-    /// replies (PINGs, routing responses to give back): the priority queue
-    /// reached [`ClientConfig::priority_queue_bytes`]. A misbehaving (or
-    /// hopelessly congested) relay, dropped instead of growing our memory.
-    NotReading,
-}
-
-/// Why a send was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum LinkSendError {
-    /// The link is not connected.
-    #[error("relay link not connected")]
-    NotConnected,
-    /// The peer is not ONLINE on this relay (DATA needs both routes).
-    #[error("peer not online on this relay")]
-    NotOnline,
-    /// The send queue is full; try later (data is never queued past the bound).
-    #[error("relay send queue full")]
-    QueueFull,
-    /// Empty or larger than the packet allows.
-    #[error("bad payload size {0}")]
-    BadSize(usize),
-}
-
-/// Why a route could not be requested.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum RouteError {
-    /// Already 240 peers on this link.
-    #[error("no free slot on this relay link")]
-    NoSlot,
-    /// The link is dead.
-    #[error("relay link is disconnected")]
-    Disconnected,
-}
-
-/// What a link reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ClientEvent {
-    /// Handshake done.
-    Connected,
-    /// The relay gave `peer` slot `slot` (wire id): REGISTERED.
-    RouteResponse {
-        /// The peer.
-        peer: PublicKey,
-        /// Wire id (16..=255).
-        slot: u8,
-    },
-    /// The relay refused a route (slot 0).
-    RouteRefused {
-        /// The peer.
-        peer: PublicKey,
-    },
-    /// Both routed: ONLINE, DATA can flow.
-    PeerOnline {
-        /// The peer.
-        peer: PublicKey,
-    },
-    /// The peer's route ended (back to REGISTERED, or the link died).
-    PeerOffline {
-        /// The peer.
-        peer: PublicKey,
-    },
-    /// DATA from a routed peer.
-    Data {
-        /// The peer.
-        peer: PublicKey,
-        /// Payload.
-        data: Vec<u8>,
-    },
-    /// OOB data from any key.
-    Oob {
-        /// Sender key.
-        from: PublicKey,
-        /// Payload.
-        data: Vec<u8>,
-    },
-    /// A PONG answered our PING after `rtt`.
-    Rtt {
-        /// The sample.
-        rtt: Duration,
-    },
-    /// The link died.
-    Disconnected {
-        /// Why.
-        reason: LinkDownReason,
-    },
-}
-
-/// Routing state of one peer on this link (§3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum RouteState {
-    /// Routing request sent (or to be sent once connected).
-    Requested,
-    /// Slot granted, peer not (yet) routed to us.
-    Registered {
-        /// Wire id.
-        slot: u8,
-    },
-    /// Both routed.
-    Online {
-        /// Wire id.
-        slot: u8,
-    },
-}
-
-/// Statistics of one link.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClientCounters {
-    /// DATA packets sent (queued).
-    pub data_sent: u64,
-    /// DATA bytes sent.
-    pub data_bytes_sent: u64,
-    /// DATA packets received.
-    pub data_received: u64,
-    /// DATA bytes received.
-    pub data_bytes_received: u64,
-    /// OOB packets sent.
-    pub oob_sent: u64,
-    /// OOB packets received.
-    pub oob_received: u64,
-    /// Sends refused with [`LinkSendError::QueueFull`].
-    pub queue_full: u64,
-    /// PONGs received that matched.
-    pub pongs: u64,
-    /// DATA on a slot we do not know, onion/forwarding replies: ignored.
-    pub ignored: u64,
-}
 
 /// One relay link. See the module documentation.
 #[derive(Debug)]
@@ -594,115 +408,11 @@ impl Client {
         Ok(())
     }
 
-    /// Bytes received from the relay (decrypted in place).
-    pub fn handle_bytes(&mut self, now: Instant, bytes: &mut [u8]) {
-        let mut input = bytes;
-        if !input.is_empty() {
-            self.last_rx = now;
-            // Anything from the relay proves the link carries bytes to us.
-            self.verify = None;
-        }
-        if self.state == LinkState::Handshaking {
-            let take = (HANDSHAKE_RESPONSE_SIZE - self.rx.len()).min(input.len());
-            self.rx.extend_from_slice(&input[..take]);
-            input = &mut input[take..];
-            if self.rx.len() < HANDSHAKE_RESPONSE_SIZE {
-                return;
-            }
-            let reply = std::mem::take(&mut self.rx);
-            if !self.finish_handshake(now, &reply) {
-                return;
-            }
-        }
-        if self.state != LinkState::Connected {
-            return;
-        }
-        let mut rx = std::mem::take(&mut self.rx);
-        if !rx.is_empty() {
-            if rx.len() < 2 {
-                let take = (2 - rx.len()).min(input.len());
-                rx.extend_from_slice(&input[..take]);
-                input = &mut input[take..];
-                if rx.len() < 2 {
-                    self.rx = rx;
-                    return;
-                }
-            }
-            let box_len = usize::from(u16::from_be_bytes([rx[0], rx[1]]));
-            if box_len > MAX_FRAME_BOX {
-                self.die(LinkDownReason::Oversized);
-                return;
-            }
-            let want = 2 + box_len;
-            let take = (want - rx.len()).min(input.len());
-            rx.extend_from_slice(&input[..take]);
-            input = &mut input[take..];
-            if rx.len() < want {
-                self.rx = rx;
-                return;
-            }
-            if box_len > 0 && !self.frame(now, &mut rx[2..]) {
-                return;
-            }
-            rx.clear();
-        }
-        loop {
-            match split_frame(input) {
-                Ok(FrameSplit::Incomplete) => {
-                    rx.extend_from_slice(input);
-                    self.rx = rx;
-                    return;
-                }
-                Ok(FrameSplit::Empty) => input = &mut input[2..],
-                Ok(FrameSplit::Frame { box_len }) => {
-                    let (frame, rest) = input.split_at_mut(2 + box_len);
-                    if !self.frame(now, &mut frame[2..]) {
-                        return;
-                    }
-                    input = rest;
-                }
-                Err(_) => {
-                    self.die(LinkDownReason::Oversized);
-                    return;
-                }
-            }
-        }
-    }
-
     // ---- internals ----
 
     fn slot_mut(&mut self, wire_id: u8) -> Option<&mut Option<PublicKey>> {
         let i = usize::from(wire_id.checked_sub(NUM_RESERVED_PORTS)?);
         self.slots.get_mut(i)
-    }
-
-    fn finish_handshake(&mut self, now: Instant, reply: &[u8]) -> bool {
-        let opened = HandshakeResponse::parse(reply)
-            .and_then(|r| r.open(&self.keypair.precompute(&self.relay_pk)));
-        let (Ok(theirs), Some(temp)) = (opened, self.temp.take()) else {
-            self.die(LinkDownReason::HandshakeFailed);
-            return false;
-        };
-        // A low-order temporary key from the relay is refused (the session
-        // key would be the all-zero X25519 output, known to anyone).
-        let Ok(session) = temp.try_precompute(&theirs.temp_pk) else {
-            self.die(LinkDownReason::HandshakeFailed);
-            return false;
-        };
-        self.chan = Some(SecureChannel::new(
-            session,
-            self.base_nonce,
-            theirs.base_nonce,
-        ));
-        self.state = LinkState::Connected;
-        self.events.push_back(ClientEvent::Connected);
-        // §2.2: the first PING confirms us on the server.
-        self.send_ping(now);
-        let peers: Vec<PublicKey> = self.peers.keys().copied().collect();
-        for peer in peers {
-            self.send_prio(&RelayPacket::RoutingRequest { peer });
-        }
-        true
     }
 
     fn send_ping(&mut self, now: Instant) {
@@ -752,158 +462,5 @@ impl Client {
         self.out.shrink_idle();
         self.rx = Vec::new();
         self.events.push_back(ClientEvent::Disconnected { reason });
-    }
-
-    /// One frame box. False if the link died.
-    fn frame(&mut self, now: Instant, frame_box: &mut [u8]) -> bool {
-        let Some(chan) = self.chan.as_mut() else {
-            return false;
-        };
-        let Ok(plain) = chan.open_in_place(frame_box) else {
-            self.die(LinkDownReason::BadTag);
-            return false;
-        };
-        let Ok(packet) = RelayPacket::parse(plain) else {
-            self.die(LinkDownReason::ProtocolViolation);
-            return false;
-        };
-        match packet {
-            RelayPacket::Data {
-                connection_id,
-                data,
-            } => {
-                let peer = self.slot_mut(connection_id).and_then(|s| *s);
-                match peer {
-                    Some(peer) => {
-                        self.counters.data_received += 1;
-                        self.counters.data_bytes_received += data.len() as u64;
-                        self.events.push_back(ClientEvent::Data {
-                            peer,
-                            data: data.to_vec(),
-                        });
-                    }
-                    None => self.counters.ignored += 1,
-                }
-            }
-            RelayPacket::RoutingResponse {
-                connection_id,
-                peer,
-            } => self.routing_response(connection_id, peer),
-            RelayPacket::ConnectNotification { connection_id } => {
-                if connection_id < NUM_RESERVED_PORTS {
-                    self.die(LinkDownReason::ProtocolViolation);
-                    return false;
-                }
-                if let Some(peer) = self.slot_mut(connection_id).and_then(|s| *s) {
-                    if let Some(st) = self.peers.get_mut(&peer) {
-                        if matches!(st, RouteState::Registered { .. }) {
-                            *st = RouteState::Online {
-                                slot: connection_id,
-                            };
-                            self.events.push_back(ClientEvent::PeerOnline { peer });
-                        }
-                    }
-                }
-            }
-            RelayPacket::DisconnectNotification { connection_id } => {
-                if connection_id < NUM_RESERVED_PORTS {
-                    self.die(LinkDownReason::ProtocolViolation);
-                    return false;
-                }
-                if let Some(peer) = self.slot_mut(connection_id).and_then(|s| *s) {
-                    if let Some(st) = self.peers.get_mut(&peer) {
-                        if matches!(st, RouteState::Online { .. }) {
-                            *st = RouteState::Registered {
-                                slot: connection_id,
-                            };
-                            self.events.push_back(ClientEvent::PeerOffline { peer });
-                        }
-                    }
-                }
-            }
-            RelayPacket::Ping { ping_id } => self.send_prio(&RelayPacket::Pong { ping_id }),
-            RelayPacket::Pong { ping_id } => {
-                if ping_id == [0; 8] {
-                    self.die(LinkDownReason::ProtocolViolation);
-                    return false;
-                }
-                if let Some((id, sent)) = self.ping {
-                    if id == ping_id {
-                        self.ping = None;
-                        self.counters.pongs += 1;
-                        let rtt = now.saturating_duration_since(sent);
-                        self.last_rtt = Some(rtt);
-                        self.srtt = Some(match self.srtt {
-                            None => rtt,
-                            Some(s) => (s * 7 + rtt) / 8,
-                        });
-                        self.events.push_back(ClientEvent::Rtt { rtt });
-                    }
-                }
-            }
-            RelayPacket::OobRecv { sender, data } => {
-                self.counters.oob_received += 1;
-                self.events.push_back(ClientEvent::Oob {
-                    from: sender,
-                    data: data.to_vec(),
-                });
-            }
-            RelayPacket::OnionResponse { .. } | RelayPacket::Forwarding { .. } => {
-                self.counters.ignored += 1;
-            }
-            RelayPacket::RoutingRequest { .. }
-            | RelayPacket::OobSend { .. }
-            | RelayPacket::OnionRequest { .. }
-            | RelayPacket::ForwardRequest { .. } => {
-                self.die(LinkDownReason::ProtocolViolation);
-                return false;
-            }
-        }
-        // A reply (PONG, a slot given back) that did not fit: the relay asks
-        // without reading.
-        if self.overflow {
-            self.die(LinkDownReason::NotReading);
-            return false;
-        }
-        true
-    }
-
-    /// §2.6 ROUTING_RESPONSE: 0 refused; a slot in use is ignored; else
-    /// REGISTERED.
-    fn routing_response(&mut self, connection_id: u8, peer: PublicKey) {
-        if connection_id == 0 {
-            if self.peers.contains_key(&peer) {
-                self.events.push_back(ClientEvent::RouteRefused { peer });
-            }
-            return;
-        }
-        let Some(slot) = self.slot_mut(connection_id) else {
-            return;
-        };
-        if slot.is_some() {
-            return;
-        }
-        match self.peers.get(&peer) {
-            Some(RouteState::Requested) => {}
-            Some(_) => return,
-            None => {
-                // Not asked for (or unrouted meanwhile): give it back.
-                self.send_prio(&RelayPacket::DisconnectNotification { connection_id });
-                return;
-            }
-        }
-        if let Some(s) = self.slot_mut(connection_id) {
-            *s = Some(peer);
-        }
-        self.peers.insert(
-            peer,
-            RouteState::Registered {
-                slot: connection_id,
-            },
-        );
-        self.events.push_back(ClientEvent::RouteResponse {
-            peer,
-            slot: connection_id,
-        });
     }
 }

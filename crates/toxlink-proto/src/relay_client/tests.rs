@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::relay_server::{test_ip, ConnId, Server, ServerConfig};
+use crate::wire::relay::{split_frame, HandshakeResponse};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 

@@ -2,10 +2,15 @@
 //! hand-rolled client built from the wire primitives.
 
 use super::*;
+use crate::crypto::Nonce;
 use crate::wire::packed::{PackedIpPort, Transport};
 use crate::wire::relay::{id, FrameSplit, HANDSHAKE_RESPONSE_SIZE};
+use crate::wire::relay::{
+    split_frame, HandshakePayload, HandshakeRequest, HandshakeResponse, RelayPacket, SecureChannel,
+};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
+use std::time::Duration;
 
 pub(crate) struct TestClient {
     pub kp: KeyPair,

@@ -41,7 +41,7 @@ pub struct RelayArgs {
     /// TCP port to listen on (repeatable). Default: 443, 3389, 33445.
     #[arg(long = "port", value_name = "PORT")]
     pub ports: Vec<u16>,
-    /// Address to bind (repeatable). Default: 0.0.0.0 and [::].
+    /// Address to bind (repeatable). Default: `0.0.0.0` and `[::]`.
     #[arg(long = "bind", value_name = "ADDR")]
     pub bind: Vec<IpAddr>,
     /// Config file: toxlink TOML or a tox-bootstrapd config.

@@ -63,7 +63,7 @@ impl HarnessOptions {
         self.echo = on;
         self
     }
-    /// Enables libtoxcore's log (to [`Harness::log_path`]).
+    /// Enables libtoxcore's log (to [`super::Harness::log_path`]).
     pub fn toxcore_log(mut self, on: bool) -> Self {
         self.toxcore_log = on;
         self

@@ -1,5 +1,5 @@
 //! `toxlink bench`: end-to-end benchmarks. [`udp`]: one connection over
-//! loopback UDP; [`relay`]: relay forwarding and memory per client
+//! loopback UDP; [`relay`](mod@relay): relay forwarding and memory per client
 //! ([`relay_attack`]: the same under attack), on relay processes started by
 //! [`target`] and loaded through raw relay links ([`relay_link`]); `--json`:
 //! a short summary of both.

@@ -1,4 +1,4 @@
-//! `toxlink bench relay --attack` (see [`super::relay`]): honest pairs
+//! `toxlink bench relay --attack` (see [`super::relay`](mod@super::relay)): honest pairs
 //! measured alone and while receivers that never read are flooded and a
 //! connection flood runs.
 

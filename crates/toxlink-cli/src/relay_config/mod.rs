@@ -12,7 +12,7 @@
 //! `enable_ipv6`, `enable_tcp_relay` and `motd` are read; the rest must be
 //! well-formed libconfig and is otherwise ignored. `@include` is refused.
 //!
-//! Layout: [`libconfig`] (the tox-bootstrapd syntax), [`toml_file`]
+//! Layout: `libconfig` (the tox-bootstrapd syntax), `toml_file`
 //! (toxlink's TOML and its `[limits]`), this module (errors, reading a file,
 //! either syntax into one [`RelayFile`]).
 

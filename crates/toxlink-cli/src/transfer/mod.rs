@@ -26,7 +26,7 @@
 //! file unless `--overwrite`, and a size over `--max-size` or the free space
 //! of DIR ([`check_room`]), all before any byte is written. Data goes to
 //! `DIR/.NAME.part-<random>` (created exclusively; NAME shortened so the part
-//! file name stays within 255 bytes, [`part_file_name`]); at END the size
+//! file name stays within 255 bytes, [`part_file::part_file_name`]); at END the size
 //! and SHA-256 are checked, the file is fsynced, then linked (no overwrite:
 //! fails if the name appeared meanwhile) or renamed (overwrite) into place
 //! and the directory fsynced. On any failure, or if the process stops
@@ -35,7 +35,7 @@
 //! peer's file name and reasons are printed with control characters escaped.
 //!
 //! Layout: [`protocol`] (packets), [`part_file`] (the receiver's file until
-//! verified), [`send`] and [`recv`] (the two commands), [`report`] (the
+//! verified), [`send`](mod@send) and [`recv`](mod@recv) (the two commands), [`report`] (the
 //! `--json` line of both), this module (arguments, errors, helpers of both).
 
 mod part_file;

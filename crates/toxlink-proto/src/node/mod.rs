@@ -79,11 +79,11 @@ pub mod probe;
 mod relays;
 mod routes;
 
+use crate::timer::{Timer, TimerTable};
 use admission::{X25519_BURST, X25519_PER_SEC};
 pub use events::{NodeEvent, PathEvent, PathEventKind, PathReason, RelayEvent};
 pub use io::{Input, LinkOutput};
 use peer::{Paths, Peer, ROUTELESS_RETRY};
-use relays::{SLOW_CHECK, UNTIE_GRACE};
 use routes::RouteBook;
 pub use routes::{LinkId, Route};
 
@@ -116,6 +116,26 @@ use std::fmt::Debug;
 use std::hash::Hash;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+/// The node's own deadlines (sessions, path tables, relay links, the pool
+/// and the prober keep theirs; [`Node::poll_timeout`] is the earliest of
+/// all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NodeTimer {
+    /// The next comparison of relay RTTs and check for relays that deliver
+    /// nothing (every `SLOW_CHECK`, once there are peers and relays).
+    SlowCheck,
+    /// The earliest untie of a departed peer's relay route (`UNTIE_GRACE`
+    /// after it left).
+    Untie,
+}
+
+impl Timer for NodeTimer {
+    const ALL: &'static [Self] = &[NodeTimer::SlowCheck, NodeTimer::Untie];
+    fn index(self) -> usize {
+        self as usize
+    }
+}
 
 /// Node configuration.
 #[derive(Debug, Clone, Default)]
@@ -212,7 +232,8 @@ pub struct Node<A> {
     pool: RelayPool,
     blame: BlameLedger,
     prober: SelfProber,
-    last_slow_check: Option<Instant>,
+    /// The node's own timers (each component keeps its own table).
+    timers: TimerTable<NodeTimer, { NodeTimer::ALL.len() }>,
     /// Relay routes of departed peers, untied after [`UNTIE_GRACE`]:
     /// (since, peer DHT key, relay).
     pending_untie: Vec<(Option<Instant>, PublicKey, PublicKey)>,
@@ -270,7 +291,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
             relay_events: VecDeque::new(),
             copy: None,
             last_now: Some(now),
-            last_slow_check: None,
+            timers: TimerTable::new(),
             pending_untie: Vec::new(),
         }
     }
@@ -503,13 +524,9 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
             }
         }
         let slow = (!self.order.is_empty() && self.pool.known().next().is_some())
-            .then(|| self.last_slow_check.map(|c| c + SLOW_CHECK))
+            .then(|| self.timers.get(NodeTimer::SlowCheck))
             .flatten();
-        let untie = self
-            .pending_untie
-            .iter()
-            .filter_map(|(since, _, _)| since.map(|t| t + UNTIE_GRACE))
-            .min();
+        let untie = self.timers.get(NodeTimer::Untie);
         for x in [
             self.relays.poll_timeout(),
             self.prober.poll_timeout(),

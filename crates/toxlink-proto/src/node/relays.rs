@@ -429,12 +429,13 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
     /// pool's one replacement path).
     pub(super) fn check_slow_relays(&mut self, now: Instant) {
         if self
-            .last_slow_check
-            .is_some_and(|t| now.saturating_duration_since(t) < SLOW_CHECK)
+            .timers
+            .get(NodeTimer::SlowCheck)
+            .is_some_and(|t| now < t)
         {
             return;
         }
-        self.last_slow_check = Some(now);
+        self.timers.set(NodeTimer::SlowCheck, now + SLOW_CHECK);
         for i in 0..self.order.len() {
             let peer = self.order[i];
             self.check_dead_relays(now, peer);
@@ -516,6 +517,9 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
         for (peer, relay) in untie {
             if self.pending_untie.len() < MAX_PENDING_UNTIE {
                 self.pending_untie.push((self.last_now, peer, relay));
+                if let Some(t) = self.last_now {
+                    self.timers.set_earlier(NodeTimer::Untie, t + UNTIE_GRACE);
+                }
             } else {
                 self.relays.untie(&peer, &relay);
             }
@@ -534,6 +538,10 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
             if self.book.owner(&Route::Relay { relay, peer }).is_none() {
                 self.relays.untie(&peer, &relay);
             }
+        }
+        match keep.iter().filter_map(|(since, _, _)| *since).min() {
+            Some(t) => self.timers.set(NodeTimer::Untie, t + UNTIE_GRACE),
+            None => self.timers.stop(NodeTimer::Untie),
         }
         self.pending_untie = keep;
     }

@@ -1,4 +1,4 @@
-//! A FriendLink (friend_connection + Messenger, PROTOCOL.md §7.3–7.4) fed
+//! A FriendLink (friend_connection + Messenger, docs/PROTOCOL.md §7.3–7.4) fed
 //! arbitrary lossless / lossy packets, clock steps and closes: it must never
 //! panic, keep its queues bounded, and never report Messenger data while the
 //! peer is not online.

@@ -4,7 +4,7 @@
 //! [`Bootstrapd::start`] writes a libconfig file into a fresh temporary
 //! directory (keys file, log file and the unused PID file live there too),
 //! picks free ports for the DHT (UDP) and one TCP relay port, and waits until
-//! the daemon has written its 64-byte keys file (`pk ‖ sk`, PROTOCOL.md §2.1)
+//! the daemon has written its 64-byte keys file (`pk ‖ sk`, docs/PROTOCOL.md §2.1)
 //! and accepts TCP connections on the relay port.
 //!
 //! Settings: IPv4 only (`enable_ipv6 = false`, `enable_ipv4_fallback = true`),
@@ -223,7 +223,7 @@ impl Bootstrapd {
     }
 
     /// The daemon's DHT public key, which is also its TCP relay key
-    /// (PROTOCOL.md §2.1).
+    /// (docs/PROTOCOL.md §2.1).
     pub fn public_key(&self) -> [u8; 32] {
         self.public_key
     }

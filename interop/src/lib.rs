@@ -5,7 +5,7 @@
 //! * [`bootstrapd`]: a private `tox-bootstrapd` (DHT node + TCP relay) on
 //!   free loopback ports.
 //! * [`harness`]: a small C program on libtoxcore's public API, driven line
-//!   by line over stdin/stdout (PROTOCOL.md §7 explains what such a peer
+//!   by line over stdin/stdout (docs/PROTOCOL.md §7 explains what such a peer
 //!   expects).
 //! * [`measure`]: two befriended c-toxcore peers ([`measure::connect_pair`])
 //!   and their connection set-up time and throughput

@@ -2,7 +2,7 @@
 //! baseline figures later benchmarks compare toxlink against.
 //!
 //! [`connect_pair`] starts two harnesses, bootstraps both to the daemon, adds
-//! each other with `tox_friend_add_norequest` (PROTOCOL.md §7.1) and waits
+//! each other with `tox_friend_add_norequest` (docs/PROTOCOL.md §7.1) and waits
 //! until both report the friend connected. For [`Transport::TcpRelay`] both
 //! run with `--no-udp` and get the daemon as a TCP relay **and** as a
 //! bootstrap node. Observed with libtoxcore 0.2.18: with the relay alone
@@ -10,7 +10,7 @@
 //! friends never connect within 60 s; with `tox_bootstrap` + relay on both
 //! sides they connect over TCP in about 9 s; if only one side has the relay,
 //! the other never comes online. Likely reason (inferred, not traced):
-//! friends are found through the onion (PROTOCOL.md §7.2), and a TCP-only
+//! friends are found through the onion (docs/PROTOCOL.md §7.2), and a TCP-only
 //! node builds its onion paths from nodes passed to `tox_bootstrap`, which
 //! the relay call does not provide.
 //!

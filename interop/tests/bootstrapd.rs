@@ -20,7 +20,7 @@ fn bootstrapd_starts_serves_and_stops() {
     assert_ne!(b.public_key(), [0u8; 32]);
     assert!(b.tcp_addr().ip().is_loopback() && b.udp_addr().ip().is_loopback());
 
-    // Keys file holds pk ‖ sk (PROTOCOL.md §2.1); the log names the same key.
+    // Keys file holds pk ‖ sk (docs/PROTOCOL.md §2.1); the log names the same key.
     let keys = std::fs::read(b.dir().join("keys")).unwrap();
     assert_eq!(keys.len(), 64);
     assert_eq!(keys[..32], b.public_key());

@@ -1,5 +1,5 @@
 //! toxlink as a Tox friend of a c-toxcore 0.2.18 peer through a TCP relay
-//! (issue 5, "Relay"; PROTOCOL.md §3, §6, §7): the same as `friend_udp.rs`,
+//! (issue 5, "Relay"; docs/PROTOCOL.md §3, §6, §7): the same as `friend_udp.rs`,
 //! but the traffic goes through a relay both sides use — a toxlink relay in
 //! one test, tox-bootstrapd's in the other.
 //!

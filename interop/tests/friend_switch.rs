@@ -1,5 +1,5 @@
 //! toxlink as a Tox friend of a c-toxcore 0.2.18 peer while our side moves
-//! between direct UDP and a relay (issue 5, "Switch"; PROTOCOL.md §3, §6).
+//! between direct UDP and a relay (issue 5, "Switch"; docs/PROTOCOL.md §3, §6).
 //!
 //! Both share a toxlink relay (the harness with `tox_add_tcp_relay`, and
 //! SHARE_RELAYS from us, §7.3, so that c-toxcore routes to us on it); we

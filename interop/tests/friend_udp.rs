@@ -1,5 +1,5 @@
 //! toxlink as a Tox friend of a c-toxcore 0.2.18 peer over UDP on loopback
-//! (issue 5, item 3; PROTOCOL.md §7): our node knows the C peer's DHT key,
+//! (issue 5, item 3; docs/PROTOCOL.md §7): our node knows the C peer's DHT key,
 //! address and long-term key and is its friend (`ADDFRIEND` with our real
 //! key); it connects, runs [`toxlink::Friend`] (ONLINE, ALIVE, profile), and
 //! the C peer reports us online over UDP (we also share a dead relay with

@@ -46,7 +46,7 @@ fn toxlink_session_with_c_toxcore_over_udp() {
         })
         .expect("connect within 20 s")
         .expect("connect");
-    // Go online at the Messenger level (PROTOCOL.md §7.3, §7.4).
+    // Go online at the Messenger level (docs/PROTOCOL.md §7.3, §7.4).
     rt.block_on(async {
         conn.send_lossless(&[24]).await.expect("ONLINE");
         conn.send_lossless(&[16]).await.expect("ALIVE");

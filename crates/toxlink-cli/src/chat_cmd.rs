@@ -1,6 +1,6 @@
 //! `toxlink chat` (with another toxlink peer) and `toxlink peer` (with a
 //! c-toxcore peer): lines read from stdin go out as Tox MESSAGE packets
-//! (PROTOCOL.md §7.4), received messages are printed on stdout as
+//! (docs/PROTOCOL.md §7.4), received messages are printed on stdout as
 //! `SHORTID: text` (the peer key's first 8 hex digits; actions as
 //! `* SHORTID text`; control characters such as terminal escapes shown
 //! escaped, e.g. `\x1b`), and a status line goes to stderr whenever the

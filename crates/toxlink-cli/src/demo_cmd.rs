@@ -325,7 +325,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
                     b.set_udp_blocked(a.local_addr(), false);
                     // Each side learns the other's address (as the DHT would
                     // tell it): a UDP path is only accepted from a known
-                    // address (PROTOCOL.md §6).
+                    // address (docs/PROTOCOL.md §6).
                     a.add_path(&peer_b, b.local_addr());
                     b.add_path(&a.public_key(), a.local_addr());
                     say(&mut timeline, "direct UDP opened".into());

@@ -5,7 +5,7 @@
 //! gives `--peer-addr HOST:PORT` and reaches the other side directly over UDP;
 //! the other side listens on `--bind`/`--port` and accepts only `--peer`.
 //! Nodes run with `NodeConfig::dht_is_real`, so a toxlink peer's DHT key is its
-//! long-term key (PROTOCOL.md §1) and `--peer KEY` suffices; `toxlink peer`
+//! long-term key (docs/PROTOCOL.md §1) and `--peer KEY` suffices; `toxlink peer`
 //! (a c-toxcore friend) takes the peer's DHT key separately.
 //!
 //! Relays (`--relay KEY@HOST:PORT`, repeatable) are checked for reachability

@@ -1,7 +1,7 @@
 //! `toxlink relay`: a Tox TCP relay server people can run.
 //!
 //! * Keys file in tox-bootstrapd's format: 64 raw bytes `pk ‖ sk`
-//!   (PROTOCOL.md §2.1), created (mode 0600, atomically) if missing, refused
+//!   (docs/PROTOCOL.md §2.1), created (mode 0600, atomically) if missing, refused
 //!   if group or others may access it ([`toxlink_cli::keys_file`]).
 //! * Config: our TOML or a tox-bootstrapd config, read and checked by
 //!   [`toxlink_cli::relay_config`] (the code the `relay_config` fuzz target

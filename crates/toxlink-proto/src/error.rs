@@ -1,7 +1,7 @@
 //! Why an incoming packet was dropped, and why a send was refused: one
 //! taxonomy for the whole crate.
 //!
-//! Dropping is always silent on the wire (PROTOCOL.md §6); a [`DropReason`]
+//! Dropping is always silent on the wire (docs/PROTOCOL.md §6); a [`DropReason`]
 //! is for counters, logs, tests and, above all, for the owner's decisions.
 //! Its top-level kind says *whose fault* a drop is, which is what a caller
 //! keys on:

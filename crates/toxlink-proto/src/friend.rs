@@ -1,6 +1,6 @@
 //! Being a good Tox friend over one established net_crypto connection: the
 //! friend_connection and Messenger behaviour a c-toxcore 0.2.18 peer expects
-//! (PROTOCOL.md §7.3, §7.4), as a sans-IO state machine.
+//! (docs/PROTOCOL.md §7.3, §7.4), as a sans-IO state machine.
 //!
 //! A [`FriendLink`] sits on top of one session. The owner feeds it the
 //! session's events ([`FriendLink::handle_established`],
@@ -14,7 +14,7 @@
 //! and return the packet bytes for the owner to send itself, so bulk data
 //! never queues here and keeps the session's backpressure.
 //!
-//! Rules kept (PROTOCOL.md section in brackets):
+//! Rules kept (docs/PROTOCOL.md section in brackets):
 //! * On ESTABLISHED: friend_connection is up; we send ONLINE, ALIVE and, if
 //!   we have relays, SHARE_RELAYS (§7.3, §7.4).
 //! * The peer is *online* (event [`FriendEvent::Online`]) only after an
@@ -60,7 +60,7 @@ pub const SHARE_RELAYS_INTERVAL: Duration = Duration::from_secs(120);
 /// Bound on queued outgoing protocol packets and on queued events; beyond it
 /// new entries are dropped and counted.
 pub const MAX_QUEUED: usize = 4096;
-/// Largest net_crypto data (id byte included), PROTOCOL.md §4.7.
+/// Largest net_crypto data (id byte included), docs/PROTOCOL.md §4.7.
 pub use crate::wire::net_crypto::MAX_CRYPTO_DATA_SIZE as MAX_DATA_SIZE;
 
 /// Settings of a [`FriendLink`].

@@ -7,15 +7,15 @@
 //! runtime (`toxlink`), the deterministic simulator (`toxlink-sim`) and the
 //! fuzzers.
 //!
-//! * [`crypto`]: keys, nonces, XSalsa20-Poly1305 boxes (PROTOCOL.md §1).
+//! * [`crypto`]: keys, nonces, XSalsa20-Poly1305 boxes (docs/PROTOCOL.md §1).
 //! * [`wire`]: byte layouts of every packet, parse and encode, no behaviour.
 //! * [`error`]: why a packet was dropped or a send refused (one taxonomy).
 //! * [`relay_server`]: the TCP relay server state machine (§2.5).
 //! * [`relay_client`]: one relay link and a node's set of relays (§2.6, §3).
-//! * [`session`]: one net_crypto connection (PROTOCOL.md §4–§6).
+//! * [`session`]: one net_crypto connection (docs/PROTOCOL.md §4–§6).
 //! * [`node`]: the sans-IO endpoint owning the sessions by peer.
-//! * [`friend`]: friend_connection + Messenger over a session (PROTOCOL.md §7).
-//! * [`paths`]: multipath health, scheduling, relay blame and pool (DESIGN.md §3).
+//! * [`friend`]: friend_connection + Messenger over a session (docs/PROTOCOL.md §7).
+//! * [`paths`]: multipath health, scheduling, relay blame and pool (docs/DESIGN.md §3).
 //! * [`timer`]: a fixed table of deadlines indexed by a timer enum.
 
 #![forbid(unsafe_op_in_unsafe_fn)]

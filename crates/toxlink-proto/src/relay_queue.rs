@@ -1,6 +1,6 @@
 //! The outgoing side of one relay link, shared by the relay server and the
 //! relay client: raw handshake bytes, then priority frames, then data frames
-//! (PROTOCOL.md §2.3).
+//! (docs/PROTOCOL.md §2.3).
 //!
 //! Frames are queued **unsealed** as `[BE16 L][16 free bytes][plaintext]` and
 //! sealed only when the runtime drains them, so that the nonce order on the

@@ -1,4 +1,4 @@
-//! Multipath scenarios (issue 6, DESIGN.md §3–§4): two `Node`s joined by two
+//! Multipath scenarios (issue 6, docs/DESIGN.md §3–§4): two `Node`s joined by two
 //! direct paths (node 1 owns addresses 1 and 11, node 2 owns 2 and 12; path
 //! A is 1↔2, path B is 11↔12). Node 1 streams paced lossless packets to node
 //! 2 while a path fails. Every seed asserts: every packet delivered, intact,

@@ -1,4 +1,4 @@
-//! Relay path scenarios (issue 6, DESIGN.md §3–§4) and the chaos suite (`TOXLINK_SEEDS=<n>` runs n seeds).
+//! Relay path scenarios (issue 6, docs/DESIGN.md §3–§4) and the chaos suite (`TOXLINK_SEEDS=<n>` runs n seeds).
 //!
 //! Peers are `node::Node`s whose relay links are simulator streams
 //! (`support::PeerNode`); relays are the sans-IO relay server on a sim address

@@ -1,5 +1,5 @@
 //! [`Friend`]: a [`Connection`] that behaves as a Tox friend towards a
-//! c-toxcore peer (PROTOCOL.md §7), driving the sans-IO
+//! c-toxcore peer (docs/PROTOCOL.md §7), driving the sans-IO
 //! [`toxlink_proto::friend::FriendLink`].
 //!
 //! One task per friend owns the connection's receive side: it feeds received
@@ -117,7 +117,7 @@ impl Friend {
     /// read the connection only through [`next_event`](Self::next_event).
     pub fn start(conn: Connection, mut cfg: FriendConfig) -> Friend {
         // Unless told otherwise, share the node's relays (≤ 3 go out,
-        // PROTOCOL.md §7.3).
+        // docs/PROTOCOL.md §7.3).
         if cfg.relays.is_empty() {
             cfg.relays = conn.known_relays();
         }
@@ -163,7 +163,7 @@ impl Friend {
     }
 
     /// Sends a chat message (1..=1372 bytes); returns its net_crypto packet
-    /// number (delivered once the peer acknowledges it, PROTOCOL.md §7.4).
+    /// number (delivered once the peer acknowledges it, docs/PROTOCOL.md §7.4).
     pub async fn send_message(&self, text: &[u8]) -> Result<u32, FriendError> {
         let pkt = self.inner.link().message(text)?;
         self.inner.control_flushed().await;
@@ -287,7 +287,7 @@ async fn flush(
                 if let FriendEvent::ShareRelays(list) = &e {
                     // Relays the friend is on, as its word (the link reports
                     // them only while the friend is online): for this
-                    // friend's connection (DESIGN.md §3, "Framing").
+                    // friend's connection (docs/DESIGN.md §3, "Framing").
                     conn.learn_friend_relays(list);
                 }
                 if events.send(e).await.is_err() {

@@ -2,7 +2,7 @@
 //! IPv6) driving the sans-IO [`toxlink_proto::node::Node`], and
 //! [`Connection`]s to peers with `send_lossless`, `send_lossy`, `recv` and
 //! `close`. [`Friend`] runs the Tox friend protocol (ONLINE, ALIVE, messages,
-//! custom packets; PROTOCOL.md §7) on top of a connection.
+//! custom packets; docs/PROTOCOL.md §7) on top of a connection.
 //!
 //! One driver task per node owns the socket and the protocol state (behind a
 //! short-held mutex shared with the connection handles). It reads datagrams in
@@ -215,7 +215,7 @@ impl Node {
 
     /// Makes a TCP relay known: the node connects to it at once (so peers on
     /// it can reach us) and uses it, with up to two others, as a path to
-    /// every peer (DESIGN.md §3).
+    /// every peer (docs/DESIGN.md §3).
     pub fn add_relay(&self, relay: PublicKey, addr: SocketAddr) {
         let mut st = self.shared.lock();
         st.node.add_relay(Instant::now(), relay, addr);

@@ -1,8 +1,8 @@
-//! Two toxlink nodes as Tox friends on loopback (PROTOCOL.md §7.4): both go
+//! Two toxlink nodes as Tox friends on loopback (docs/PROTOCOL.md §7.4): both go
 //! online through the ONLINE exchange, profiles, messages, actions and custom
 //! lossless / lossy packets arrive; closing one side takes the other offline;
 //! a friend whose peer stops sending ALIVE times out and closes (with short
-//! timers, PROTOCOL.md §7.3).
+//! timers, docs/PROTOCOL.md §7.3).
 
 use std::time::Duration;
 use toxlink::toxlink_proto::crypto::KeyPair;
@@ -212,7 +212,7 @@ async fn first_data_after_online_is_not_dropped() {
 }
 
 /// A friend's SHARE_RELAYS teaches our node its relays, which then become
-/// paths of the connection (DESIGN.md §3, relay pool: learning relays from
+/// paths of the connection (docs/DESIGN.md §3, relay pool: learning relays from
 /// the peer); our own known relays are shared without being asked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_relays_become_paths() {

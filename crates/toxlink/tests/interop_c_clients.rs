@@ -16,11 +16,11 @@
 //! Why both relays and the bootstrap node (observed with libtoxcore 0.2.18,
 //! see interop/src/measure.rs): TCP-only c-toxcore finds friends through the
 //! onion, which it reaches through its first three relays; the toxlink relay
-//! does not run the onion (it ignores ONION_REQUEST, PROTOCOL.md §2.5), so
+//! does not run the onion (it ignores ONION_REQUEST, docs/PROTOCOL.md §2.5), so
 //! without tox-bootstrapd the peers never find each other.
 //!
 //! Why a set-up may be retried: a peer ties to a friend the relays named in
-//! the friend's DHT-PK announcement (PROTOCOL.md §7.2) and, when it accepts
+//! the friend's DHT-PK announcement (docs/PROTOCOL.md §7.2) and, when it accepts
 //! an incoming handshake that came as OOB (§3), the relay that handshake came
 //! through. When the connection is set up before a peer got the
 //! announcement, that peer ties only the relay of the first handshake it

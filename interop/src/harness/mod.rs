@@ -180,7 +180,7 @@ impl Harness {
         self.public_key
     }
 
-    /// DHT public key (the key it uses towards TCP relays, PROTOCOL.md §2.1).
+    /// DHT public key (the key it uses towards TCP relays, docs/PROTOCOL.md §2.1).
     pub fn dht_key(&self) -> [u8; 32] {
         self.dht_key
     }

@@ -1,7 +1,7 @@
 //! Shared pieces of the friend-over-relay tests (`friend_relay.rs`,
 //! `friend_switch.rs`): the harness's custom packet layout, bounded event
 //! waits, and the set-up of our node as a friend of a c-toxcore peer with a
-//! TCP relay both of them use (PROTOCOL.md §3, §6, §7).
+//! TCP relay both of them use (docs/PROTOCOL.md §3, §6, §7).
 //!
 //! Invariant: every wait here is bounded by a tokio timeout and fails the
 //! test (panics) when it runs out; children (harness, tox-bootstrapd) are
@@ -101,7 +101,7 @@ pub struct Setup {
 
 /// Starts the harness, the relay (`bootstrapd`: tox-bootstrapd's, else a
 /// toxlink relay) and our node; gives the relay to both (the harness with
-/// `tox_add_tcp_relay`, PROTOCOL.md §3) and has the harness add us as a
+/// `tox_add_tcp_relay`, docs/PROTOCOL.md §3) and has the harness add us as a
 /// friend.
 pub fn setup(bootstrapd: bool, seed: u64) -> Setup {
     // `RUST_LOG=...` shows our node's and relay's logs.

@@ -1,7 +1,7 @@
 //! `toxlink send FILE` / `toxlink recv DIR`: one file over a friend
 //! connection, verified by size and SHA-256 before it takes its final name.
 //!
-//! # Protocol (Tox custom lossless packets, ids 160..=191, PROTOCOL.md §7)
+//! # Protocol (Tox custom lossless packets, ids 160..=191, docs/PROTOCOL.md §7)
 //!
 //! Lossless packets arrive complete, once and in order, so the protocol has
 //! no sequence numbers or retransmission of its own:

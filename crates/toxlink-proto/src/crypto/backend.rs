@@ -4,7 +4,7 @@
 //! Everything above this module works with [`SharedKey`](super::SharedKey)
 //! and [`Nonce`](super::Nonce); only the four functions of [`Backend`] touch
 //! a cryptographic library. Two implementations exist and must agree byte for
-//! byte (tests check both against the vectors of PROTOCOL.md §10):
+//! byte (tests check both against the vectors of docs/PROTOCOL.md §10):
 //!
 //! * [`RustCrypto`]: pure Rust (`x25519-dalek`, `salsa20`, `xsalsa20poly1305`);
 //! * [`Sodium`]: the system libsodium (feature `sodium`, on by default).

@@ -1,5 +1,5 @@
 //! Keys, precomputed shared keys, nonces and authenticated encryption as Tox
-//! uses them (PROTOCOL.md §1).
+//! uses them (docs/PROTOCOL.md §1).
 //!
 //! * A box is XSalsa20-Poly1305 with the 16-byte tag **first**:
 //!   `Box(k, n, p) = tag ‖ ciphertext`, `|p| + 16` bytes (libsodium
@@ -40,7 +40,7 @@ const LOW_ORDER_DOMAIN: &[u8] = b"toxlink low-order peer";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CryptoError {
-    /// Tox never encrypts an empty plaintext (PROTOCOL.md §1).
+    /// Tox never encrypts an empty plaintext (docs/PROTOCOL.md §1).
     #[error("refusing to encrypt an empty plaintext")]
     EmptyPlaintext,
     /// A box must be longer than its 16-byte tag.
@@ -213,7 +213,7 @@ impl KeyPair {
 }
 
 /// A 32-byte symmetric key: a precomputed `crypto_box_beforenm` key or any
-/// random 32 bytes (the cookie key, PROTOCOL.md §4.2).
+/// random 32 bytes (the cookie key, docs/PROTOCOL.md §4.2).
 #[derive(Clone, PartialEq, Eq)]
 pub struct SharedKey(pub [u8; SHARED_KEY_SIZE]);
 
@@ -427,7 +427,7 @@ impl Nonce {
     }
 
     /// The last two bytes as a big-endian `u16` (the data packet header,
-    /// PROTOCOL.md §4.6).
+    /// docs/PROTOCOL.md §4.6).
     pub fn low16(&self) -> u16 {
         u16::from_be_bytes([self.0[22], self.0[23]])
     }

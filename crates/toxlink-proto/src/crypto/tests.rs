@@ -1,4 +1,4 @@
-//! Vectors of PROTOCOL.md §10 and cross-backend checks.
+//! Vectors of docs/PROTOCOL.md §10 and cross-backend checks.
 
 use super::backend::{Backend, RustCrypto};
 use super::*;

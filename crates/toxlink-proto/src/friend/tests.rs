@@ -1,6 +1,6 @@
 //! FriendLink against a scripted peer: the online rule, ALIVE timing, the
 //! 32 s timeout, discarding before online and SHARE_RELAYS content
-//! (PROTOCOL.md §7.3, §7.4).
+//! (docs/PROTOCOL.md §7.3, §7.4).
 
 use super::*;
 use crate::crypto::PublicKey;

@@ -1,4 +1,4 @@
-//! The sans-IO endpoint (DESIGN.md §2 "node"): owns our keys, the stateless
+//! The sans-IO endpoint (docs/DESIGN.md §2 "node"): owns our keys, the stateless
 //! cookie responder, one [`Session`] per peer (by real public key), the relay
 //! links shared by all peers ([`RelaySet`]), the relay pool, the blame ledger
 //! and the self-prober; maps every incoming packet to its owner and gathers
@@ -7,10 +7,10 @@
 //! The address type `A` is whatever the owner uses to name a UDP address (a
 //! `SocketAddr` in the tokio runtime, a small id in the simulator). A path of
 //! a peer is a [`Route`]: a UDP address, or a relay through which both sides
-//! route to each other (PROTOCOL.md §3). Each route becomes a [`PathId`] of
+//! route to each other (docs/PROTOCOL.md §3). Each route becomes a [`PathId`] of
 //! the session and a [`PathKey`] of its path table.
 //!
-//! Multipath (DESIGN.md §3): each session has a [`PathTable`] and a
+//! Multipath (docs/DESIGN.md §3): each session has a [`PathTable`] and a
 //! [`Scheduler`]: every lossless transmit is recorded per path copy with its
 //! packet number, acknowledgements reported by the session
 //! ([`Session::drain_acked`]) prove paths, and data goes on `Choice.primary`
@@ -24,7 +24,7 @@
 //! every relay of the peer (as OOB until the peer routes to us, §3), so a
 //! c-toxcore peer sees the behaviour it expects.
 //!
-//! Relays (DESIGN.md §3): the [`RelayPool`] keeps a target number of relays
+//! Relays (docs/DESIGN.md §3): the [`RelayPool`] keeps a target number of relays
 //! per peer from the known ones — ours ([`Node::add_relay`]) and, for that
 //! friend's connection only, the ones a friend named
 //! ([`Node::add_friend_relay`]: never changing how we reach a relay we know
@@ -54,7 +54,7 @@
 //! self-prober); this file is the facade (configuration, counters, the
 //! public verbs).
 //!
-//! Rules (PROTOCOL.md §4.3, §4.4, §6):
+//! Rules (docs/PROTOCOL.md §4.3, §4.4, §6):
 //! * Cookie requests are answered for anybody, statelessly, rate limited, on
 //!   the route they came from.
 //! * From an unknown route only handshakes are processed; a valid one from a

@@ -1,4 +1,4 @@
-//! Self-probes (DESIGN.md §3 "Framing"): evidence about a relay that no
+//! Self-probes (docs/DESIGN.md §3 "Framing"): evidence about a relay that no
 //! friend can forge.
 //!
 //! When a peer's traffic through relay R fails authentication, R may be

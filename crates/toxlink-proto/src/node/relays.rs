@@ -28,7 +28,7 @@ fn drain_set(set: &mut RelaySet) -> Vec<RelaySetEvent> {
 
 impl<A: Copy + Eq + Hash + Debug> Node<A> {
     /// A packet of `peer` through `relay` failed authentication (§6: dropped
-    /// silently; DESIGN.md §3: counted against the relay for that peer).
+    /// silently; docs/DESIGN.md §3: counted against the relay for that peer).
     pub(super) fn on_relay_auth_failure(
         &mut self,
         now: Instant,

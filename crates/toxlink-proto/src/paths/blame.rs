@@ -1,4 +1,4 @@
-//! Relay blame and framing protection (DESIGN.md §3, "Tampering", "Framing").
+//! Relay blame and framing protection (docs/DESIGN.md §3, "Tampering", "Framing").
 //!
 //! A net_crypto packet that arrives through relay R on peer P's route and
 //! fails authentication is evidence against R — or against P, who can send

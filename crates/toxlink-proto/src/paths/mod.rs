@@ -1,5 +1,5 @@
 //! Multipath: one net_crypto connection over direct UDP and several relays at
-//! once (DESIGN.md §3).
+//! once (docs/DESIGN.md §3).
 //!
 //! The receiver side of net_crypto is already path-agnostic (a data packet is
 //! accepted from any path, deduplicated by packet number and delivered in

@@ -1,4 +1,4 @@
-//! Which path(s) carry the next packet (DESIGN.md §3, "Scheduler").
+//! Which path(s) carry the next packet (docs/DESIGN.md §3, "Scheduler").
 //!
 //! * The primary is the best usable path: a healthy direct UDP path beats
 //!   every relay; otherwise the path with the lowest score, where the score is

@@ -1,4 +1,4 @@
-//! Sans-IO Tox TCP relay client: one relay link (PROTOCOL.md §2.2, §2.6),
+//! Sans-IO Tox TCP relay client: one relay link (docs/PROTOCOL.md §2.2, §2.6),
 //! and [`RelaySet`], a node's set of relay links with per-peer routing state
 //! (§3).
 //!

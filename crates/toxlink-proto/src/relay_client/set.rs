@@ -1,4 +1,4 @@
-//! A node's relay links and which relays route to which peer (PROTOCOL.md §3).
+//! A node's relay links and which relays route to which peer (docs/PROTOCOL.md §3).
 //!
 //! [`RelaySet`] holds several relays by public key, each with its address,
 //! its current [`Client`] (if any) and a reconnect schedule: a link that was

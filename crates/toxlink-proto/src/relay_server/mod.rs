@@ -1,4 +1,4 @@
-//! Sans-IO Tox TCP relay server (PROTOCOL.md §2.2–§2.5).
+//! Sans-IO Tox TCP relay server (docs/PROTOCOL.md §2.2–§2.5).
 //!
 //! The runtime owns the sockets and gives each accepted connection a
 //! [`ConnId`]. It feeds [`Server::handle_accept`], [`Server::handle_bytes`],

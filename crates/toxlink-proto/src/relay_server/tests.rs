@@ -1,4 +1,4 @@
-//! Rules of PROTOCOL.md §2.2–§2.5 against the sans-IO server, with a minimal
+//! Rules of docs/PROTOCOL.md §2.2–§2.5 against the sans-IO server, with a minimal
 //! hand-rolled client built from the wire primitives.
 
 use super::*;

@@ -1,7 +1,7 @@
 //! Congestion control for lossless packets: a rate-based, BBR-like controller
 //! with pacing, and a delay-qualified loss response. Wire-compatible with
 //! c-toxcore because the wire carries no congestion signal at all: it only
-//! decides *when* our lossless packets leave (PROTOCOL.md §5 describes
+//! decides *when* our lossless packets leave (docs/PROTOCOL.md §5 describes
 //! c-toxcore's own controller, which we do not copy).
 //!
 //! # Algorithm

@@ -1,4 +1,4 @@
-//! The data link of a session (NOT_CONFIRMED and ESTABLISHED; PROTOCOL.md
+//! The data link of a session (NOT_CONFIRMED and ESTABLISHED; docs/PROTOCOL.md
 //! §4.6–§4.10): the session key and data nonces, the reliable send and
 //! receive buffers, the lossy queues and the per-path loss evidence. It
 //! exists from the moment the peer's handshake is accepted and is kept

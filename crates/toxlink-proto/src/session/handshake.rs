@@ -1,4 +1,4 @@
-//! Cookie exchange and handshake of a net_crypto connection (PROTOCOL.md
+//! Cookie exchange and handshake of a net_crypto connection (docs/PROTOCOL.md
 //! §4.2–§4.4): builders and validators of the four handshake-phase packets,
 //! the node's cookie key, and the stateless, rate-limited cookie responder.
 //!

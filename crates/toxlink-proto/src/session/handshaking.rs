@@ -1,5 +1,5 @@
 //! The handshake phase of a session (COOKIE_REQUESTING, HANDSHAKE_SENT and,
-//! alongside the data link, NOT_CONFIRMED; PROTOCOL.md §4.3–§4.5): the
+//! alongside the data link, NOT_CONFIRMED; docs/PROTOCOL.md §4.3–§4.5): the
 //! handshake material and the re-send schedule, dropped as a whole when the
 //! connection is established or closed.
 

@@ -1,4 +1,4 @@
-//! One net_crypto connection as a sans-IO state machine (PROTOCOL.md §4–§6).
+//! One net_crypto connection as a sans-IO state machine (docs/PROTOCOL.md §4–§6).
 //!
 //! A [`Session`] is fed datagrams with [`Session::handle_packet`] and timer
 //! ticks with [`Session::handle_timeout`], and is polled for datagrams to send
@@ -8,7 +8,7 @@
 //! picks a path.
 //!
 //! # Paths
-//! The session is path-agnostic (DESIGN.md §3). Every input carries an opaque
+//! The session is path-agnostic (docs/DESIGN.md §3). Every input carries an opaque
 //! [`PathId`] chosen by the owner; the session records when each path last
 //! carried an authenticated packet ([`Session::last_authenticated`]), reports
 //! an authentication failure as the [`DropReason`] of

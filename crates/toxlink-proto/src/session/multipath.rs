@@ -1,5 +1,5 @@
 //! The multipath hooks of a session: what an owner that spreads one
-//! connection over several paths tells it and asks of it (DESIGN.md §3).
+//! connection over several paths tells it and asks of it (docs/DESIGN.md §3).
 
 use super::{congestion, PathId, Session};
 

@@ -1,4 +1,4 @@
-//! The reliable layer of a net_crypto connection (PROTOCOL.md §4.6–§4.10):
+//! The reliable layer of a net_crypto connection (docs/PROTOCOL.md §4.6–§4.10):
 //! packet numbers, the send and receive buffers, request packets, and the
 //! 2-byte data nonce reconstruction with replay protection.
 //!

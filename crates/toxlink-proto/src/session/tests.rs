@@ -1,4 +1,4 @@
-//! Session tests: byte vectors of PROTOCOL.md §10, and two sessions wired back
+//! Session tests: byte vectors of docs/PROTOCOL.md §10, and two sessions wired back
 //! to back through a tiny in-memory link with virtual time (loss, bursts,
 //! duplication, reordering, corruption, latency, bandwidth cap).
 

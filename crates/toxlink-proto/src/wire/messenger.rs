@@ -1,5 +1,5 @@
 //! The friend_connection and Messenger packets carried as net_crypto data
-//! (PROTOCOL.md §7.3–7.4): what a c-toxcore friend sends or expects.
+//! (docs/PROTOCOL.md §7.3–7.4): what a c-toxcore friend sends or expects.
 //!
 //! [`MessengerPacket::parse`] takes the data of one lossless or lossy
 //! net_crypto packet (id byte first). Ids toxlink does not interpret
@@ -9,7 +9,7 @@
 use super::packed::PackedNode;
 use super::{array, out_slice, WireError};
 
-/// Packet ids (PROTOCOL.md §7.3, §7.4).
+/// Packet ids (docs/PROTOCOL.md §7.3, §7.4).
 pub mod id {
     /// friend_connection keep-alive.
     pub const ALIVE: u8 = 16;
@@ -365,7 +365,7 @@ impl<'a> MessengerPacket<'a> {
         }
     }
 
-    /// Whether net_crypto carries this id losslessly (PROTOCOL.md §4.8).
+    /// Whether net_crypto carries this id losslessly (docs/PROTOCOL.md §4.8).
     pub fn is_lossless(&self) -> bool {
         matches!(
             super::net_crypto::IdClass::of(self.id()),

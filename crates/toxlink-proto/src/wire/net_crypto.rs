@@ -1,4 +1,4 @@
-//! net_crypto wire format (PROTOCOL.md §4.1–4.9).
+//! net_crypto wire format (docs/PROTOCOL.md §4.1–4.9).
 //!
 //! Outer packets (first byte of a UDP datagram or of a relay DATA/OOB payload):
 //! [`CookieRequest`] (24, 145 bytes), [`CookieResponse`] (25, 161 bytes),
@@ -14,7 +14,7 @@
 use super::{array, out_slice, WireError};
 use crate::crypto::{sha512, Nonce, PublicKey, SharedKey, MAC_SIZE, SHA512_SIZE};
 
-/// Outer packet ids (PROTOCOL.md §4.1).
+/// Outer packet ids (docs/PROTOCOL.md §4.1).
 pub mod kind {
     /// Cookie request.
     pub const COOKIE_REQUEST: u8 = 0x18;
@@ -26,7 +26,7 @@ pub mod kind {
     pub const DATA: u8 = 0x1b;
 }
 
-/// Ids of the first data byte inside a data packet (PROTOCOL.md §4.8).
+/// Ids of the first data byte inside a data packet (docs/PROTOCOL.md §4.8).
 pub mod packet_id {
     /// Padding (never an id).
     pub const PADDING: u8 = 0;
@@ -44,7 +44,7 @@ pub mod packet_id {
     pub const LOSSY_LAST: u8 = 254;
 }
 
-/// What a data byte id means (PROTOCOL.md §4.8).
+/// What a data byte id means (docs/PROTOCOL.md §4.8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum IdClass {
@@ -546,11 +546,11 @@ impl<'a> DataPacket<'a> {
 pub const DATA_HEADER_SIZE: usize = 3;
 
 /// `DATA_NUM_THRESHOLD`: how far the receive nonce moves when a packet more
-/// than twice this far ahead authenticates (PROTOCOL.md §4.6).
+/// than twice this far ahead authenticates (docs/PROTOCOL.md §4.6).
 pub const DATA_NUM_THRESHOLD: u32 = 21845;
 
 /// Reconstructs the full nonce of a data packet from the receive nonce `rx`
-/// and the packet's two nonce bytes (PROTOCOL.md §4.6). Returns the nonce and
+/// and the packet's two nonce bytes (docs/PROTOCOL.md §4.6). Returns the nonce and
 /// the distance from `rx`. After the packet authenticates, call
 /// [`advance_rx_nonce`] with that distance.
 pub fn reconstruct_nonce(rx: &Nonce, nonce_low: u16) -> (Nonce, u16) {
@@ -578,7 +578,7 @@ pub fn advance_rx_nonce(rx: &mut Nonce, diff: u16) {
     }
 }
 
-/// The plaintext of a data packet (PROTOCOL.md §4.7): `BE32 buffer_start ‖
+/// The plaintext of a data packet (docs/PROTOCOL.md §4.7): `BE32 buffer_start ‖
 /// BE32 packet number ‖ zero padding ‖ data`, where `data[0]` is the packet id
 /// (never 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -654,7 +654,7 @@ impl<'a> DataPlaintext<'a> {
     }
 }
 
-/// Writes a request packet (`[1] ‖ b1 … bk`, PROTOCOL.md §4.9) into `out`
+/// Writes a request packet (`[1] ‖ b1 … bk`, docs/PROTOCOL.md §4.9) into `out`
 /// for the receive buffer `[recv_start, recv_end)`: `is_received(i)` tells
 /// whether lossless packet `i` is stored. Returns the length written (at
 /// least 1, at most `min(out.len(), MAX_CRYPTO_DATA_SIZE)`); when the buffer
@@ -702,7 +702,7 @@ pub struct RequestItem {
 /// Reads a request packet body (the bytes after the id) against our send
 /// buffer `[send_start, send_end)`, yielding one [`RequestItem`] per packet
 /// number it speaks about, in order. Packets after the point where the bytes
-/// run out (or past `send_end`) are not mentioned (PROTOCOL.md §4.9).
+/// run out (or past `send_end`) are not mentioned (docs/PROTOCOL.md §4.9).
 ///
 /// The rule "after a run of 255 unrequested packets the next byte must be 0"
 /// cannot be broken by any byte string: a non-zero byte `b` always matches

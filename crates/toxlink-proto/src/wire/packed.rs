@@ -1,4 +1,4 @@
-//! Packed IP_Port and packed node (PROTOCOL.md §7.3): used by SHARE_RELAYS
+//! Packed IP_Port and packed node (docs/PROTOCOL.md §7.3): used by SHARE_RELAYS
 //! and the relay's FORWARD_REQUEST.
 //!
 //! `family (1) ‖ IPv4 (4) | IPv6 (16) ‖ port BE16` (7 or 19 bytes), and a

@@ -1,4 +1,4 @@
-//! The TCP relay wire format (PROTOCOL.md §2.2–2.4).
+//! The TCP relay wire format (docs/PROTOCOL.md §2.2–2.4).
 //!
 //! * [`HandshakeRequest`] (128 bytes, client → server) and
 //!   [`HandshakeResponse`] (96 bytes, server → client), each carrying a sealed

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 /// Small, frame-aligned writes: with 64 KiB writes, tox-bootstrapd (c-toxcore
 /// 0.2.18) stalled reading our stream for seconds in about one run in five of
 /// the interop test (it reads a frame only once it is wholly buffered;
-/// DESIGN.md §4 notes the same stall); with 8 KiB writes 20 runs out of 20
+/// docs/DESIGN.md §4 notes the same stall); with 8 KiB writes 20 runs out of 20
 /// passed.
 pub(crate) const CLIENT_WRITE_BATCH: usize = 8 * 1024;
 /// Bytes read from a relay socket at once.

@@ -1,6 +1,6 @@
 //! The relays kept per peer, where each known relay came from, and their
-//! replacement (DESIGN.md §3, "Relays that go offline", "Slow relays",
-//! "Framing"; PROTOCOL.md §3).
+//! replacement (docs/DESIGN.md §3, "Relays that go offline", "Slow relays",
+//! "Framing"; docs/PROTOCOL.md §3).
 //!
 //! Each peer keeps a target number of relays (default 3, at most 6, as
 //! c-toxcore). A relay leaves a peer's set through **one** code path,

@@ -345,7 +345,7 @@ fn a_route_refused_for_one_peer_does_not_back_the_relay_off_for_others() {
     assert!(p.active(&pk(101)).contains(&pk(1)));
 }
 
-// --- Framing (DESIGN.md §3): what friends say about relays. ---
+// --- Framing (docs/DESIGN.md §3): what friends say about relays. ---
 
 #[test]
 fn a_friend_poisoning_a_relay_address_cannot_change_how_we_reach_it_or_where_we_probe() {

@@ -1,4 +1,4 @@
-//! Layouts of PROTOCOL.md §7.3–7.4, limits, round trips.
+//! Layouts of docs/PROTOCOL.md §7.3–7.4, limits, round trips.
 
 use super::*;
 use crate::crypto::tests::hv;

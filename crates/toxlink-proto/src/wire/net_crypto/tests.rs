@@ -1,4 +1,4 @@
-//! PROTOCOL.md §10 net_crypto vectors, layouts, request packets, round trips.
+//! docs/PROTOCOL.md §10 net_crypto vectors, layouts, request packets, round trips.
 
 use super::*;
 use crate::crypto::tests::{alice, bob, h, hv, k, nonce};

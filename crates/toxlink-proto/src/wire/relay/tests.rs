@@ -1,4 +1,4 @@
-//! PROTOCOL.md §10 relay vectors, layouts, malformed input, round trips.
+//! docs/PROTOCOL.md §10 relay vectors, layouts, malformed input, round trips.
 
 use super::*;
 use crate::crypto::tests::{alice, bob, h, hv, k, nonce};
@@ -228,7 +228,7 @@ fn oob_bounds() {
 
 #[test]
 fn forward_request_layout_and_limits() {
-    // PROTOCOL.md §10 capture: [10] ‖ 02 7f000001 <port> ‖ "FWDDATA".
+    // docs/PROTOCOL.md §10 capture: [10] ‖ 02 7f000001 <port> ‖ "FWDDATA".
     let p = RelayPacket::ForwardRequest {
         address: PackedIpPort {
             transport: Transport::Udp,

@@ -536,18 +536,7 @@ impl Session {
     /// Ends the connection with a terminal event (no KILL is sent).
     fn close_with(&mut self, e: Event) {
         self.c.terminal = Some(e);
-        self.c.timers.stop_all();
-        self.phase = match std::mem::replace(&mut self.phase, Phase::CLOSED) {
-            Phase::NotConfirmed(_, mut l) | Phase::Established(mut l) => {
-                l.lossy_out.clear();
-                Phase::Closed {
-                    link: Some(l),
-                    kill_pending: false,
-                }
-            }
-            other @ Phase::Closed { .. } => other,
-            Phase::Handshaking(_) => Phase::CLOSED,
-        };
+        self.enter_closed(false);
     }
 
     // ---------------------------------------------------------------- timers
@@ -727,13 +716,21 @@ impl Session {
     /// session key exists; no event is reported for a local close.
     pub fn kill(&mut self, now: Instant) {
         self.c.last_now = now;
+        self.enter_closed(true);
+    }
+
+    /// Moves to CLOSED: every timer stops, queued lossy data is dropped, the
+    /// link stays (unread data can still be taken) with one KILL to write if
+    /// `kill`; the handshake material goes. A session already closed keeps
+    /// what it had.
+    fn enter_closed(&mut self, kill: bool) {
         self.c.timers.stop_all();
         self.phase = match std::mem::replace(&mut self.phase, Phase::CLOSED) {
             Phase::NotConfirmed(_, mut l) | Phase::Established(mut l) => {
                 l.lossy_out.clear();
                 Phase::Closed {
                     link: Some(l),
-                    kill_pending: true,
+                    kill_pending: kill,
                 }
             }
             other @ Phase::Closed { .. } => other,

@@ -128,6 +128,8 @@ impl<R: CryptoRngCore> Server<R> {
                 restart_pending: false,
                 oob_tokens: self.cfg.oob_bytes_per_sec as u64,
                 oob_at: now,
+                paused: None,
+                blocked: Vec::new(),
             },
         );
         let st = self.ips.entry(ip).or_default();

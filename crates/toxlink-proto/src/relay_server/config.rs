@@ -169,6 +169,9 @@ pub struct Counters {
     /// Stalled receivers closed early because the global queue budget was
     /// full (also counted in `closes.slow_consumer`).
     pub slow_consumer_evictions: u64,
+    /// Senders not read for a while because a receiver of theirs was full
+    /// (push-back, [`Server::read_paused`](super::Server::read_paused)).
+    pub read_pauses: u64,
     /// Ignored onion requests.
     pub drop_onion: u64,
     /// Ignored forward requests.

@@ -78,6 +78,10 @@ pub(super) struct Conn {
     /// OOB token bucket: bytes it may still send, refilled at `oob_at`.
     pub(super) oob_tokens: u64,
     pub(super) oob_at: Instant,
+    /// Not read (push-back) since then, for this full receiver.
+    pub(super) paused: Option<(Instant, ConnId)>,
+    /// Senders paused for this receiver (each once).
+    pub(super) blocked: Vec<ConnId>,
 }
 
 impl Conn {

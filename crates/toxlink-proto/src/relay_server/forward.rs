@@ -69,6 +69,8 @@ impl<R: CryptoRngCore> Server<R> {
         match action {
             FaultAction::Pass | FaultAction::Corrupt => {
                 self.push_data(now, to, slot_id, data, action == FaultAction::Corrupt);
+                let frame = data.len() + 1 + crate::wire::relay::FRAME_OVERHEAD;
+                self.push_back(now, conn, to, frame);
             }
             FaultAction::Drop => self.counters.drop(ForwardDrop::Fault),
             FaultAction::Delay(d) => {

@@ -56,6 +56,19 @@ impl<R: CryptoRngCore> Server<R> {
             }
         }
         assert_eq!(self.stalled.len(), stalled, "stalled set");
+        let mut paused = 0;
+        for (&id, c) in &self.clients {
+            if let Some((since, to)) = c.paused {
+                paused += 1;
+                assert!(self.paused.contains(&(since, id)), "pause listed");
+                let r = &self.clients[&to];
+                assert_eq!(r.blocked.iter().filter(|&&s| s == id).count(), 1);
+            }
+            for s in &c.blocked {
+                assert_eq!(self.clients[s].paused.map(|p| p.1), Some(id), "waits here");
+            }
+        }
+        assert_eq!(self.paused.len(), paused, "paused set");
         assert_eq!(self.ips.len(), per_ip.len(), "no empty address entries");
         for (ip, st) in &self.ips {
             assert_eq!((st.conns, st.unconfirmed.len()), per_ip[ip], "{ip}");

@@ -5,7 +5,8 @@
 //! [`Server::handle_closed`] and [`Server::handle_timeout`], and after each
 //! call polls [`Server::poll_wake`] (connections with new output; drain them
 //! with [`Server::drain_into`]), [`Server::poll_close`] (connections the
-//! server wants closed) and [`Server::poll_timeout`].
+//! server wants closed) and [`Server::poll_timeout`]. It does not read a
+//! connection while [`Server::read_paused`] says so (push-back, below).
 //!
 //! Invariants kept:
 //! * A route exists only after both clients asked for each other (§2.5); the
@@ -36,6 +37,12 @@
 //!   longest — for at least [`PRESSURE_STALL`] — is closed at once to make
 //!   room (counted in [`Counters::slow_consumer_evictions`]), so receivers
 //!   that never read cannot starve everyone else's DATA.
+//! * **Senders flooding receivers that do not read.** A sender whose DATA
+//!   fills a receiver's queue is not read (push-back, `pushback`) until that
+//!   receiver drained to half its queue or is gone, or for
+//!   [`MAX_READ_PAUSE`] at most: TCP flow control holds the flood in the
+//!   sender's socket, and the relay's CPU goes to the pairs that flow
+//!   instead of to reading, decrypting and dropping the flooders' frames.
 //! * **OOB floods.** OOB is charged to its sender: a token bucket of
 //!   [`ServerConfig::oob_bytes_per_sec`] bytes a second (one second of
 //!   burst) per connection; past it OOB is dropped
@@ -81,6 +88,7 @@
 //! * `routes`: ROUTING_REQUEST pairing and DISCONNECT_NOTIFICATION;
 //! * `forward`: DATA and OOB into the bounded queues, closes under
 //!   pressure, priority frames, fault-delayed packets;
+//! * `pushback`: senders not read while a receiver of theirs is full;
 //! * `fault`: the fault injector (tests);
 //! * `timers`: timeouts, keep-alive, the slow-consumer deadline, closing
 //!   and tearing down a connection.
@@ -93,6 +101,7 @@ mod forward;
 mod input;
 #[cfg(test)]
 mod invariants;
+mod pushback;
 mod routes;
 #[cfg(test)]
 mod tests;
@@ -104,6 +113,7 @@ pub(crate) use admission::test_ip;
 pub use config::{CloseCounters, CloseReason, Counters, ForwardDrop, ServerConfig};
 pub use fault::{FaultConfig, FaultInjector};
 pub use forward::PRESSURE_STALL;
+pub use pushback::MAX_READ_PAUSE;
 
 use admission::IpState;
 use conn::{Conn, IdMap};
@@ -136,6 +146,8 @@ pub struct Server<R> {
     unconfirmed_count: usize,
     /// Stalled receivers, longest stalled first.
     stalled: BTreeSet<(Instant, ConnId)>,
+    /// Senders not read for now (push-back), oldest pause first.
+    paused: BTreeSet<(Instant, ConnId)>,
     /// Drained since the last call that tells the time, data left: their
     /// stall clock restarts then.
     restarted: Vec<ConnId>,
@@ -171,6 +183,7 @@ impl<R: CryptoRngCore> Server<R> {
             unconfirmed_rank: BTreeSet::new(),
             unconfirmed_count: 0,
             stalled: BTreeSet::new(),
+            paused: BTreeSet::new(),
             restarted: Vec::new(),
             next_seq: 0,
             closes: VecDeque::new(),
@@ -222,7 +235,8 @@ impl<R: CryptoRngCore> Server<R> {
         self.next_timeout
     }
 
-    /// A connection with new output since the last call (drain it).
+    /// A connection with new output since the last call (drain it), or
+    /// whose push-back pause ended (read it again: [`read_paused`](Self::read_paused)).
     pub fn poll_wake(&mut self) -> Option<ConnId> {
         while let Some(id) = self.wakes.pop() {
             if let Some(c) = self.clients.get_mut(&id) {
@@ -262,6 +276,8 @@ impl<R: CryptoRngCore> Server<R> {
                 c.restart_pending = true;
                 self.restarted.push(conn);
             }
+            // Push-back: the senders waiting for room here may be read again.
+            self.resume_blocked(conn);
         }
         n
     }

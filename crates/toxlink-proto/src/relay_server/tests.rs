@@ -1289,8 +1289,12 @@ fn a_receiver_whose_queued_data_makes_no_progress_for_3_s_is_closed_as_slow_cons
     assert_eq!(h.closes(), vec![(b.conn, CloseReason::SlowConsumer)]);
     assert_eq!(h.s.counters().closes.slow_consumer, 1);
     assert!(h.recv_data(&mut d) > 0);
-    // a's partner is gone: a is told so.
-    assert_eq!(h.recv(&mut a), vec![vec![3, 16]]);
+    // a's partner is gone: a is told so (after the relay's PINGs of its
+    // push-back pauses: a sent on into b's full queue).
+    let (pings, rest): (Vec<_>, Vec<_>) =
+        h.recv(&mut a).into_iter().partition(|p| p[0] == id::PING);
+    assert!(!pings.is_empty());
+    assert_eq!(rest, vec![vec![3, 16]]);
     h.s.check_invariants();
 }
 
@@ -1617,4 +1621,185 @@ fn honest_pairs_keep_90_percent_while_2000_receivers_never_read_and_a_connection
     assert!(c.queued_bytes as usize <= 16 * 1024 * 1024);
     h.s.check_invariants();
     drop(receivers);
+}
+
+// ---- push-back: senders to full receivers are not read ----
+
+/// Sends 1,400-byte DATA from `a` on `slot` until the server pauses `a`
+/// (bounded); returns the frames sent.
+fn fill_until_paused(h: &mut H, a: &mut TestClient, slot: u8) -> usize {
+    let big = [0x66u8; 1400];
+    for n in 1..=100 {
+        h.send(
+            a,
+            &RelayPacket::Data {
+                connection_id: slot,
+                data: &big,
+            },
+        );
+        if h.s.read_paused(a.conn) {
+            return n;
+        }
+    }
+    panic!("never paused");
+}
+
+fn wakes(h: &mut H) -> Vec<ConnId> {
+    std::iter::from_fn(|| h.s.poll_wake()).collect()
+}
+
+/// Issue #14 item 8: the relay spent its CPU reading, decrypting and
+/// dropping the frames of senders flooding receivers that never read. A
+/// runtime that does not read a sender while `read_paused` says so reads
+/// each flooder only until its receivers' queues are full, then one turn
+/// per `MAX_READ_PAUSE` — not for as long as it keeps sending — while
+/// honest pairs (never paused) get everything through.
+#[test]
+fn flooding_senders_to_full_receivers_are_not_read_while_honest_pairs_flow() {
+    let cfg = ServerConfig {
+        queue_bytes: 16 * 1024,
+        ..ServerConfig::default()
+    };
+    let mut h = H::new(cfg);
+    let mut honest: Vec<(TestClient, TestClient, u8)> = (0..2u64)
+        .map(|i| {
+            let mut a = h.client(100 + 2 * i, true);
+            let mut b = h.client(101 + 2 * i, true);
+            let (sa, _) = route(&mut h, &mut a, &mut b);
+            (a, b, sa)
+        })
+        .collect();
+    // 4 flooders, each routed with 20 receivers that never read.
+    let mut flooders: Vec<(TestClient, Vec<u8>)> = Vec::new();
+    let mut receivers = Vec::new();
+    for k in 0..4u64 {
+        let mut s = h.client(10_000 + k, true);
+        let mut slots = Vec::new();
+        for j in 0..20u64 {
+            let mut r = h.client(20_000 + 20 * k + j, true);
+            slots.push(route(&mut h, &mut s, &mut r).0);
+            receivers.push(r);
+        }
+        flooders.push((s, slots));
+    }
+    let big = [0x66u8; 1400];
+    let small = [0x42u8; 1000];
+    let mut read = [0usize; 4];
+    let mut next = [0usize; 4];
+    let mut skipped = [0u32; 4];
+    let (mut sent, mut got) = (0, 0);
+    // 2 s in steps of 10 ms (under the 3 s slow-consumer deadline). Each
+    // step the model runtime reads one turn of every flooder it may read:
+    // 8 frames, to its receivers in turn.
+    for step in 0..200u32 {
+        for (k, (s, slots)) in flooders.iter_mut().enumerate() {
+            if h.s.read_paused(s.conn) {
+                skipped[k] += 1;
+                continue;
+            }
+            for _ in 0..8 {
+                let slot = slots[next[k] % slots.len()];
+                next[k] += 1;
+                let p = RelayPacket::Data {
+                    connection_id: slot,
+                    data: &big,
+                };
+                h.send(s, &p);
+                read[k] += 1;
+            }
+        }
+        for (a, b, slot) in honest.iter_mut() {
+            assert!(
+                !h.s.read_paused(a.conn),
+                "honest sender paused, step {step}"
+            );
+            for _ in 0..10 {
+                let p = RelayPacket::Data {
+                    connection_id: *slot,
+                    data: &small,
+                };
+                h.send(a, &p);
+                sent += 1;
+            }
+            got += h.recv_data(b);
+        }
+        h.advance(Duration::from_millis(10));
+        assert!(h.closes().is_empty(), "step {step}");
+        h.s.check_invariants();
+    }
+    assert_eq!(got, sent, "the honest pairs lose nothing");
+    // A receiver's 16 KiB queue takes 11 frames of 1,400 bytes (1,419 on the
+    // wire): 20 receivers take 220 per flooder, plus one turn when it is
+    // paused and one per MAX_READ_PAUSE after (2 s). Without push-back each
+    // flooder is read 8 × 200 = 1,600 frames.
+    assert_eq!(MAX_READ_PAUSE, Duration::from_millis(250));
+    let bound = 20 * 11 + 8 * (1 + 8);
+    for (k, &n) in read.iter().enumerate() {
+        assert!(
+            n <= bound,
+            "flooder {k} was read {n} frames (bound {bound})"
+        );
+        // Paused from about step 25 on, read one step per 25 after.
+        assert!(
+            skipped[k] >= 150,
+            "flooder {k} skipped {} steps",
+            skipped[k]
+        );
+    }
+    assert!(h.s.counters().read_pauses >= 4);
+    drop(receivers);
+}
+
+/// A paused sender is read again once its receiver drained to half its
+/// queue, after `MAX_READ_PAUSE`, or once the receiver is gone, and is
+/// woken each time; a paused sender that goes away leaves no trace.
+#[test]
+fn a_paused_sender_resumes_when_its_receiver_drains_to_half_after_max_read_pause_or_when_it_closes()
+{
+    let cfg = ServerConfig {
+        queue_bytes: 16 * 1024,
+        ..ServerConfig::default()
+    };
+    let mut h = H::new(cfg);
+    let (mut a, mut b) = pair(&mut h);
+    // 11 frames fit; the 11th leaves no room for a 12th.
+    assert_eq!(fill_until_paused(&mut h, &mut a, 16), 11);
+    h.s.check_invariants();
+    // Its client hears from the relay while its own PINGs wait unread.
+    assert!(h.recv(&mut a).iter().any(|p| p[0] == id::PING));
+    // One frame drained: still over half full, still paused.
+    wakes(&mut h);
+    let mut out = Vec::new();
+    h.s.drain_into(b.conn, &mut out, 1);
+    b.parse(&out);
+    assert!(h.s.read_paused(a.conn));
+    assert!(!wakes(&mut h).contains(&a.conn));
+    // Drained: read again, and woken so the runtime notices.
+    assert_eq!(h.recv_data(&mut b), 10);
+    assert!(!h.s.read_paused(a.conn));
+    assert!(wakes(&mut h).contains(&a.conn));
+    h.s.check_invariants();
+    // Full again and never drained: the pause ends after MAX_READ_PAUSE.
+    fill_until_paused(&mut h, &mut a, 16);
+    h.advance(MAX_READ_PAUSE - Duration::from_millis(10));
+    assert!(h.s.read_paused(a.conn));
+    h.advance(Duration::from_millis(10));
+    assert!(!h.s.read_paused(a.conn));
+    assert!(wakes(&mut h).contains(&a.conn));
+    h.s.check_invariants();
+    // The next frame to the full receiver pauses it again; the receiver
+    // going away ends the pause.
+    fill_until_paused(&mut h, &mut a, 16);
+    h.s.handle_closed(h.now, b.conn);
+    assert!(!h.s.read_paused(a.conn));
+    assert!(wakes(&mut h).contains(&a.conn));
+    h.s.check_invariants();
+    // A paused sender that closes is taken off its receiver's list.
+    let mut c = h.client(3, true);
+    let mut d = h.client(4, true);
+    let (sc, _) = route(&mut h, &mut c, &mut d);
+    fill_until_paused(&mut h, &mut c, sc);
+    h.s.handle_closed(h.now, c.conn);
+    h.s.check_invariants();
+    assert_eq!(h.s.counters().read_pauses, 4);
 }

@@ -74,6 +74,10 @@ impl<R: CryptoRngCore> Server<R> {
                 self.stalled.remove(&(since, id));
             }
         }
+        // Push-back pauses that lasted MAX_READ_PAUSE.
+        if let Some(end) = self.expire_pauses(now) {
+            next = Some(next.map_or(end, |n| n.min(end)));
+        }
         self.next_timeout = next;
     }
 
@@ -120,6 +124,7 @@ impl<R: CryptoRngCore> Server<R> {
             return false;
         };
         self.counters.closes.bump(reason);
+        self.forget_pauses(conn, &c);
         self.queued_total = self.queued_total.saturating_sub(c.out.data_len());
         if let Some(since) = c.stalled_since {
             self.stalled.remove(&(since, conn));

@@ -192,6 +192,7 @@ pub fn format_counters(c: &Counters) -> String {
             "toxlink_relay_slow_consumer_evictions_total",
             c.slow_consumer_evictions,
         ),
+        ("toxlink_relay_read_pauses_total", c.read_pauses),
         ("toxlink_relay_drops_onion_total", c.drop_onion),
         ("toxlink_relay_drops_forward_total", c.drop_forward),
         ("toxlink_relay_drops_fault_total", c.drop_fault),
@@ -510,6 +511,7 @@ bootstrap_nodes = (
             pongs_received: 6,
             drop_oob_rate_limited: 5,
             slow_consumer_evictions: 4,
+            read_pauses: 2,
             ..Counters::default()
         };
         c.closes.too_many_from_ip = 3;
@@ -520,10 +522,11 @@ bootstrap_nodes = (
             "toxlink_relay_pongs_received_total 6\n",
             "toxlink_relay_drops_oob_rate_limited_total 5\n",
             "toxlink_relay_slow_consumer_evictions_total 4\n",
+            "toxlink_relay_read_pauses_total 2\n",
             "toxlink_relay_closes_too_many_from_ip_total 3\n",
         ] {
             assert!(s.contains(line), "{line} in {s}");
         }
-        assert_eq!(s.lines().count(), 38);
+        assert_eq!(s.lines().count(), 39);
     }
 }

@@ -18,7 +18,7 @@ use toxlink_proto::node::{Input, LinkId, LinkOutput};
 
 use crate::{dispatch, Shared, State};
 
-use crate::relay::{ReadOutcome, CLIENT_WRITE_BATCH as WRITE_BATCH};
+use crate::relay::{PumpEnd, StreamOwner, CLIENT_WRITE_BATCH as WRITE_BATCH};
 
 /// The driver's handle on one link task.
 #[derive(Debug, Default)]
@@ -73,6 +73,44 @@ fn after_input(st: &mut State, shared: &Arc<Shared>, now: Instant) {
     service(st, shared);
 }
 
+/// One relay link of the node, as [`crate::relay::pump`] serves it.
+struct Link<'a> {
+    shared: &'a Arc<Shared>,
+    link: LinkId,
+    handle: &'a LinkHandle,
+}
+
+impl StreamOwner for Link<'_> {
+    const WRITE_TURNS: usize = 4;
+
+    fn closed(&self) -> bool {
+        self.handle.closed.load(Ordering::Acquire)
+    }
+
+    fn drain(&self, out: &mut Vec<u8>) -> usize {
+        self.shared
+            .lock()
+            .node
+            .drain_link(&self.link, out, WRITE_BATCH)
+    }
+
+    /// Relay input can produce output anywhere: events are dispatched and
+    /// the UDP driver and the other links are woken.
+    fn feed(&self, bytes: &mut [u8]) -> bool {
+        let mut st = self.shared.lock();
+        let now = Instant::now();
+        let _ = st.node.handle(now, Input::LinkBytes(self.link, bytes));
+        after_input(&mut st, self.shared, now);
+        drop(st);
+        self.shared.wake.notify_one();
+        false
+    }
+
+    fn notify(&self) -> &Notify {
+        &self.handle.notify
+    }
+}
+
 async fn link_task(shared: Arc<Shared>, link: LinkId, addr: SocketAddr, handle: Arc<LinkHandle>) {
     let stream = crate::relay::connect(addr).await;
     let Some(stream) = stream.filter(|_| !handle.closed.load(Ordering::Acquire)) else {
@@ -94,51 +132,14 @@ async fn link_task(shared: Arc<Shared>, link: LinkId, addr: SocketAddr, handle: 
         after_input(&mut st, &shared, now);
     }
     shared.wake.notify_one();
-    let mut wbuf: Vec<u8> = Vec::new();
-    let mut wpos = 0;
-    let mut failed = false;
-    loop {
-        if handle.closed.load(Ordering::Acquire) {
-            // The node closed this link: it already knows.
-            return;
-        }
-        if wpos == wbuf.len() {
-            wbuf.clear();
-            wpos = 0;
-            shared.lock().node.drain_link(&link, &mut wbuf, WRITE_BATCH);
-        }
-        if failed {
-            break;
-        }
-        let want_write = wpos < wbuf.len();
-        tokio::select! {
-            r = stream.readable() => {
-                if r.is_err() {
-                    break;
-                }
-                let outcome = crate::relay::read_available(&stream, |bytes| {
-                    let mut st = shared.lock();
-                    let now = Instant::now();
-                    let _ = st.node.handle(now, Input::LinkBytes(link, bytes));
-                    after_input(&mut st, &shared, now);
-                });
-                if matches!(outcome, ReadOutcome::Eof) {
-                    failed = true;
-                }
-                shared.wake.notify_one();
-                tokio::task::yield_now().await;
-            }
-            r = stream.writable(), if want_write => {
-                if r.is_err() {
-                    break;
-                }
-                let refill = |b: &mut Vec<u8>| shared.lock().node.drain_link(&link, b, WRITE_BATCH);
-                if crate::relay::write_batches(&stream, &mut wbuf, &mut wpos, 4, refill).is_err() {
-                    failed = true;
-                }
-            }
-            _ = handle.notify.notified() => {}
-        }
+    let owner = Link {
+        shared: &shared,
+        link,
+        handle: &handle,
+    };
+    if crate::relay::pump(&stream, &owner).await == PumpEnd::Closed {
+        // The node closed this link: it already knows.
+        return;
     }
     {
         let mut st = shared.lock();

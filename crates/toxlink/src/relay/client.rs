@@ -22,7 +22,7 @@ use toxlink_proto::relay_client::{
     RelaySetEvent, RouteError, SocketId,
 };
 
-use super::{ReadOutcome, CLIENT_WRITE_BATCH as WRITE_BATCH};
+use super::CLIENT_WRITE_BATCH as WRITE_BATCH;
 
 const EVENT_QUEUE: usize = 4096;
 
@@ -349,70 +349,14 @@ async fn link_task(
         g.dispatch();
     }
     shared.driver.notify_one();
-    let mut wbuf: Vec<u8> = Vec::new();
-    let mut wpos = 0;
-    let mut eof = false;
-    loop {
-        if handle.closed.load(Ordering::Acquire) {
-            return;
-        }
-        if wpos == wbuf.len() {
-            wbuf.clear();
-            wpos = 0;
-            let n = shared
-                .lock()
-                .set
-                .drain_into(&socket, &mut wbuf, WRITE_BATCH);
-            if n > 0 {
-                handle.drained.notify_waiters();
-            } else if wbuf.capacity() > 0 {
-                wbuf = Vec::new();
-            }
-        }
-        if eof {
-            break;
-        }
-        let want_write = wpos < wbuf.len();
-        tokio::select! {
-            r = stream.readable() => {
-                if r.is_err() {
-                    break;
-                }
-                let mut connects = false;
-                let outcome = super::read_available(&stream, |bytes| {
-                    let mut g = shared.lock();
-                    g.set.handle_bytes(Instant::now(), &socket, bytes);
-                    connects = g.dispatch();
-                });
-                match outcome {
-                    ReadOutcome::More | ReadOutcome::WouldBlock => {
-                        if connects {
-                            shared.driver.notify_one();
-                        }
-                        // Back-pressure: wait for the application.
-                        flush_events(&shared, &tx).await;
-                    }
-                    ReadOutcome::Eof => eof = true,
-                }
-                tokio::task::yield_now().await;
-            }
-            r = stream.writable(), if want_write => {
-                if r.is_err() {
-                    break;
-                }
-                let refill = |b: &mut Vec<u8>| {
-                    let n = shared.lock().set.drain_into(&socket, b, WRITE_BATCH);
-                    if n > 0 {
-                        handle.drained.notify_waiters();
-                    }
-                    n
-                };
-                if super::write_batches(&stream, &mut wbuf, &mut wpos, 4, refill).is_err() {
-                    eof = true;
-                }
-            }
-            _ = handle.notify.notified() => {}
-        }
+    let link = Link {
+        shared: &shared,
+        tx: &tx,
+        socket,
+        handle: &handle,
+    };
+    if super::pump(&stream, &link).await == super::PumpEnd::Closed {
+        return;
     }
     {
         let mut g = shared.lock();
@@ -428,6 +372,53 @@ async fn link_task(
     }
     flush_events(&shared, &tx).await;
     shared.driver.notify_one();
+}
+
+/// One relay socket of the set, as [`super::pump`] serves it.
+struct Link<'a> {
+    shared: &'a Shared,
+    tx: &'a mpsc::Sender<RelaySetEvent>,
+    socket: SocketId,
+    handle: &'a LinkHandle,
+}
+
+impl super::StreamOwner for Link<'_> {
+    const WRITE_TURNS: usize = 4;
+
+    fn closed(&self) -> bool {
+        self.handle.closed.load(Ordering::Acquire)
+    }
+
+    /// The link's next batch; senders waiting for room are woken.
+    fn drain(&self, out: &mut Vec<u8>) -> usize {
+        let n = self
+            .shared
+            .lock()
+            .set
+            .drain_into(&self.socket, out, WRITE_BATCH);
+        if n > 0 {
+            self.handle.drained.notify_waiters();
+        }
+        n
+    }
+
+    fn feed(&self, bytes: &mut [u8]) -> bool {
+        let mut g = self.shared.lock();
+        g.set.handle_bytes(Instant::now(), &self.socket, bytes);
+        if g.dispatch() {
+            self.shared.driver.notify_one();
+        }
+        false
+    }
+
+    fn notify(&self) -> &Notify {
+        &self.handle.notify
+    }
+
+    /// Back-pressure: the events go to the application before more is read.
+    fn after_read(&self) -> impl std::future::Future<Output = ()> + Send {
+        flush_events(self.shared, self.tx)
+    }
 }
 
 fn fail(shared: &Shared, socket: &SocketId) {

@@ -1,7 +1,10 @@
 //! The Tox TCP relay on tokio: [`RelayServer`] (listeners around the sans-IO
-//! server) and [`RelaySetRuntime`] (a node's relay links around the sans-IO
-//! relay set). Both read TCP into their own buffers as bytes arrive (never
-//! waiting for a whole frame in the kernel) and write in batches.
+//! server) and [`RelaySetRuntime`] (a set of relay links around the sans-IO
+//! relay set, for tools and tests). Every TCP socket of toxlink — these two's
+//! and the node's relay links (`links.rs`) — is served by the one loop
+//! `pump` for a `StreamOwner`: it reads into our own buffer as bytes
+//! arrive (never waiting for a whole frame in the kernel) and writes in
+//! batches.
 
 mod client;
 mod server;
@@ -103,6 +106,99 @@ pub(crate) fn write_batches(
         *wpos = 0;
         if turns == 0 || refill(wbuf) == 0 {
             return Ok(());
+        }
+    }
+}
+
+/// The sans-IO side one TCP socket serves: a relay link of the node
+/// (`links.rs`), a link of a [`RelaySetRuntime`] (`client.rs`) or a
+/// connection of the [`RelayServer`] (`server.rs`). [`pump`] is the one loop
+/// that moves bytes between the socket and it; every method takes the
+/// owner's lock for a moment and never holds it across an await.
+pub(crate) trait StreamOwner {
+    /// Write batches per writable turn.
+    const WRITE_TURNS: usize;
+    /// The owner gave up on this socket: stop at once.
+    fn closed(&self) -> bool;
+    /// Appends the next batch of output to `out`; returns its length.
+    fn drain(&self, out: &mut Vec<u8>) -> usize;
+    /// Feeds bytes as they were read; returns whether reading must pause
+    /// (push-back) until a wake-up says otherwise.
+    fn feed(&self, bytes: &mut [u8]) -> bool;
+    /// After a wake-up during a pause: whether reading may resume.
+    fn resume(&self) -> bool {
+        true
+    }
+    /// Woken when the owner has output for this socket, closed it, or a
+    /// pause may have ended.
+    fn notify(&self) -> &tokio::sync::Notify;
+    /// After each read turn (e.g. events handed to the application, waiting
+    /// for room there: back-pressure onto the socket).
+    fn after_read(&self) -> impl std::future::Future<Output = ()> + Send {
+        std::future::ready(())
+    }
+}
+
+/// How [`pump`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PumpEnd {
+    /// The owner closed the socket ([`StreamOwner::closed`]): it knows.
+    Closed,
+    /// The socket ended (EOF, reset, error): the owner must be told.
+    Ended,
+}
+
+/// Moves bytes between `stream` and `owner` until one of them ends: reads
+/// what is there (one buffer per turn, then lets other tasks run, so a fast
+/// sender cannot starve the receivers it sends to), writes in batches of
+/// what the owner drains, sleeps until the socket or the owner has
+/// something. Buffers are freed while idle.
+pub(crate) async fn pump<O: StreamOwner>(stream: &TcpStream, owner: &O) -> PumpEnd {
+    let mut wbuf: Vec<u8> = Vec::new();
+    let mut wpos = 0;
+    let mut eof = false;
+    let mut paused = false;
+    loop {
+        if owner.closed() {
+            return PumpEnd::Closed;
+        }
+        if wpos == wbuf.len() {
+            wbuf.clear();
+            wpos = 0;
+            if owner.drain(&mut wbuf) == 0 && wbuf.capacity() > 0 {
+                wbuf = Vec::new();
+            }
+        }
+        if eof {
+            return PumpEnd::Ended;
+        }
+        let want_write = wpos < wbuf.len();
+        tokio::select! {
+            r = stream.readable(), if !paused => {
+                if r.is_err() {
+                    return PumpEnd::Ended;
+                }
+                let outcome = read_available(stream, |bytes| paused = owner.feed(bytes));
+                if matches!(outcome, ReadOutcome::Eof) {
+                    eof = true;
+                }
+                owner.after_read().await;
+                tokio::task::yield_now().await;
+            }
+            r = stream.writable(), if want_write => {
+                if r.is_err() {
+                    return PumpEnd::Ended;
+                }
+                let refill = |b: &mut Vec<u8>| owner.drain(b);
+                if write_batches(stream, &mut wbuf, &mut wpos, O::WRITE_TURNS, refill).is_err() {
+                    eof = true;
+                }
+            }
+            _ = owner.notify().notified() => {
+                if paused {
+                    paused = !owner.resume();
+                }
+            }
         }
     }
 }

@@ -38,7 +38,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use super::ReadOutcome;
 use toxlink_proto::crypto::{KeyPair, PublicKey};
 use toxlink_proto::relay_server::{ConnId, Counters, Server, ServerConfig};
 
@@ -362,93 +361,68 @@ async fn timer_loop(shared: Arc<Shared>) {
     }
 }
 
-/// Reads once into the thread's buffer and feeds the server; also says
-/// whether the server now wants this connection not read (push-back).
-fn read_once(shared: &Shared, id: ConnId, stream: &TcpStream) -> (ReadOutcome, bool) {
-    let mut paused = false;
-    let outcome = super::read_available(stream, |bytes| {
-        let mut g = shared.lock();
-        g.server.handle_bytes(Instant::now(), id, bytes);
-        paused = g.server.read_paused(id);
-        g.dispatch();
-    });
-    (outcome, paused)
+/// One connection of the server, as [`super::pump`] serves it.
+struct Conn<'a> {
+    shared: &'a Shared,
+    id: ConnId,
+    handle: &'a ConnHandle,
 }
 
-/// Drains the connection's next batch into `wbuf`; senders waiting for room
-/// there are woken.
-fn drain(shared: &Shared, id: ConnId, wbuf: &mut Vec<u8>) -> usize {
-    let mut g = shared.lock();
-    let n = g.server.drain_into(id, wbuf, WRITE_BATCH);
-    g.dispatch();
-    n
+impl super::StreamOwner for Conn<'_> {
+    const WRITE_TURNS: usize = WRITE_TURNS;
+
+    fn closed(&self) -> bool {
+        self.handle.closed.load(Ordering::Acquire)
+    }
+
+    /// The connection's next batch; senders waiting for room there are
+    /// woken.
+    fn drain(&self, out: &mut Vec<u8>) -> usize {
+        let mut g = self.shared.lock();
+        let n = g.server.drain_into(self.id, out, WRITE_BATCH);
+        g.dispatch();
+        n
+    }
+
+    /// Feeds the server; says whether it now wants this connection not read
+    /// (push-back). A pause ends at the latest at a timer the timer task
+    /// may be sleeping past: it is woken.
+    fn feed(&self, bytes: &mut [u8]) -> bool {
+        let mut g = self.shared.lock();
+        g.server.handle_bytes(Instant::now(), self.id, bytes);
+        let paused = g.server.read_paused(self.id);
+        g.dispatch();
+        drop(g);
+        if paused {
+            self.shared.timer.notify_one();
+        }
+        paused
+    }
+
+    fn resume(&self) -> bool {
+        !self.shared.lock().server.read_paused(self.id)
+    }
+
+    fn notify(&self) -> &Notify {
+        &self.handle.notify
+    }
 }
 
 async fn conn_task(shared: Arc<Shared>, id: ConnId, stream: TcpStream, handle: Arc<ConnHandle>) {
-    let mut wbuf: Vec<u8> = Vec::new();
-    let mut wpos = 0;
-    let mut eof = false;
-    // Not read for now (push-back); re-checked when the task is woken.
-    let mut paused = false;
-    loop {
-        if handle.closed.load(Ordering::Acquire) {
-            // Closed by the server (or reset): already forgotten there.
-            if handle.reset.load(Ordering::Acquire) {
-                // SO_LINGER 0: the close below sends RST, not FIN.
-                if let Err(e) = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO)) {
-                    tracing::debug!(error = %e, "relay: SO_LINGER 0 failed");
-                }
-            }
-            return;
-        }
-        if wpos == wbuf.len() {
-            wbuf.clear();
-            wpos = 0;
-            drain(&shared, id, &mut wbuf);
-            if wbuf.is_empty() && wbuf.capacity() > 0 {
-                wbuf = Vec::new();
+    let conn = Conn {
+        shared: &shared,
+        id,
+        handle: &handle,
+    };
+    if super::pump(&stream, &conn).await == super::PumpEnd::Closed {
+        // Closed by the server (or reset): already forgotten there.
+        if handle.reset.load(Ordering::Acquire) {
+            // SO_LINGER 0: the close below sends RST, not FIN.
+            if let Err(e) = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO)) {
+                tracing::debug!(error = %e, "relay: SO_LINGER 0 failed");
             }
         }
-        if eof {
-            break;
-        }
-        let want_write = wpos < wbuf.len();
-        tokio::select! {
-            r = stream.readable(), if !paused => {
-                if r.is_err() {
-                    break;
-                }
-                let (outcome, now_paused) = read_once(&shared, id, &stream);
-                if now_paused && !paused {
-                    // The pause ends at the latest at a timer the timer
-                    // task may be sleeping past.
-                    shared.timer.notify_one();
-                }
-                paused = now_paused;
-                match outcome {
-                    ReadOutcome::More | ReadOutcome::WouldBlock => {}
-                    ReadOutcome::Eof => eof = true,
-                }
-                // One read buffer per turn, then let the others run: a fast
-                // sender must not starve the receivers it sends to.
-                tokio::task::yield_now().await;
-            }
-            r = stream.writable(), if want_write => {
-                if r.is_err() {
-                    break;
-                }
-                // Write up to WRITE_TURNS batches per turn.
-                let refill = |b: &mut Vec<u8>| drain(&shared, id, b);
-                if super::write_batches(&stream, &mut wbuf, &mut wpos, WRITE_TURNS, refill).is_err() {
-                    eof = true;
-                }
-            }
-            _ = handle.notify.notified() => {
-                if paused {
-                    paused = shared.lock().server.read_paused(id);
-                }
-            }
-        }
+        return;
     }
     let mut g = shared.lock();
     if g.conns.remove(&id).is_some() {

@@ -4,7 +4,7 @@
 use super::{Client, ClientEvent, LinkDownReason, LinkState, RouteState};
 use crate::crypto::PublicKey;
 use crate::wire::relay::{
-    split_frame, FrameSplit, HandshakeResponse, RelayPacket, SecureChannel,
+    split_frame, take_handshake, FrameSplit, HandshakeResponse, RelayPacket, SecureChannel,
     HANDSHAKE_RESPONSE_SIZE, MAX_FRAME_BOX, NUM_RESERVED_PORTS,
 };
 use std::time::Instant;
@@ -19,13 +19,11 @@ impl Client {
             self.verify = None;
         }
         if self.state == LinkState::Handshaking {
-            let take = (HANDSHAKE_RESPONSE_SIZE - self.rx.len()).min(input.len());
-            self.rx.extend_from_slice(&input[..take]);
-            input = &mut input[take..];
-            if self.rx.len() < HANDSHAKE_RESPONSE_SIZE {
+            let (reply, rest) = take_handshake(&mut self.rx, input, HANDSHAKE_RESPONSE_SIZE);
+            input = rest;
+            let Some(reply) = reply else {
                 return;
-            }
-            let reply = std::mem::take(&mut self.rx);
+            };
             if !self.finish_handshake(now, &reply) {
                 return;
             }

@@ -3,7 +3,7 @@
 use super::conn::State;
 use super::{CloseReason, ConnId, ForwardDrop, Server};
 use crate::wire::relay::{
-    split_frame, FrameSplit, RelayPacket, HANDSHAKE_REQUEST_SIZE, MAX_FRAME_BOX,
+    split_frame, take_handshake, FrameSplit, RelayPacket, HANDSHAKE_REQUEST_SIZE, MAX_FRAME_BOX,
 };
 use rand_core::CryptoRngCore;
 use std::time::Instant;
@@ -18,14 +18,11 @@ impl<R: CryptoRngCore> Server<R> {
         };
         let mut input = bytes;
         if c.state == State::AwaitHello {
-            let need = HANDSHAKE_REQUEST_SIZE - c.rx.len();
-            let take = need.min(input.len());
-            c.rx.extend_from_slice(&input[..take]);
-            input = &mut input[take..];
-            if c.rx.len() < HANDSHAKE_REQUEST_SIZE {
+            let (hello, rest) = take_handshake(&mut c.rx, input, HANDSHAKE_REQUEST_SIZE);
+            input = rest;
+            let Some(hello) = hello else {
                 return;
-            }
-            let hello = std::mem::take(&mut c.rx);
+            };
             if !self.handshake(conn, &hello) {
                 return;
             }

@@ -198,7 +198,9 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    fn new_common(
+    /// Starts a connection to a peer whose real and DHT keys we know
+    /// (COOKIE_REQUESTING, §4.3). The first cookie request is due at once.
+    pub fn connect(
         now: Instant,
         rng: &mut impl CryptoRngCore,
         cfg: SessionConfig,
@@ -241,19 +243,6 @@ impl Session {
         }
     }
 
-    /// Starts a connection to a peer whose real and DHT keys we know
-    /// (COOKIE_REQUESTING, §4.3). The first cookie request is due at once.
-    pub fn connect(
-        now: Instant,
-        rng: &mut impl CryptoRngCore,
-        cfg: SessionConfig,
-        id: &Identity,
-        peer_real: PublicKey,
-        peer_dht: PublicKey,
-    ) -> Self {
-        Self::new_common(now, rng, cfg, id, peer_real, peer_dht)
-    }
-
     /// Accepts a connection from a validated handshake that arrived on an
     /// unknown path (§4.4): starts in NOT_CONFIRMED with our handshake (built
     /// on the peer's other cookie) and a request packet due at once.
@@ -264,7 +253,7 @@ impl Session {
         id: &Identity,
         hs: &ValidHandshake,
     ) -> Self {
-        let mut s = Self::new_common(now, rng, cfg, id, hs.peer_real, hs.peer_dht);
+        let mut s = Self::connect(now, rng, cfg, id, hs.peer_real, hs.peer_dht);
         if let Phase::Handshaking(h) = &mut s.phase {
             h.build_our_handshake(&mut s.c, now, &hs.other_cookie);
         }

@@ -244,6 +244,24 @@ impl FrameSplit {
     }
 }
 
+/// Collects a fixed-size handshake message (`size` bytes: a request or a
+/// response) from a stream that may deliver it in pieces: takes what is
+/// missing from the front of `input` into `acc` and returns the whole
+/// message once complete (`acc` is emptied), with the rest of `input`.
+pub fn take_handshake<'a>(
+    acc: &mut Vec<u8>,
+    input: &'a mut [u8],
+    size: usize,
+) -> (Option<Vec<u8>>, &'a mut [u8]) {
+    let take = size.saturating_sub(acc.len()).min(input.len());
+    acc.extend_from_slice(&input[..take]);
+    let rest = &mut input[take..];
+    if acc.len() < size {
+        return (None, rest);
+    }
+    (Some(std::mem::take(acc)), rest)
+}
+
 /// Looks at the start of a receive buffer for the next frame. An `L` above
 /// [`MAX_FRAME_BOX`] is an error (the link must be closed); it is reported as
 /// soon as the two length bytes are there.

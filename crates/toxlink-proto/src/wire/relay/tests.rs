@@ -350,3 +350,20 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_handshake_in_pieces_is_collected_and_the_rest_is_left() {
+    let mut acc = Vec::new();
+    let mut a = [1u8; 50];
+    let (m, rest) = take_handshake(&mut acc, &mut a, HANDSHAKE_REQUEST_SIZE);
+    assert!(m.is_none() && rest.is_empty());
+    let mut b = [2u8; 50];
+    let (m, _) = take_handshake(&mut acc, &mut b, HANDSHAKE_REQUEST_SIZE);
+    assert!(m.is_none());
+    let mut c = [3u8; 30];
+    let (m, rest) = take_handshake(&mut acc, &mut c, HANDSHAKE_REQUEST_SIZE);
+    let m = m.expect("128 bytes arrived");
+    assert_eq!((m.len(), m[0], m[50], m[127]), (128, 1, 2, 3));
+    assert_eq!(rest.len(), 2);
+    assert!(acc.is_empty());
+}

@@ -5,7 +5,9 @@
 use std::time::Duration;
 use toxlink_interop::harness::MAX_CUSTOM_PACKET_SIZE;
 use toxlink_interop::measure::Pair;
-use toxlink_interop::{connect_pair, Bootstrapd, ConnKind, HarnessOptions, Transport};
+use toxlink_interop::{
+    connect_pair, Bootstrapd, ConnKind, Harness, HarnessOptions, Stats, Transport,
+};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(60);
@@ -13,6 +15,15 @@ const PACKETS: u32 = 2_000;
 /// Different sizes per direction, so a mixed-up stream would show.
 const SIZE_AB: usize = MAX_CUSTOM_PACKET_SIZE;
 const SIZE_BA: usize = 500;
+
+/// Waits (≤ TRANSFER_TIMEOUT, polling every 100 ms) until harness `h` has
+/// received `want` custom lossless packets from `friend`; its statistics.
+fn custom_rx_reaches(h: &mut Harness, friend: u32, want: u64, what: &str) -> Stats {
+    h.wait_stats(friend, TRANSFER_TIMEOUT, Duration::from_millis(100), |s| {
+        s.custom.rx >= want
+    })
+    .expect(what)
+}
 
 fn exchange(p: &mut Pair, transport: Transport) {
     // Messages both ways.
@@ -42,22 +53,8 @@ fn exchange(p: &mut Pair, transport: Transport) {
     assert_eq!((sb.accepted, sb.error.as_deref()), (PACKETS, None));
 
     let want = u64::from(PACKETS);
-    let at_b =
-        p.b.wait_stats(
-            p.b_friend,
-            TRANSFER_TIMEOUT,
-            Duration::from_millis(100),
-            |s| s.custom.rx >= want,
-        )
-        .expect("b receives all");
-    let at_a =
-        p.a.wait_stats(
-            p.a_friend,
-            TRANSFER_TIMEOUT,
-            Duration::from_millis(100),
-            |s| s.custom.rx >= want,
-        )
-        .expect("a receives all");
+    let at_b = custom_rx_reaches(&mut p.b, p.b_friend, want, "b receives all");
+    let at_a = custom_rx_reaches(&mut p.a, p.a_friend, want, "a receives all");
     for (who, s, size) in [("b", &at_b, SIZE_AB), ("a", &at_a, SIZE_BA)] {
         let c = &s.custom;
         assert_eq!(c.rx, want, "{who}: {s:?}");
@@ -139,14 +136,7 @@ fn c_toxcore_echo_and_lossy_over_udp() {
             .expect("send");
     assert_eq!((r.accepted, r.error), (n, None));
     let want = u64::from(n);
-    let back =
-        p.a.wait_stats(
-            p.a_friend,
-            TRANSFER_TIMEOUT,
-            Duration::from_millis(100),
-            |s| s.custom.rx >= want,
-        )
-        .expect("echoes come back");
+    let back = custom_rx_reaches(&mut p.a, p.a_friend, want, "echoes come back");
     let c = &back.custom;
     assert_eq!(
         (c.rx, c.bad, c.dup, c.reordered, c.lost),

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use toxlink::toxlink_proto::relay_client::PeerRelayState;
 use toxlink_interop::bootstrapd::require_bootstrapd;
-use toxlink_interop::harness::{custom_packet, require_harness, ConnKind};
+use toxlink_interop::harness::{require_harness, ConnKind};
 
 /// Custom lossless packets each way. c-toxcore's own sender through a relay
 /// slows to tens of packets per second when both directions run at once
@@ -86,17 +86,7 @@ fn friend_through_relay(bootstrapd: bool, seed: u64) {
     let t1 = Instant::now();
     s.h.start_custom(s.friend, PACKETS, SIZE, 170)
         .expect("start its sending");
-    let sender = {
-        let f = f.clone();
-        s.rt.spawn(async move {
-            for seq in 0..PACKETS {
-                f.send_custom_lossless(&custom_packet(160, seq, SIZE, 0))
-                    .await
-                    .expect("send custom");
-            }
-            t1.elapsed()
-        })
-    };
+    let sender = spawn_sender(&s.rt, &f, PACKETS, SIZE, None, t1);
     let receiver = s.rt.spawn(receive_custom(
         f.clone(),
         PACKETS,
@@ -117,11 +107,7 @@ fn friend_through_relay(bootstrapd: bool, seed: u64) {
             panic!("c-toxcore receives all: {e}")
         });
     let ours_took = t1.elapsed();
-    assert_eq!(stats.custom.bad, 0, "checksums at c-toxcore");
-    assert_eq!(stats.custom.dup, 0, "duplicates at c-toxcore");
-    assert_eq!(stats.custom.reordered, 0, "reordered at c-toxcore");
-    assert_eq!(stats.custom.lost, 0, "lost at c-toxcore");
-    assert_eq!(stats.custom.good(), u64::from(PACKETS));
+    common::all_custom_intact(&stats.custom, PACKETS);
     assert_eq!(stats.status, ConnKind::Tcp, "still TCP-connected");
     let done =
         s.rt.block_on(async { tokio::time::timeout(Duration::from_secs(60), receiver).await })

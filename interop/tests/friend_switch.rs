@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use toxlink::toxlink_proto::node::{PathEventKind, Route};
 use toxlink::FriendEvent;
-use toxlink_interop::harness::{custom_checksum, custom_packet, require_harness, ConnKind};
+use toxlink_interop::harness::{custom_checksum, require_harness, ConnKind};
 
 const PACKETS: u32 = 20_000;
 const SIZE: usize = 1373;
@@ -78,20 +78,7 @@ fn c_toxcore_friend_while_we_switch_udp_and_relay() {
     let t0 = Instant::now();
     s.h.start_custom(s.friend, PACKETS, SIZE, 170)
         .expect("start its sending");
-    let sender = {
-        let f = f.clone();
-        s.rt.spawn(async move {
-            for seq in 0..PACKETS {
-                f.send_custom_lossless(&custom_packet(160, seq, SIZE, 0))
-                    .await
-                    .expect("send custom");
-                if seq % 8 == 7 {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-            t0.elapsed()
-        })
-    };
+    let sender = spawn_sender(&s.rt, &f, PACKETS, SIZE, Some(8), t0);
     // Its packets: checked one by one (order, checksum), counted in `got`.
     let got = Arc::new(AtomicU32::new(0));
     let receiver = {
@@ -143,11 +130,7 @@ fn c_toxcore_friend_while_we_switch_udp_and_relay() {
             panic!("c-toxcore receives all: {e}")
         });
     let ours_took = t0.elapsed();
-    assert_eq!(stats.custom.bad, 0, "checksums at c-toxcore");
-    assert_eq!(stats.custom.dup, 0, "duplicates at c-toxcore");
-    assert_eq!(stats.custom.reordered, 0, "reordered at c-toxcore");
-    assert_eq!(stats.custom.lost, 0, "lost at c-toxcore");
-    assert_eq!(stats.custom.good(), u64::from(PACKETS));
+    common::all_custom_intact(&stats.custom, PACKETS);
     let send_took = s.rt.block_on(sender).expect("sender task");
     s.rt.block_on(switcher).expect("switcher");
     eprintln!(

@@ -13,14 +13,17 @@
 //! keeps the friend online on both sides. Every wait is bounded; the test
 //! takes about 41 s.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use toxlink::toxlink_proto::crypto::{KeyPair, PublicKey};
+use toxlink::toxlink_proto::crypto::KeyPair;
 use toxlink::toxlink_proto::node::NodeConfig;
 use toxlink::toxlink_proto::wire::packed::{PackedIpPort, PackedNode, Transport};
-use toxlink::{Friend, FriendConfig, FriendEvent, Node};
+use toxlink::{Friend, FriendConfig, FriendEvent};
 use toxlink_interop::harness::{custom_checksum, custom_packet, require_harness, ConnKind};
 use toxlink_interop::{Harness, HarnessOptions};
+
+mod common;
+use common::next;
+use common::{befriend, rng_seeded};
 
 const PACKETS: u32 = 10_000;
 const OUR_SIZE: usize = 1373;
@@ -30,36 +33,15 @@ const LOSSY: u32 = 100;
 /// Idle period, longer than c-toxcore's friend timeout of 32 s.
 const IDLE: Duration = Duration::from_secs(34);
 
-/// The next event within `limit`, failing the test otherwise.
-async fn next(f: &Friend, what: &str, limit: Duration) -> FriendEvent {
-    tokio::time::timeout(limit, f.next_event())
-        .await
-        .unwrap_or_else(|_| panic!("{what}: nothing within {limit:?}"))
-        .unwrap_or_else(|| panic!("{what}: friend connection closed"))
-}
-
 #[test]
 fn toxlink_friend_of_c_toxcore_over_udp() {
     require_harness();
     let test_start = Instant::now();
     let mut h = Harness::start(&HarnessOptions::new().name("ctox")).expect("harness");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::seed_from_u64(55);
-    let node = rt
-        .block_on(Node::bind(
-            "127.0.0.1:0".parse().expect("addr"),
-            KeyPair::generate(&mut rng),
-            NodeConfig::default(),
-        ))
-        .expect("bind");
-    let friend = h.add_friend(&node.public_key().0).expect("add friend");
-    let peer = PublicKey(h.public_key());
-    let peer_dht = PublicKey(h.dht_key());
-    let addr: SocketAddr = format!("127.0.0.1:{}", h.udp_port()).parse().expect("addr");
+    let rt = common::runtime();
+    let node = common::bind_node(&rt, 55, NodeConfig::default());
+    let c = befriend(&mut h, &node);
+    let (friend, peer, peer_dht, addr) = (c.friend, c.peer, c.peer_dht, c.peer_udp);
 
     // We share one relay (SHARE_RELAYS, §7.3): a loopback port nobody
     // listens on any more. c-toxcore may try it; the friend must stay on UDP.
@@ -70,7 +52,7 @@ fn toxlink_friend_of_c_toxcore_over_udp() {
                 transport: Transport::Tcp,
                 addr: l.local_addr().expect("addr"),
             },
-            public_key: KeyPair::generate(&mut rng).public,
+            public_key: KeyPair::generate(&mut rng_seeded(!55)).public,
         }
     };
 
@@ -124,26 +106,7 @@ fn toxlink_friend_of_c_toxcore_over_udp() {
     });
 
     // Messages both ways.
-    h.send_message(friend, "hello from c-toxcore").expect("MSG");
-    rt.block_on(async {
-        for _ in 0..20 {
-            match next(&f, "message", Duration::from_secs(10)).await {
-                FriendEvent::Message(m) => {
-                    assert_eq!(m, b"hello from c-toxcore");
-                    return;
-                }
-                FriendEvent::Offline(r) => panic!("offline: {r:?}"),
-                _ => {}
-            }
-        }
-        panic!("no message among 20 events");
-    });
-    rt.block_on(f.send_message(b"hello from toxlink"))
-        .expect("send message");
-    let text = h
-        .expect_message(friend, Duration::from_secs(10))
-        .expect("c-toxcore shows our message");
-    assert_eq!(text, "hello from toxlink");
+    common::message_each_way(&rt, &mut h, friend, &f);
 
     // Custom lossy packets both ways: on loopback nearly all arrive; each
     // intact, with its id byte.
@@ -204,45 +167,15 @@ fn toxlink_friend_of_c_toxcore_over_udp() {
     let t1 = Instant::now();
     h.start_custom(friend, PACKETS, THEIR_SIZE, 170)
         .expect("start its sending");
-    let sender = {
-        let f = f.clone();
-        rt.spawn(async move {
-            let t = Instant::now();
-            for seq in 0..PACKETS {
-                f.send_custom_lossless(&custom_packet(160, seq, OUR_SIZE, 0))
-                    .await
-                    .expect("send custom");
-            }
-            t.elapsed()
-        })
-    };
-    let receiver = {
-        let f = f.clone();
-        rt.spawn(async move {
-            let mut got = 0u32;
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
-            while got < PACKETS {
-                let e = tokio::time::timeout_at(deadline, f.next_event())
-                    .await
-                    .unwrap_or_else(|_| panic!("only {got} of its packets within 45 s"))
-                    .unwrap_or_else(|| panic!("closed after {got} of its packets"));
-                match e {
-                    FriendEvent::CustomLossless(d) => {
-                        assert_eq!(d.len(), THEIR_SIZE);
-                        assert_eq!(d[0], 170);
-                        let seq = u32::from_be_bytes([d[1], d[2], d[3], d[4]]);
-                        assert_eq!(seq, got, "in order, none missing, no duplicate");
-                        let sum = u32::from_be_bytes([d[5], d[6], d[7], d[8]]);
-                        assert_eq!(sum, custom_checksum(&d), "checksum of #{seq}");
-                        got += 1;
-                    }
-                    FriendEvent::Offline(r) => panic!("offline after {got}: {r:?}"),
-                    _ => {}
-                }
-            }
-            got
-        })
-    };
+    let sender = common::spawn_sender(&rt, &f, PACKETS, OUR_SIZE, None, Instant::now());
+    // Its packets: all of them, in order, each intact (or the task fails).
+    let receiver = rt.spawn(common::receive_custom(
+        f.clone(),
+        PACKETS,
+        170,
+        THEIR_SIZE,
+        Duration::from_secs(45),
+    ));
     let stats = h
         .wait_stats(
             friend,
@@ -252,18 +185,12 @@ fn toxlink_friend_of_c_toxcore_over_udp() {
         )
         .expect("c-toxcore receives all 10,000");
     let ours_took = t1.elapsed();
-    assert_eq!(stats.custom.bad, 0, "checksums at c-toxcore");
-    assert_eq!(stats.custom.dup, 0, "duplicates at c-toxcore");
-    assert_eq!(stats.custom.reordered, 0, "reordered at c-toxcore");
-    assert_eq!(stats.custom.lost, 0, "lost at c-toxcore");
-    assert_eq!(stats.custom.good(), u64::from(PACKETS));
+    common::all_custom_intact(&stats.custom, PACKETS);
     assert_eq!(stats.status, ConnKind::Udp);
-    let got = rt
-        .block_on(async { tokio::time::timeout(Duration::from_secs(45), receiver).await })
+    rt.block_on(async { tokio::time::timeout(Duration::from_secs(45), receiver).await })
         .expect("its packets within 45 s")
-        .expect("receiver task");
+        .expect("receiver task: all its packets");
     let theirs_took = t1.elapsed();
-    assert_eq!(got, PACKETS);
     let send_took = rt.block_on(sender).expect("sender task");
     let sent = h.wait_sent(Duration::from_secs(10)).expect("its SENT");
     assert_eq!(sent.accepted, PACKETS);

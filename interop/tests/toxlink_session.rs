@@ -5,13 +5,14 @@
 //! checksum, sequence and duplicate counters) and come back echoed, in order;
 //! 1,000 of its own custom packets come to us in order.
 
-use std::net::SocketAddr;
 use std::time::Duration;
-use toxlink::toxlink_proto::crypto::{KeyPair, PublicKey};
 use toxlink::toxlink_proto::node::NodeConfig;
-use toxlink::{Node, Received};
+use toxlink::Received;
 use toxlink_interop::harness::{custom_packet, require_harness};
 use toxlink_interop::{Harness, HarnessOptions};
+
+mod common;
+use common::befriend;
 
 #[test]
 fn toxlink_session_with_c_toxcore_over_udp() {
@@ -22,23 +23,10 @@ fn toxlink_session_with_c_toxcore_over_udp() {
         .unwrap_or(2_000);
     require_harness();
     let mut h = Harness::start(&HarnessOptions::new().echo(true)).expect("harness");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::seed_from_u64(5);
-    let node = rt
-        .block_on(Node::bind(
-            "127.0.0.1:0".parse().expect("addr"),
-            KeyPair::generate(&mut rng),
-            NodeConfig::default(),
-        ))
-        .expect("bind");
-    let friend = h.add_friend(&node.public_key().0).expect("add friend");
-    let peer = PublicKey(h.public_key());
-    let peer_dht = PublicKey(h.dht_key());
-    let addr: SocketAddr = format!("127.0.0.1:{}", h.udp_port()).parse().expect("addr");
+    let rt = common::runtime();
+    let node = common::bind_node(&rt, 5, NodeConfig::default());
+    let c = befriend(&mut h, &node);
+    let (friend, peer, peer_dht, addr) = (c.friend, c.peer, c.peer_dht, c.peer_udp);
 
     let conn = rt
         .block_on(async {
@@ -78,11 +66,7 @@ fn toxlink_session_with_c_toxcore_over_udp() {
         "toxlink → c-toxcore: {packets} × 1373 B in {took:.2} s ({:.1} MB/s, includes 100 ms stats polling)",
         f64::from(packets) * 1373.0 / took / 1e6
     );
-    assert_eq!(stats.custom.bad, 0, "checksums");
-    assert_eq!(stats.custom.dup, 0);
-    assert_eq!(stats.custom.reordered, 0);
-    assert_eq!(stats.custom.lost, 0);
-    assert_eq!(stats.custom.good(), u64::from(packets));
+    common::all_custom_intact(&stats.custom, packets);
 
     // Echoes (and its Messenger chatter, ids < 160) come back in order. The
     // harness drops echoes its own send queue cannot take (`echo_dropped`),

@@ -4,14 +4,12 @@
 //! row must be a real measurement: a c-toxcore part that cannot run (no
 //! libtoxcore-dev, no tox-bootstrapd) fails the test.
 
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
 
 fn toxlink(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_toxlink"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run toxlink")
+    common::toxlink(args).output().expect("run toxlink")
 }
 
 /// The number after `label` on `line` (e.g. `"lossless"` -> MB/s).

@@ -8,12 +8,10 @@
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
 
+mod common;
+
 fn toxlink(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_toxlink"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run toxlink")
+    common::toxlink(args).output().expect("run toxlink")
 }
 
 fn stdout(o: &Output) -> String {
@@ -140,6 +138,27 @@ fn our_tox_id_equals_c_toxcore_for_the_same_key() {
     assert_eq!(ours, theirs);
 }
 
+/// `chat`, `recv .`, `send SEND_FILE` and `peer` with the keys file `keys`,
+/// each naming `peer` as the peer.
+fn peer_commands<'a>(keys: &'a str, peer: &'a str, send_file: &'a str) -> Vec<Vec<&'a str>> {
+    vec![
+        vec!["chat", "--keys-file", keys, "--peer", peer],
+        vec!["recv", ".", "--keys-file", keys, "--peer", peer],
+        vec!["send", send_file, "--keys-file", keys, "--peer", peer],
+        vec![
+            "peer",
+            "--keys-file",
+            keys,
+            "--peer",
+            peer,
+            "--peer-dht",
+            peer,
+            "--peer-addr",
+            "127.0.0.1:9",
+        ],
+    ]
+}
+
 #[test]
 fn a_keys_file_readable_by_others_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -154,32 +173,20 @@ fn a_keys_file_readable_by_others_is_refused() {
             "toxlink: keys file {p} is accessible by group or others (mode {mode:04o}); \
              run `chmod 600 {p}`"
         );
-        for args in [
-            vec!["keygen", "--keys-file", p],
-            vec!["chat", "--keys-file", p, "--peer", &peer],
-            vec!["recv", ".", "--keys-file", p, "--peer", &peer],
-            vec!["send", p, "--keys-file", p, "--peer", &peer],
-            vec![
-                "peer",
-                "--keys-file",
-                p,
-                "--peer",
-                &peer,
-                "--peer-dht",
-                &peer,
-                "--peer-addr",
-                "127.0.0.1:9",
-            ],
-            vec![
-                "relay",
-                "--keys-file",
-                p,
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                "0",
-            ],
-        ] {
+        let keygen = vec!["keygen", "--keys-file", p];
+        let relay = vec![
+            "relay",
+            "--keys-file",
+            p,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+        ];
+        for args in std::iter::once(keygen)
+            .chain(peer_commands(p, &peer, p))
+            .chain([relay])
+        {
             let o = toxlink(&args);
             assert_eq!(o.status.code(), Some(1), "{args:?}: {o:?}");
             assert_eq!(one_line_error(&o), want, "{args:?}");
@@ -258,22 +265,7 @@ fn only_keygen_and_relay_create_a_missing_keys_file() {
     let path = dir.path().join("missing.keys");
     let p = path.to_str().unwrap();
     let peer = "AB".repeat(32);
-    for args in [
-        vec!["chat", "--keys-file", p, "--peer", &peer],
-        vec!["recv", ".", "--keys-file", p, "--peer", &peer],
-        vec!["send", "Cargo.toml", "--keys-file", p, "--peer", &peer],
-        vec![
-            "peer",
-            "--keys-file",
-            p,
-            "--peer",
-            &peer,
-            "--peer-dht",
-            &peer,
-            "--peer-addr",
-            "127.0.0.1:9",
-        ],
-    ] {
+    for args in peer_commands(p, &peer, "Cargo.toml") {
         let e = one_line_error(&toxlink(&args));
         assert_eq!(
             e,

@@ -230,16 +230,7 @@ fn sha_of(path: &Path) -> Option<[u8; 32]> {
 
 /// Creates a keys file with `toxlink keygen`; returns the public key.
 fn keygen(path: &Path) -> String {
-    let mut c = Command::new(bin());
-    c.args(["keygen", "--keys-file", path.to_str().expect("utf-8")]);
-    let o = common::netlab::run_bounded(&mut c, Duration::from_secs(10));
-    assert!(o.status.success(), "keygen: {o:?}");
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("public key "))
-        .expect("public key line")
-        .trim()
-        .to_string()
+    common::keygen_with(&bin(), path)
 }
 
 /// The size of the receiver's part file `DIR/.NAME.part-*` (0 if none).

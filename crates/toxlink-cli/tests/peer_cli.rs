@@ -12,13 +12,11 @@ use std::process::{Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const WAIT: Duration = Duration::from_secs(30);
+mod common;
 
-fn toxlink(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_toxlink"));
-    c.args(args).env("RUST_LOG", "warn");
-    c
-}
+use common::toxlink;
+
+const WAIT: Duration = Duration::from_secs(30);
 
 /// A running child with its stdout and stderr lines on channels.
 struct Proc {
@@ -126,16 +124,7 @@ impl Proc {
 
 /// Creates a keys file with `toxlink keygen`; returns its public key (hex).
 fn keygen(path: &Path) -> String {
-    let o = toxlink(&["keygen", "--keys-file", path.to_str().expect("utf-8")])
-        .output()
-        .expect("keygen");
-    assert!(o.status.success(), "{o:?}");
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("public key "))
-        .expect("public key line")
-        .trim()
-        .to_string()
+    common::keygen_with(env!("CARGO_BIN_EXE_toxlink"), path)
 }
 
 fn one_line_error(o: &Output) -> String {
@@ -175,40 +164,151 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
+impl Peers {
+    /// `toxlink CMD [TARGET] --keys-file K --bind 127.0.0.1 --peer PK EXTRA..`
+    /// as A (talking to B) or as B (talking to A), not started.
+    fn command(&self, cmd: &str, target: Option<&Path>, as_a: bool, extra: &[&str]) -> Command {
+        let (keys, peer) = if as_a {
+            (&self.a, &self.b_pk)
+        } else {
+            (&self.b, &self.a_pk)
+        };
+        let mut args = vec![cmd];
+        args.extend(target.map(s));
+        args.extend([
+            "--keys-file",
+            s(keys),
+            "--bind",
+            "127.0.0.1",
+            "--peer",
+            peer,
+        ]);
+        args.extend_from_slice(extra);
+        toxlink(&args)
+    }
+
+    /// [`Peers::command`], spawned.
+    fn spawn(&self, cmd: &str, target: Option<&Path>, as_a: bool, extra: &[&str]) -> Proc {
+        Proc::spawn(self.command(cmd, target, as_a, extra))
+    }
+
+    /// The one-line error of [`Peers::command`] as A, its stdout discarded.
+    fn error_as_a(&self, cmd: &str, target: Option<&Path>, extra: &[&str]) -> String {
+        one_line_error(
+            &self
+                .command(cmd, target, true, extra)
+                .stdout(Stdio::null())
+                .output()
+                .expect("run"),
+        )
+    }
+
+    /// B receives into `out` from A.
+    fn recv(&self, out: &Path, extra: &[&str]) -> Proc {
+        self.spawn("recv", Some(out), false, extra)
+    }
+
+    /// A sends `file` to B.
+    fn send(&self, file: &Path, extra: &[&str]) -> Proc {
+        self.spawn("send", Some(file), true, extra)
+    }
+
+    /// `chat` as A (`as_a`) or as B.
+    fn chat(&self, as_a: bool, extra: &[&str]) -> Proc {
+        self.spawn("chat", None, as_a, extra)
+    }
+
+    /// A new empty directory `name` in the temporary directory.
+    fn out_dir(&self, name: &str) -> PathBuf {
+        let out = self.dir.path().join(name);
+        std::fs::create_dir(&out).expect("mkdir");
+        out
+    }
+
+    /// A sparse file `name` of `len` zero bytes (instant to create).
+    fn sparse_file(&self, name: &str, len: u64) -> PathBuf {
+        let file = self.dir.path().join(name);
+        std::fs::File::create(&file)
+            .and_then(|f| f.set_len(len))
+            .expect("sparse file");
+        file
+    }
+
+    /// A `toxlink relay` on loopback with its own keys file: the process,
+    /// its public key and its address.
+    fn relay(&self) -> (Proc, String, String) {
+        let mut relay = Proc::spawn(toxlink(&[
+            "relay",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-ipv6",
+            "--keys-file",
+            s(&self.dir.path().join("relay.keys")),
+        ]));
+        let rpk = relay
+            .expect_out("public key ")
+            .trim_start_matches("public key ")
+            .to_string();
+        let raddr = relay.listening();
+        (relay, rpk, raddr)
+    }
+}
+
 /// One transfer: `recv` listens, `send` connects. Returns both processes,
 /// exited.
 fn transfer(p: &Peers, file: &Path, out: &Path, recv_extra: &[&str]) -> (Proc, Proc) {
-    let mut args = vec![
-        "recv",
-        s(out),
-        "--keys-file",
-        s(&p.b),
-        "--bind",
-        "127.0.0.1",
-        "--peer",
-        &p.a_pk,
-        "--quiet",
-    ];
-    args.extend_from_slice(recv_extra);
-    let mut r = Proc::spawn(toxlink(&args));
+    let mut extra = vec!["--quiet"];
+    extra.extend_from_slice(recv_extra);
+    let mut r = p.recv(out, &extra);
     let addr = r.listening();
-    let mut snd = Proc::spawn(toxlink(&[
-        "send",
-        s(file),
-        "--keys-file",
-        s(&p.a),
-        "--bind",
-        "127.0.0.1",
-        "--peer",
-        &p.b_pk,
-        "--peer-addr",
-        &addr,
-        "--timeout",
-        "10",
-    ]));
+    let mut snd = p.send(file, &["--peer-addr", &addr, "--timeout", "10"]);
     snd.wait();
     r.wait();
     (snd, r)
+}
+
+/// [`transfer`], and both exited with success (their stderr if not).
+fn transfer_ok(p: &Peers, file: &Path, out: &Path, recv_extra: &[&str]) -> (Proc, Proc) {
+    let (mut snd, mut r) = transfer(p, file, out, recv_extra);
+    exits_ok(&mut snd);
+    exits_ok(&mut r);
+    (snd, r)
+}
+
+/// Waits for `p` to exit and asserts it succeeded (its stderr if not).
+fn exits_ok(p: &mut Proc) {
+    assert!(p.wait().success(), "{:?}", p.drain_err());
+}
+
+/// Polls `done` every 5 ms until it holds; fails with "`what` within
+/// WAIT" when WAIT has passed first.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} within {WAIT:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Sends SIGTERM to our own child `p`.
+fn interrupt(p: &Proc) {
+    // SAFETY: signalling our own child by its PID.
+    unsafe {
+        libc::kill(p.child.id() as i32, libc::SIGTERM);
+    }
+}
+
+/// The one-line error of `toxlink ARGS` (which must fail).
+fn error_of(args: &[&str]) -> String {
+    one_line_error(&toxlink(args).output().expect("run"))
+}
+
+/// `dir` holds `name` (no part file or other) and its bytes are `data`.
+fn assert_only_file(dir: &Path, name: &str, data: &[u8]) {
+    assert_eq!(std::fs::read(dir.join(name)).expect("read"), data);
+    assert_eq!(dir_entries(dir), vec![name.to_string()], "no part file");
 }
 
 fn dir_entries(d: &Path) -> Vec<String> {
@@ -235,32 +335,16 @@ fn send_recv_a_4_mib_file_verified_then_refuse_and_overwrite() {
         })
         .collect();
     std::fs::write(&file, &data).expect("write");
-    let out = p.dir.path().join("out");
-    std::fs::create_dir(&out).expect("mkdir");
+    let out = p.out_dir("out");
 
-    let (mut snd, mut r) = transfer(&p, &file, &out, &[]);
-    assert!(
-        snd.child.wait().expect("status").success(),
-        "{:?}",
-        snd.drain_err()
-    );
-    assert!(
-        r.child.wait().expect("status").success(),
-        "{:?}",
-        r.drain_err()
-    );
+    let (mut snd, mut r) = transfer_ok(&p, &file, &out, &[]);
     let line = r.expect_out("received ");
     assert!(
         line.contains("data.bin") && line.contains(&data.len().to_string()),
         "{line}"
     );
     snd.expect_out("sent data.bin");
-    assert_eq!(std::fs::read(out.join("data.bin")).expect("read"), data);
-    assert_eq!(
-        dir_entries(&out),
-        vec!["data.bin".to_string()],
-        "no part file"
-    );
+    assert_only_file(&out, "data.bin", &data);
 
     // Again: the name exists, both sides fail with the reason.
     std::fs::write(&file, b"second version").expect("write");
@@ -269,40 +353,17 @@ fn send_recv_a_4_mib_file_verified_then_refuse_and_overwrite() {
     assert!(!r.child.wait().expect("status").success());
     r.expect_err("toxlink: refused");
     snd.expect_err("exists (use --overwrite)");
-    assert_eq!(std::fs::read(out.join("data.bin")).expect("read"), data);
-    assert_eq!(dir_entries(&out), vec!["data.bin".to_string()]);
+    assert_only_file(&out, "data.bin", &data);
 
     // With --overwrite it is replaced.
-    let (mut snd, mut r) = transfer(&p, &file, &out, &["--overwrite"]);
-    assert!(
-        snd.child.wait().expect("status").success(),
-        "{:?}",
-        snd.drain_err()
-    );
-    assert!(
-        r.child.wait().expect("status").success(),
-        "{:?}",
-        r.drain_err()
-    );
-    assert_eq!(
-        std::fs::read(out.join("data.bin")).expect("read"),
-        b"second version"
-    );
-    assert_eq!(dir_entries(&out), vec!["data.bin".to_string()]);
+    transfer_ok(&p, &file, &out, &["--overwrite"]);
+    assert_only_file(&out, "data.bin", b"second version");
 }
 
 #[test]
 fn chat_lines_go_both_ways() {
     let p = peers();
-    let mut b = Proc::spawn(toxlink(&[
-        "chat",
-        "--keys-file",
-        s(&p.b),
-        "--bind",
-        "127.0.0.1",
-        "--peer",
-        &p.a_pk,
-    ]));
+    let mut b = p.chat(false, &[]);
     let addr = b.listening();
     // A takes everything but the keys file from a config file.
     let cfg = p.dir.path().join("a.toml");
@@ -342,9 +403,9 @@ fn chat_lines_go_both_ways() {
     );
     // End of A's input: A exits 0, B sees the connection close and exits 0.
     drop(a_in);
-    assert!(a.wait().success(), "{:?}", a.drain_err());
+    exits_ok(&mut a);
     b.expect_err("closed");
-    assert!(b.wait().success(), "{:?}", b.drain_err());
+    exits_ok(&mut b);
 }
 
 #[test]
@@ -354,30 +415,18 @@ fn errors_are_one_line_and_non_zero() {
     std::fs::write(&file, b"x").expect("write");
 
     // Bad arguments.
-    let e = one_line_error(
-        &toxlink(&["chat", "--peer", "nothex"])
-            .output()
-            .expect("run"),
-    );
+    let e = error_of(&["chat", "--peer", "nothex"]);
     assert!(e.contains("peer"), "{e}");
-    let e = one_line_error(&toxlink(&["chat", "--relay", "bad"]).output().expect("run"));
+    let e = error_of(&["chat", "--relay", "bad"]);
     assert!(e.contains("KEY@HOST:PORT"), "{e}");
-    let e = one_line_error(&toxlink(&["send"]).output().expect("run"));
+    let e = error_of(&["send"]);
     assert!(e.contains("FILE"), "{e}");
-    let e = one_line_error(
-        &toxlink(&["chat", "--keys-file", s(&p.a)])
-            .output()
-            .expect("run"),
-    );
+    let e = error_of(&["chat", "--keys-file", s(&p.a)]);
     assert!(e.contains("no peer"), "{e}");
 
     // Missing and corrupt keys files.
     let missing = p.dir.path().join("missing.keys");
-    let e = one_line_error(
-        &toxlink(&["chat", "--keys-file", s(&missing), "--peer", &p.b_pk])
-            .output()
-            .expect("run"),
-    );
+    let e = error_of(&["chat", "--keys-file", s(&missing), "--peer", &p.b_pk]);
     assert!(e.contains("not found") && e.contains("keygen"), "{e}");
     assert!(!missing.exists(), "never created by chat");
     let corrupt = p.dir.path().join("corrupt.keys");
@@ -386,66 +435,39 @@ fn errors_are_one_line_and_non_zero() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&corrupt, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     }
-    let e = one_line_error(
-        &toxlink(&[
-            "send",
-            s(&file),
-            "--keys-file",
-            s(&corrupt),
-            "--peer",
-            &p.b_pk,
-            "--peer-addr",
-            "127.0.0.1:9",
-        ])
-        .output()
-        .expect("run"),
-    );
+    let e = error_of(&[
+        "send",
+        s(&file),
+        "--keys-file",
+        s(&corrupt),
+        "--peer",
+        &p.b_pk,
+        "--peer-addr",
+        "127.0.0.1:9",
+    ]);
     assert!(e.contains("63 bytes"), "{e}");
 
     // Bad config: unknown key, and a bad relay inside.
     let cfg = p.dir.path().join("bad.toml");
     std::fs::write(&cfg, "peer_adr = \"127.0.0.1:1\"\n").expect("write");
-    let e = one_line_error(
-        &toxlink(&["chat", "--keys-file", s(&p.a), "--config", s(&cfg)])
-            .output()
-            .expect("run"),
-    );
+    let e = error_of(&["chat", "--keys-file", s(&p.a), "--config", s(&cfg)]);
     assert!(e.contains("config") && e.contains("peer_adr"), "{e}");
     std::fs::write(
         &cfg,
         format!("peer = \"{}\"\nrelays = [\"nope\"]\n", p.b_pk),
     )
     .expect("write");
-    let e = one_line_error(
-        &toxlink(&["chat", "--keys-file", s(&p.a), "--config", s(&cfg)])
-            .output()
-            .expect("run"),
-    );
+    let e = error_of(&["chat", "--keys-file", s(&p.a), "--config", s(&cfg)]);
     assert!(e.contains("config") && e.contains("relay"), "{e}");
 
     // Unreachable peer: a UDP port nobody answers on.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     let addr = silent.local_addr().expect("addr").to_string();
     let t = Instant::now();
-    let e = one_line_error(
-        &toxlink(&[
-            "send",
-            s(&file),
-            "--keys-file",
-            s(&p.a),
-            "--bind",
-            "127.0.0.1",
-            "--peer",
-            &p.b_pk,
-            "--peer-addr",
-            &addr,
-            "--timeout",
-            "2",
-            "--quiet",
-        ])
-        .stdout(Stdio::null())
-        .output()
-        .expect("run"),
+    let e = p.error_as_a(
+        "send",
+        Some(&file),
+        &["--peer-addr", &addr, "--timeout", "2", "--quiet"],
     );
     assert!(e.contains("unreachable") && e.contains(&addr), "{e}");
     assert!(
@@ -459,39 +481,18 @@ fn errors_are_one_line_and_non_zero() {
         l.local_addr().expect("addr").port()
     };
     let relay = format!("{}@127.0.0.1:{port}", p.b_pk);
-    let e = one_line_error(
-        &toxlink(&[
-            "chat",
-            "--keys-file",
-            s(&p.a),
-            "--bind",
-            "127.0.0.1",
-            "--peer",
-            &p.b_pk,
-            "--relay",
-            &relay,
-            "--timeout",
-            "2",
-        ])
-        .stdout(Stdio::null())
-        .output()
-        .expect("run"),
-    );
+    let e = p.error_as_a("chat", None, &["--relay", &relay, "--timeout", "2"]);
     assert!(e.contains("relay") && e.contains("unreachable"), "{e}");
 
     // A receive directory that does not exist.
-    let e = one_line_error(
-        &toxlink(&[
-            "recv",
-            s(&p.dir.path().join("nodir")),
-            "--keys-file",
-            s(&p.a),
-            "--peer",
-            &p.b_pk,
-        ])
-        .output()
-        .expect("run"),
-    );
+    let e = error_of(&[
+        "recv",
+        s(&p.dir.path().join("nodir")),
+        "--keys-file",
+        s(&p.a),
+        "--peer",
+        &p.b_pk,
+    ]);
     assert!(e.contains("not a directory"), "{e}");
 }
 
@@ -551,7 +552,7 @@ fn peer_chats_with_a_c_toxcore_friend_over_udp() {
         "hello from toxlink"
     );
     drop(a_in);
-    assert!(a.wait().success(), "{:?}", a.drain_err());
+    exits_ok(&mut a);
     h.quit().expect("harness quits");
 }
 
@@ -576,51 +577,20 @@ fn an_interrupted_receive_leaves_no_part_file_and_fails_the_sender() {
     let p = peers();
     // 64 MiB of zeros (sparse: instant to create; moving it takes far longer
     // than the moment we need to catch the part file).
-    let file = p.dir.path().join("big.bin");
-    std::fs::File::create(&file)
-        .and_then(|f| f.set_len(64 << 20))
-        .expect("sparse file");
-    let out = p.dir.path().join("out");
-    std::fs::create_dir(&out).expect("mkdir");
-    let mut r = Proc::spawn(toxlink(&[
-        "recv",
-        s(&out),
-        "--keys-file",
-        s(&p.b),
-        "--bind",
-        "127.0.0.1",
-        "--peer",
-        &p.a_pk,
-        "--quiet",
-    ]));
+    let file = p.sparse_file("big.bin", 64 << 20);
+    let out = p.out_dir("out");
+    let mut r = p.recv(&out, &["--quiet"]);
     let addr = r.listening();
-    let mut snd = Proc::spawn(toxlink(&[
-        "send",
-        s(&file),
-        "--keys-file",
-        s(&p.a),
-        "--bind",
-        "127.0.0.1",
-        "--peer",
-        &p.b_pk,
-        "--peer-addr",
-        &addr,
-        "--quiet",
-    ]));
-    let deadline = Instant::now() + WAIT;
-    loop {
+    let mut snd = p.send(&file, &["--peer-addr", &addr, "--quiet"]);
+    wait_until("no part file", || {
         let entries = dir_entries(&out);
         if entries.iter().any(|e| e.starts_with(".big.bin.part-")) {
-            break;
+            return true;
         }
         assert!(entries.is_empty(), "{entries:?}");
-        assert!(Instant::now() < deadline, "no part file within {WAIT:?}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    // SAFETY: signalling our own child by its PID.
-    unsafe {
-        libc::kill(r.child.id() as i32, libc::SIGTERM);
-    }
+        false
+    });
+    interrupt(&r);
     assert!(!r.wait().success());
     r.expect_err("toxlink: interrupted");
     assert!(dir_entries(&out).is_empty(), "part file removed");
@@ -631,87 +601,25 @@ fn an_interrupted_receive_leaves_no_part_file_and_fails_the_sender() {
 #[test]
 fn through_a_relay_only_files_and_chat_arrive() {
     let p = peers();
-    let mut relay = Proc::spawn(toxlink(&[
-        "relay",
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--no-ipv6",
-        "--keys-file",
-        s(&p.dir.path().join("relay.keys")),
-    ]));
-    let rpk = relay
-        .expect_out("public key ")
-        .trim_start_matches("public key ")
-        .to_string();
-    let raddr = relay.listening();
+    let (_relay, rpk, raddr) = p.relay();
     let spec = format!("{rpk}@{raddr}");
 
     // A file, with neither side given the other's address.
     let file = p.dir.path().join("r.bin");
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(&file, &data).expect("write");
-    let out = p.dir.path().join("out");
-    std::fs::create_dir(&out).expect("mkdir");
-    let mut r = Proc::spawn(toxlink(&[
-        "recv",
-        s(&out),
-        "--keys-file",
-        s(&p.b),
-        "--bind",
-        "127.0.0.1",
-        "--peer",
-        &p.a_pk,
-        "--relay",
-        &spec,
-        "--quiet",
-    ]));
+    let out = p.out_dir("out");
+    let mut r = p.recv(&out, &["--relay", &spec, "--quiet"]);
     r.listening();
-    let mut snd = Proc::spawn(toxlink(&[
-        "send",
-        s(&file),
-        "--keys-file",
-        s(&p.a),
-        "--bind",
-        "127.0.0.1",
-        "--peer",
-        &p.b_pk,
-        "--relay",
-        &spec,
-        "--quiet",
-        "--timeout",
-        "10",
-    ]));
-    assert!(snd.wait().success(), "{:?}", snd.drain_err());
-    assert!(r.wait().success(), "{:?}", r.drain_err());
-    assert_eq!(std::fs::read(out.join("r.bin")).expect("read"), data);
-    assert_eq!(dir_entries(&out), vec!["r.bin".to_string()]);
+    let mut snd = p.send(&file, &["--relay", &spec, "--quiet", "--timeout", "10"]);
+    exits_ok(&mut snd);
+    exits_ok(&mut r);
+    assert_only_file(&out, "r.bin", &data);
 
     // Chat: the status line names the relay as the path.
-    let mut b = Proc::spawn(toxlink(&[
-        "chat",
-        "--keys-file",
-        s(&p.b),
-        "--bind",
-        "127.0.0.1",
-        "--peer",
-        &p.a_pk,
-        "--relay",
-        &spec,
-    ]));
+    let mut b = p.chat(false, &["--relay", &spec]);
     b.listening();
-    let mut a = Proc::spawn(toxlink(&[
-        "chat",
-        "--keys-file",
-        s(&p.a),
-        "--bind",
-        "127.0.0.1",
-        "--peer",
-        &p.b_pk,
-        "--relay",
-        &spec,
-    ]));
+    let mut a = p.chat(true, &["--relay", &spec]);
     let line = a.expect_err(&format!("* {} online", &p.b_pk[..8]));
     assert!(line.contains(&format!("relay {}", &rpk[..8])), "{line}");
     b.expect_err(&format!("* {} online", &p.a_pk[..8]));
@@ -725,8 +633,8 @@ fn through_a_relay_only_files_and_chat_arrive() {
     // reach the peer yet, so B is not expected to notice A's close early.)
     drop(a_in);
     drop(b.child.stdin.take());
-    assert!(a.wait().success(), "{:?}", a.drain_err());
-    assert!(b.wait().success(), "{:?}", b.drain_err());
+    exits_ok(&mut a);
+    exits_ok(&mut b);
 }
 
 #[test]
@@ -738,18 +646,14 @@ fn a_file_name_of_255_bytes_is_received() {
     let file = p.dir.path().join(&name);
     let data: Vec<u8> = (0..50_000u32).map(|i| (i % 253) as u8).collect();
     std::fs::write(&file, &data).expect("write");
-    let out = p.dir.path().join("out");
-    std::fs::create_dir(&out).expect("mkdir");
-    let (mut snd, mut r) = transfer(&p, &file, &out, &[]);
-    assert!(snd.wait().success(), "{:?}", snd.drain_err());
-    assert!(r.wait().success(), "{:?}", r.drain_err());
+    let out = p.out_dir("out");
+    let (_snd, mut r) = transfer_ok(&p, &file, &out, &[]);
     let line = r.expect_out("received ");
     assert!(
         line.starts_with(&format!("received {name} from ")),
         "{line}"
     );
-    assert_eq!(std::fs::read(out.join(&name)).expect("read"), data);
-    assert_eq!(dir_entries(&out), vec![name], "no part file");
+    assert_only_file(&out, &name, &data);
 }
 
 #[test]
@@ -757,8 +661,7 @@ fn a_file_over_max_size_is_refused_with_a_reason_before_any_byte_is_written() {
     let p = peers();
     let file = p.dir.path().join("big.bin");
     std::fs::write(&file, vec![7u8; 4000]).expect("write");
-    let out = p.dir.path().join("out");
-    std::fs::create_dir(&out).expect("mkdir");
+    let out = p.out_dir("out");
     let (mut snd, mut r) = transfer(&p, &file, &out, &["--max-size", "1KiB"]);
     assert!(!snd.wait().success());
     assert!(!r.wait().success());
@@ -770,39 +673,20 @@ fn a_file_over_max_size_is_refused_with_a_reason_before_any_byte_is_written() {
     );
     assert!(dir_entries(&out).is_empty(), "{:?}", dir_entries(&out));
     // Within the limit it arrives.
-    let (mut snd, mut r) = transfer(&p, &file, &out, &["--max-size", "4000"]);
-    assert!(snd.wait().success(), "{:?}", snd.drain_err());
-    assert!(r.wait().success(), "{:?}", r.drain_err());
-    assert_eq!(dir_entries(&out), vec!["big.bin".to_string()]);
+    transfer_ok(&p, &file, &out, &["--max-size", "4000"]);
+    assert_only_file(&out, "big.bin", &[7u8; 4000]);
 }
 
 #[test]
 fn terminal_escapes_from_the_peer_are_shown_escaped() {
     let p = peers();
     // Chat: a nickname and a message with escape sequences.
-    let mut b = Proc::spawn(toxlink(&[
-        "chat",
-        "--keys-file",
-        s(&p.b),
-        "--bind",
-        "127.0.0.1",
-        "--peer",
-        &p.a_pk,
-    ]));
+    let mut b = p.chat(false, &[]);
     let addr = b.listening();
-    let mut a = Proc::spawn(toxlink(&[
-        "chat",
-        "--keys-file",
-        s(&p.a),
-        "--bind",
-        "127.0.0.1",
-        "--peer",
-        &p.b_pk,
-        "--peer-addr",
-        &addr,
-        "--name",
-        "mallory\x1b[2J\x07",
-    ]));
+    let mut a = p.chat(
+        true,
+        &["--peer-addr", &addr, "--name", "mallory\x1b[2J\x07"],
+    );
     a.expect_err(&format!("* {} online", &p.b_pk[..8]));
     let who = &p.a_pk[..8];
     let nick = b.expect_err("is called");
@@ -814,7 +698,7 @@ fn terminal_escapes_from_the_peer_are_shown_escaped() {
         format!("{who}: \\x1b]0;owned\\x07hi \\x1b[31mred\\u{{202e}} é")
     );
     drop(a_in);
-    assert!(a.wait().success(), "{:?}", a.drain_err());
+    exits_ok(&mut a);
     drop(b);
 
     // A file name with an escape sequence: saved under its name, shown
@@ -822,11 +706,8 @@ fn terminal_escapes_from_the_peer_are_shown_escaped() {
     let name = "a\x1b[31mb.txt";
     let file = p.dir.path().join(name);
     std::fs::write(&file, b"data").expect("write");
-    let out = p.dir.path().join("out");
-    std::fs::create_dir(&out).expect("mkdir");
-    let (mut snd, mut r) = transfer(&p, &file, &out, &[]);
-    assert!(snd.wait().success(), "{:?}", snd.drain_err());
-    assert!(r.wait().success(), "{:?}", r.drain_err());
+    let out = p.out_dir("out");
+    let (_snd, mut r) = transfer_ok(&p, &file, &out, &[]);
     let line = r.expect_out("received ");
     assert!(line.starts_with("received a\\x1b[31mb.txt from "), "{line}");
     assert!(!line.contains('\x1b'), "{line:?}");
@@ -895,38 +776,12 @@ fn send_recv_json_reports_bytes_gap_and_the_real_paths() {
     let size = data.len() as u64;
 
     // Direct UDP: the sender's path is the receiver's real address.
-    let out = p.dir.path().join("udp");
-    std::fs::create_dir(&out).expect("mkdir");
-    let mut r = Proc::spawn(toxlink(&[
-        "recv",
-        s(&out),
-        "--keys-file",
-        s(&p.b),
-        "--bind",
-        "127.0.0.1",
-        "--peer",
-        &p.a_pk,
-        "--quiet",
-        "--json",
-    ]));
+    let out = p.out_dir("udp");
+    let mut r = p.recv(&out, &["--quiet", "--json"]);
     let addr = r.listening_on_stderr();
-    let mut snd = Proc::spawn(toxlink(&[
-        "send",
-        s(&file),
-        "--keys-file",
-        s(&p.a),
-        "--bind",
-        "127.0.0.1",
-        "--peer",
-        &p.b_pk,
-        "--peer-addr",
-        &addr,
-        "--timeout",
-        "10",
-        "--json",
-    ]));
-    assert!(snd.wait().success(), "{:?}", snd.drain_err());
-    assert!(r.wait().success(), "{:?}", r.drain_err());
+    let mut snd = p.send(&file, &["--peer-addr", &addr, "--timeout", "10", "--json"]);
+    exits_ok(&mut snd);
+    exits_ok(&mut r);
     let vs = snd.json();
     let vr = r.json();
     check_ok_report(&vs, "send", size);
@@ -948,57 +803,17 @@ fn send_recv_json_reports_bytes_gap_and_the_real_paths() {
     assert_eq!(std::fs::read(out.join("j.bin")).expect("read"), data);
 
     // Relay only: both paths are the relay, by key and address.
-    let mut relay = Proc::spawn(toxlink(&[
-        "relay",
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--no-ipv6",
-        "--keys-file",
-        s(&p.dir.path().join("relay.keys")),
-    ]));
-    let rpk = relay
-        .expect_out("public key ")
-        .trim_start_matches("public key ")
-        .to_string();
-    let raddr = relay.listening();
+    let (_relay, rpk, raddr) = p.relay();
     let spec = format!("{rpk}@{raddr}");
-    let out = p.dir.path().join("relay");
-    std::fs::create_dir(&out).expect("mkdir");
-    let mut r = Proc::spawn(toxlink(&[
-        "recv",
-        s(&out),
-        "--keys-file",
-        s(&p.b),
-        "--bind",
-        "127.0.0.1",
-        "--peer",
-        &p.a_pk,
-        "--relay",
-        &spec,
-        "--quiet",
-        "--json",
-    ]));
+    let out = p.out_dir("relay");
+    let mut r = p.recv(&out, &["--relay", &spec, "--quiet", "--json"]);
     r.listening_on_stderr();
-    let mut snd = Proc::spawn(toxlink(&[
-        "send",
-        s(&file),
-        "--keys-file",
-        s(&p.a),
-        "--bind",
-        "127.0.0.1",
-        "--peer",
-        &p.b_pk,
-        "--relay",
-        &spec,
-        "--quiet",
-        "--timeout",
-        "10",
-        "--json",
-    ]));
-    assert!(snd.wait().success(), "{:?}", snd.drain_err());
-    assert!(r.wait().success(), "{:?}", r.drain_err());
+    let mut snd = p.send(
+        &file,
+        &["--relay", &spec, "--quiet", "--timeout", "10", "--json"],
+    );
+    exits_ok(&mut snd);
+    exits_ok(&mut r);
     for v in [snd.json(), r.json()] {
         check_ok_report(&v, v["role"].as_str().unwrap_or("?"), size);
         let paths = v["paths"].as_array().expect("paths");
@@ -1019,42 +834,13 @@ fn send_recv_json_reports_bytes_gap_and_the_real_paths() {
 #[test]
 fn send_recv_json_report_a_failure_once() {
     let p = peers();
-    let file = p.dir.path().join("big.bin");
-    std::fs::File::create(&file)
-        .and_then(|f| f.set_len(64 << 20))
-        .expect("sparse file");
-    let out = p.dir.path().join("out");
-    std::fs::create_dir(&out).expect("mkdir");
-    let mut r = Proc::spawn(toxlink(&[
-        "recv",
-        s(&out),
-        "--keys-file",
-        s(&p.b),
-        "--bind",
-        "127.0.0.1",
-        "--peer",
-        &p.a_pk,
-        "--quiet",
-        "--json",
-    ]));
+    let file = p.sparse_file("big.bin", 64 << 20);
+    let out = p.out_dir("out");
+    let mut r = p.recv(&out, &["--quiet", "--json"]);
     let addr = r.listening_on_stderr();
-    let mut snd = Proc::spawn(toxlink(&[
-        "send",
-        s(&file),
-        "--keys-file",
-        s(&p.a),
-        "--bind",
-        "127.0.0.1",
-        "--peer",
-        &p.b_pk,
-        "--peer-addr",
-        &addr,
-        "--quiet",
-        "--json",
-    ]));
+    let mut snd = p.send(&file, &["--peer-addr", &addr, "--quiet", "--json"]);
     // Wait until some data arrived, then interrupt the receiver.
-    let deadline = Instant::now() + WAIT;
-    loop {
+    wait_until("no data arrived", || {
         let part = std::fs::read_dir(&out)
             .expect("read_dir")
             .filter_map(Result::ok)
@@ -1063,19 +849,10 @@ fn send_recv_json_report_a_failure_once() {
                     .to_string_lossy()
                     .starts_with(".big.bin.part-")
             });
-        if part
-            .and_then(|e| e.metadata().ok())
+        part.and_then(|e| e.metadata().ok())
             .is_some_and(|m| m.len() > 1 << 20)
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no data arrived within {WAIT:?}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    // SAFETY: signalling our own child by its PID.
-    unsafe {
-        libc::kill(r.child.id() as i32, libc::SIGTERM);
-    }
+    });
+    interrupt(&r);
     assert!(!r.wait().success());
     assert!(!snd.wait().success());
     let vr = r.json();

@@ -27,28 +27,31 @@ impl Drop for Child {
     }
 }
 
+/// `toxlink relay` on loopback with a metrics endpoint and the keys file
+/// `keys`, its stdout piped; not started.
+fn relay_command(keys: &std::path::Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_toxlink"));
+    c.args([
+        "relay",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--metrics",
+        "127.0.0.1:0",
+        "--keys-file",
+    ])
+    .arg(keys)
+    .env("RUST_LOG", "warn")
+    .stdout(Stdio::piped());
+    c
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_process_serves_reports_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys");
-    let mut child = Child(
-        Command::new(env!("CARGO_BIN_EXE_toxlink"))
-            .args([
-                "relay",
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--metrics",
-                "127.0.0.1:0",
-                "--keys-file",
-            ])
-            .arg(&keys)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = Child(relay_command(&keys).spawn().unwrap());
     let pid = child.0.id();
     let (tx, rx) = mpsc::channel::<String>();
     let out = child.0.stdout.take().unwrap();
@@ -243,20 +246,7 @@ fn zero_timeouts_in_the_relay_config_are_refused() {
 /// relay address and its metrics address.
 fn start_relay_with_metrics(dir: &std::path::Path) -> (Child, std::net::SocketAddr, String) {
     let mut child = Child(
-        Command::new(env!("CARGO_BIN_EXE_toxlink"))
-            .args([
-                "relay",
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--metrics",
-                "127.0.0.1:0",
-            ])
-            .arg("--keys-file")
-            .arg(dir.join("keys"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
+        relay_command(&dir.join("keys"))
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),

@@ -6,22 +6,19 @@ use rand_core::SeedableRng;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
-async fn pair(addr: &str, seed: u64) -> (Node, Node) {
+/// Two nodes bound on `addr`, keys from `seed`; neither allows the other.
+async fn two_nodes(addr: &str, seed: u64) -> (Node, Node) {
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    let a = Node::bind(
-        addr.parse().expect("addr"),
-        KeyPair::generate(&mut rng),
-        NodeConfig::default(),
-    )
-    .await
-    .expect("bind a");
-    let b = Node::bind(
-        addr.parse().expect("addr"),
-        KeyPair::generate(&mut rng),
-        NodeConfig::default(),
-    )
-    .await
-    .expect("bind b");
+    let addr = addr.parse().expect("addr");
+    let mut bind = || Node::bind(addr, KeyPair::generate(&mut rng), NodeConfig::default());
+    let a = bind().await.expect("bind a");
+    let b = bind().await.expect("bind b");
+    (a, b)
+}
+
+/// [`two_nodes`], b allowing a.
+async fn pair(addr: &str, seed: u64) -> (Node, Node) {
+    let (a, b) = two_nodes(addr, seed).await;
     b.allow(a.public_key());
     (a, b)
 }
@@ -123,21 +120,7 @@ async fn ipv6_loopback_lossless_lossy_and_close() {
 
 #[tokio::test]
 async fn unknown_peer_is_not_accepted() {
-    let mut rng = ChaCha20Rng::seed_from_u64(3);
-    let a = Node::bind(
-        "127.0.0.1:0".parse().expect("addr"),
-        KeyPair::generate(&mut rng),
-        NodeConfig::default(),
-    )
-    .await
-    .expect("bind");
-    let b = Node::bind(
-        "127.0.0.1:0".parse().expect("addr"),
-        KeyPair::generate(&mut rng),
-        NodeConfig::default(),
-    )
-    .await
-    .expect("bind");
+    let (a, b) = two_nodes("127.0.0.1:0", 3).await;
     // b does not allow a.
     let r = tokio::time::timeout(
         Duration::from_millis(1500),

@@ -32,20 +32,9 @@ async fn until(f: &Friend, what: &str, pred: impl Fn(&FriendEvent) -> bool) -> F
 
 async fn nodes(seed: u64) -> (Node, Node) {
     let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::seed_from_u64(seed);
-    let a = Node::bind(
-        "127.0.0.1:0".parse().expect("addr"),
-        KeyPair::generate(&mut rng),
-        NodeConfig::default(),
-    )
-    .await
-    .expect("bind");
-    let b = Node::bind(
-        "127.0.0.1:0".parse().expect("addr"),
-        KeyPair::generate(&mut rng),
-        NodeConfig::default(),
-    )
-    .await
-    .expect("bind");
+    let lo = "127.0.0.1:0".parse().expect("addr");
+    let mut bind = || Node::bind(lo, KeyPair::generate(&mut rng), NodeConfig::default());
+    let (a, b) = (bind().await.expect("bind"), bind().await.expect("bind"));
     b.allow(a.public_key());
     (a, b)
 }

@@ -58,8 +58,14 @@ async fn setup(n_relays: usize, seed: u8) -> Setup {
     }
 }
 
-/// Connects a → b through relays only (or UDP too with `udp`).
+/// Connects a → b through relays only (or UDP too with `udp`), within 15 s.
 async fn connect(s: &Setup, udp: bool) -> (Connection, Connection) {
+    timeout(Duration::from_secs(15), connect_now(s, udp))
+        .await
+        .expect("connected in time")
+}
+
+async fn connect_now(s: &Setup, udp: bool) -> (Connection, Connection) {
     let b = s.b.clone();
     let acc = tokio::spawn(async move { b.accept().await });
     let ca = if udp {
@@ -76,6 +82,29 @@ async fn connect(s: &Setup, udp: bool) -> (Connection, Connection) {
         .expect("join")
         .expect("incoming");
     (ca, cb)
+}
+
+/// `from` connects to `to` through relays only, within 15 s.
+async fn via_relays(from: &Node, to: &Node, what: &str) -> Connection {
+    timeout(
+        Duration::from_secs(15),
+        from.connect_via_relays(to.public_key(), to.dht_key()),
+    )
+    .await
+    .expect("in time")
+    .unwrap_or_else(|e| panic!("{what}: {e:?}"))
+}
+
+/// What [`receive`] on `rx` returns, within 60 s; `what` if it failed.
+async fn all_received(
+    rx: tokio::task::JoinHandle<Result<Duration, String>>,
+    what: &str,
+) -> Duration {
+    timeout(Duration::from_secs(60), rx)
+        .await
+        .expect("received in time")
+        .expect("join")
+        .unwrap_or_else(|e| panic!("{what}: {e:?}"))
 }
 
 /// Packet `i`: id 160, then i (BE32), then a filler derived from i.
@@ -129,9 +158,7 @@ fn relay_of(k: Option<Route<std::net::SocketAddr>>) -> Option<toxlink_proto::cry
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_only_transfer_and_relay_reset() {
     let s = setup(3, 10).await;
-    let (ca, cb) = timeout(Duration::from_secs(15), connect(&s, false))
-        .await
-        .expect("connected through relays in time");
+    let (ca, cb) = connect(&s, false).await;
     let n = 6000;
     let rx = tokio::spawn(receive(cb, n));
     let mut reset_done = false;
@@ -146,11 +173,7 @@ async fn relay_only_transfer_and_relay_reset() {
         }
     })
     .await;
-    let gap = timeout(Duration::from_secs(60), rx)
-        .await
-        .expect("received in time")
-        .expect("join")
-        .expect("all in order");
+    let gap = all_received(rx, "all in order").await;
     assert!(reset_done);
     println!("relay reset: longest delivery gap {gap:?}");
 }
@@ -207,9 +230,7 @@ async fn corrupting_relay_is_dropped_and_replaced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_and_relays_switch_both_ways() {
     let s = setup(3, 30).await;
-    let (ca, cb) = timeout(Duration::from_secs(15), connect(&s, true))
-        .await
-        .expect("connected in time");
+    let (ca, cb) = connect(&s, true).await;
     let n = 12000;
     let rx = tokio::spawn(receive(cb, n));
     let b_udp = s.b.local_addr();
@@ -227,11 +248,7 @@ async fn udp_and_relays_switch_both_ways() {
         _ => {}
     })
     .await;
-    let gap = timeout(Duration::from_secs(60), rx)
-        .await
-        .expect("received in time")
-        .expect("join")
-        .expect("all in order");
+    let gap = all_received(rx, "all in order").await;
     let mut primaries = Vec::new();
     while let Some(e) = s.a.poll_path_event() {
         if let PathEventKind::Primary { .. } = e.kind {
@@ -302,9 +319,7 @@ async fn stream_with_fault_on_primary(
     fault_at: u32,
     cfg: FaultConfig,
 ) -> Faulted {
-    let (ca, cb) = timeout(Duration::from_secs(15), connect(s, false))
-        .await
-        .expect("connected in time");
+    let (ca, cb) = connect(s, false).await;
     let rx = tokio::spawn(receive(cb, n));
     let mut fault = None;
     let mut cfg = Some(cfg);
@@ -317,11 +332,7 @@ async fn stream_with_fault_on_primary(
         }
     })
     .await;
-    let gap = timeout(Duration::from_secs(60), rx)
-        .await
-        .expect("received in time")
-        .expect("join")
-        .expect("all in order, nothing corrupted");
+    let gap = all_received(rx, "all in order, nothing corrupted").await;
     let (victim, at) = fault.expect("fault installed");
     Faulted { victim, at, gap }
 }
@@ -356,9 +367,7 @@ async fn relay_delaying_by_two_seconds_is_left_within_three() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_relays_but_one_die_then_come_back() {
     let mut s = setup(3, 60).await;
-    let (ca, cb) = timeout(Duration::from_secs(15), connect(&s, false))
-        .await
-        .expect("connected in time");
+    let (ca, cb) = connect(&s, false).await;
     let n = 6000;
     let rx = tokio::spawn(receive(cb, n));
     for i in 0..n {
@@ -375,11 +384,7 @@ async fn all_relays_but_one_die_then_come_back() {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
-    let gap = timeout(Duration::from_secs(60), rx)
-        .await
-        .expect("received in time")
-        .expect("join")
-        .expect("all in order, never offline");
+    let gap = all_received(rx, "all in order, never offline").await;
     // The dead relays came back into use.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -442,11 +447,7 @@ async fn udp_black_hole_through_a_forwarder_falls_back_to_relays() {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
-    let gap = timeout(Duration::from_secs(60), rx)
-        .await
-        .expect("received in time")
-        .expect("join")
-        .expect("all in order");
+    let gap = all_received(rx, "all in order").await;
     let mut to_relay = None;
     let mut back_to_udp = false;
     while let Some(e) = s.a.poll_path_event() {
@@ -490,20 +491,8 @@ async fn relay_corrupting_one_peers_traffic_is_dropped_for_that_peer_only() {
     let (aa, cc) = (a.clone(), c.clone());
     let acc_a = tokio::spawn(async move { aa.accept().await });
     let acc_c = tokio::spawn(async move { cc.accept().await });
-    let to_a = timeout(
-        Duration::from_secs(15),
-        b.connect_via_relays(a.public_key(), a.dht_key()),
-    )
-    .await
-    .expect("in time")
-    .expect("b -> a");
-    let to_c = timeout(
-        Duration::from_secs(15),
-        b.connect_via_relays(c.public_key(), c.dht_key()),
-    )
-    .await
-    .expect("in time")
-    .expect("b -> c");
+    let to_a = via_relays(&b, &a, "b -> a").await;
+    let to_c = via_relays(&b, &c, "b -> c").await;
     let from_b_at_a = acc_a.await.expect("join").expect("a accepted");
     let from_b_at_c = acc_c.await.expect("join").expect("c accepted");
     let n = 4000;
@@ -530,11 +519,7 @@ async fn relay_corrupting_one_peers_traffic_is_dropped_for_that_peer_only() {
         }
     }
     for rx in [rx_a, rx_c] {
-        timeout(Duration::from_secs(60), rx)
-            .await
-            .expect("in time")
-            .expect("join")
-            .expect("all in order, nothing corrupted");
+        all_received(rx, "all in order, nothing corrupted").await;
     }
     let victim = victim.unwrap();
     let mut dropped_at_a = false;
@@ -567,9 +552,7 @@ async fn relay_corrupting_one_peers_traffic_is_dropped_for_that_peer_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_a_relay_only_connection_reaches_the_peer() {
     let s = setup(2, 90).await;
-    let (ca, cb) = timeout(Duration::from_secs(15), connect(&s, false))
-        .await
-        .expect("connected in time");
+    let (ca, cb) = connect(&s, false).await;
     ca.send_lossless(&packet(0)).await.expect("send");
     let first = timeout(Duration::from_secs(5), cb.recv())
         .await
@@ -615,20 +598,8 @@ async fn a_friend_framing_a_good_relay_hurts_only_itself() {
         let y = bb.accept().await;
         (x, y)
     });
-    let ca = timeout(
-        Duration::from_secs(15),
-        a.connect_via_relays(b.public_key(), b.dht_key()),
-    )
-    .await
-    .expect("in time")
-    .expect("a -> b");
-    let _cf = timeout(
-        Duration::from_secs(15),
-        f.connect_via_relays(b.public_key(), b.dht_key()),
-    )
-    .await
-    .expect("in time")
-    .expect("f -> b");
+    let ca = via_relays(&a, &b, "a -> b").await;
+    let _cf = via_relays(&f, &b, "f -> b").await;
     let (x, y) = timeout(Duration::from_secs(10), acc)
         .await
         .expect("accepted in time")
@@ -666,11 +637,7 @@ async fn a_friend_framing_a_good_relay_hurts_only_itself() {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
-    timeout(Duration::from_secs(60), rx)
-        .await
-        .expect("in time")
-        .expect("join")
-        .expect("A's stream intact through R1");
+    all_received(rx, "A's stream intact through R1").await;
     // B dropped R1 for F only; its self-probe proved R1 good; R1 is still
     // in use for A.
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -21,8 +21,9 @@ use toxlink::toxlink_proto::wire::packed::{PackedIpPort, PackedNode, Transport};
 use toxlink::{Friend, FriendConfig, FriendEvent, Node};
 use toxlink_faults::FaultyRelay;
 use toxlink_interop::bootstrapd::Bootstrapd;
-use toxlink_interop::harness::custom_checksum;
 use toxlink_interop::harness::ConnKind;
+use toxlink_interop::harness::StreamStats;
+use toxlink_interop::harness::{custom_checksum, custom_packet};
 use toxlink_interop::{Harness, HarnessOptions};
 
 /// The next event within `limit`, failing the test otherwise.
@@ -51,6 +52,53 @@ pub fn node_config() -> NodeConfig {
     let mut cfg = NodeConfig::default();
     cfg.session.send_buffer = SEND_BUFFER;
     cfg
+}
+
+/// A tokio runtime with two worker threads.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A deterministic RNG for keys.
+pub fn rng_seeded(seed: u64) -> rand_chacha::ChaCha20Rng {
+    <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::seed_from_u64(seed)
+}
+
+/// Our node on loopback (keys from `seed`, configuration `cfg`), bound on
+/// `rt`.
+pub fn bind_node(rt: &tokio::runtime::Runtime, seed: u64, cfg: NodeConfig) -> Node {
+    let mut rng = rng_seeded(seed);
+    let lo = "127.0.0.1:0".parse().expect("addr");
+    rt.block_on(Node::bind(lo, KeyPair::generate(&mut rng), cfg))
+        .expect("bind")
+}
+
+/// The c-toxcore peer as it befriended our node ([`befriend`]).
+pub struct Befriended {
+    /// Our friend number at the harness.
+    pub friend: u32,
+    /// The peer's long-term key.
+    pub peer: PublicKey,
+    /// The peer's DHT key.
+    pub peer_dht: PublicKey,
+    /// The peer's UDP address.
+    pub peer_udp: SocketAddr,
+}
+
+/// Has the harness `h` add our `node` as a friend; the peer's keys and
+/// address.
+pub fn befriend(h: &mut Harness, node: &Node) -> Befriended {
+    let friend = h.add_friend(&node.public_key().0).expect("add friend");
+    Befriended {
+        friend,
+        peer: PublicKey(h.public_key()),
+        peer_dht: PublicKey(h.dht_key()),
+        peer_udp: format!("127.0.0.1:{}", h.udp_port()).parse().expect("addr"),
+    }
 }
 
 /// Which relay the two peers share.
@@ -109,18 +157,13 @@ pub fn setup(bootstrapd: bool, seed: u64) -> Setup {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let relay = if bootstrapd {
         Relay::Bootstrapd(Bootstrapd::start().expect("tox-bootstrapd starts"))
     } else {
-        let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::seed_from_u64(!seed);
         Relay::Toxlink(Box::new(
             rt.block_on(FaultyRelay::start_with(
-                KeyPair::generate(&mut rng),
+                KeyPair::generate(&mut rng_seeded(!seed)),
                 ServerConfig::default(),
             ))
             .expect("toxlink relay"),
@@ -131,21 +174,16 @@ pub fn setup(bootstrapd: bool, seed: u64) -> Setup {
     eprintln!("c-toxcore log: {}", h.log_path().display());
     h.add_tcp_relay(relay.addr(), &relay.public_key().0)
         .expect("RELAY");
-    let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::seed_from_u64(seed);
-    let node = rt
-        .block_on(Node::bind(
-            "127.0.0.1:0".parse().expect("addr"),
-            KeyPair::generate(&mut rng),
-            node_config(),
-        ))
-        .expect("bind");
+    let node = bind_node(&rt, seed, node_config());
     let _guard = rt.enter();
     node.add_relay(relay.public_key(), relay.addr());
-    let friend = h.add_friend(&node.public_key().0).expect("add friend");
-    let peer = PublicKey(h.public_key());
-    let peer_dht = PublicKey(h.dht_key());
-    let peer_udp: SocketAddr = format!("127.0.0.1:{}", h.udp_port()).parse().expect("addr");
     drop(_guard);
+    let Befriended {
+        friend,
+        peer,
+        peer_dht,
+        peer_udp,
+    } = befriend(&mut h, &node);
     Setup {
         h,
         friend,
@@ -284,9 +322,14 @@ pub fn messages_both_ways(s: &mut Setup, f: &Friend) {
         }
         panic!("no nickname among 20 events");
     });
-    s.h.send_message(s.friend, "hello from c-toxcore")
-        .expect("MSG");
-    s.rt.block_on(async {
+    message_each_way(&s.rt, &mut s.h, s.friend, f);
+}
+
+/// c-toxcore (`h`, our friend number `friend` there) sends `f` a message,
+/// `f` sends one back; each must arrive (≤ 10 s, ≤ 20 events).
+pub fn message_each_way(rt: &tokio::runtime::Runtime, h: &mut Harness, friend: u32, f: &Friend) {
+    h.send_message(friend, "hello from c-toxcore").expect("MSG");
+    rt.block_on(async {
         for _ in 0..20 {
             match next(f, "message", Duration::from_secs(10)).await {
                 FriendEvent::Message(m) => {
@@ -299,11 +342,11 @@ pub fn messages_both_ways(s: &mut Setup, f: &Friend) {
         }
         panic!("no message among 20 events");
     });
-    s.rt.block_on(f.send_message(b"hello from toxlink"))
+    rt.block_on(f.send_message(b"hello from toxlink"))
         .expect("send message");
-    let text =
-        s.h.expect_message(s.friend, Duration::from_secs(10))
-            .expect("c-toxcore shows our message");
+    let text = h
+        .expect_message(friend, Duration::from_secs(10))
+        .expect("c-toxcore shows our message");
     assert_eq!(text, "hello from toxlink");
 }
 
@@ -339,6 +382,42 @@ pub async fn receive_custom(
         }
     }
     Instant::now()
+}
+
+/// Spawns on `rt` the sending of `n` custom lossless packets (id 160, `size`
+/// bytes, sequence numbers 0, 1, ..) through `f`, pausing 10 ms after every
+/// `pause_every` packets (never with `None`). The task returns the time
+/// from `t0` until the last was queued.
+pub fn spawn_sender(
+    rt: &tokio::runtime::Runtime,
+    f: &Arc<Friend>,
+    n: u32,
+    size: usize,
+    pause_every: Option<u32>,
+    t0: Instant,
+) -> tokio::task::JoinHandle<Duration> {
+    let f = f.clone();
+    rt.spawn(async move {
+        for seq in 0..n {
+            f.send_custom_lossless(&custom_packet(160, seq, size, 0))
+                .await
+                .expect("send custom");
+            if pause_every.is_some_and(|k| seq % k == k - 1) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        t0.elapsed()
+    })
+}
+
+/// c-toxcore's counters of our custom lossless packets: all `n` arrived,
+/// none bad, duplicated, reordered or lost.
+pub fn all_custom_intact(custom: &StreamStats, n: u32) {
+    assert_eq!(custom.bad, 0, "checksums at c-toxcore");
+    assert_eq!(custom.dup, 0, "duplicates at c-toxcore");
+    assert_eq!(custom.reordered, 0, "reordered at c-toxcore");
+    assert_eq!(custom.lost, 0, "lost at c-toxcore");
+    assert_eq!(custom.good(), u64::from(n));
 }
 
 /// Whether the relay is the one reported connected at the harness (helper

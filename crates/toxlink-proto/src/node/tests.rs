@@ -11,6 +11,16 @@ fn node(seed: u64, now: Instant) -> Node<u8> {
     Node::new(now, &mut rng, real, NodeConfig::default())
 }
 
+/// Hands `data` from address `from` to `n`.
+fn datagram(n: &mut Node<u8>, now: Instant, from: u8, data: &mut [u8]) -> Result<(), DropReason> {
+    n.handle(now, Input::Datagram { from, data })
+}
+
+/// [`datagram`], whatever `n` makes of it.
+fn deliver(n: &mut Node<u8>, now: Instant, from: u8, data: &mut [u8]) {
+    let _ = datagram(n, now, from, data);
+}
+
 /// Moves datagrams between node 1 and node 2 (addresses 1 and 2) until
 /// nothing is left, for at most `rounds` rounds; `drop_to_2` discards
 /// everything addressed to node 2.
@@ -22,25 +32,13 @@ fn exchange(a: &mut Node<u8>, b: &mut Node<u8>, now: Instant, drop_to_2: bool) {
             assert_eq!(to, 2);
             moved = true;
             if !drop_to_2 {
-                let _ = b.handle(
-                    now,
-                    Input::Datagram {
-                        from: 1,
-                        data: &mut buf[..t.len],
-                    },
-                );
+                deliver(b, now, 1, &mut buf[..t.len]);
             }
         }
         while let Some((to, t)) = b.poll_transmit(now, &mut buf) {
             assert_eq!(to, 1);
             moved = true;
-            let _ = a.handle(
-                now,
-                Input::Datagram {
-                    from: 2,
-                    data: &mut buf[..t.len],
-                },
-            );
+            deliver(a, now, 2, &mut buf[..t.len]);
         }
         if !moved {
             break;
@@ -165,25 +163,13 @@ fn exchange2(a: &mut Node<u8>, b: &mut Node<u8>, now: Instant, down: &[u8]) -> V
             moved = true;
             used.push(to);
             if !down.contains(&to) {
-                let _ = b.handle(
-                    now,
-                    Input::Datagram {
-                        from: to - 1,
-                        data: &mut buf[..t.len],
-                    },
-                );
+                deliver(b, now, to - 1, &mut buf[..t.len]);
             }
         }
         while let Some((to, t)) = b.poll_transmit(now, &mut buf) {
             moved = true;
             if !down.contains(&to) {
-                let _ = a.handle(
-                    now,
-                    Input::Datagram {
-                        from: to + 1,
-                        data: &mut buf[..t.len],
-                    },
-                );
+                deliver(a, now, to + 1, &mut buf[..t.len]);
             }
         }
         if !moved {
@@ -352,25 +338,9 @@ fn drops_data_from_unknown_addresses() {
     let now = Instant::now();
     let mut b = node(3, now);
     let mut junk = [0x1bu8; 100];
-    assert!(b
-        .handle(
-            now,
-            Input::Datagram {
-                from: 9,
-                data: &mut junk
-            }
-        )
-        .is_err());
+    assert!(datagram(&mut b, now, 9, &mut junk).is_err());
     let mut junk = [0x19u8; 161];
-    assert!(b
-        .handle(
-            now,
-            Input::Datagram {
-                from: 9,
-                data: &mut junk
-            }
-        )
-        .is_err());
+    assert!(datagram(&mut b, now, 9, &mut junk).is_err());
     assert_eq!(b.stats().unknown_source, 2);
     let mut buf = [0u8; MAX_PACKET_SIZE];
     assert!(b.poll_transmit(now, &mut buf).is_none());
@@ -421,23 +391,11 @@ fn a_relay_replaying_a_handshake_under_made_up_keys_cannot_evict_the_udp_route()
             if buf[0] == PACKET_HANDSHAKE {
                 hs = Some(buf[..t.len].to_vec());
             }
-            let _ = b.handle(
-                now,
-                Input::Datagram {
-                    from: 1,
-                    data: &mut buf[..t.len],
-                },
-            );
+            deliver(&mut b, now, 1, &mut buf[..t.len]);
         }
         while let Some((_, t)) = b.poll_transmit(now, &mut buf) {
             if buf[0] != PACKET_HANDSHAKE {
-                let _ = a.handle(
-                    now,
-                    Input::Datagram {
-                        from: 2,
-                        data: &mut buf[..t.len],
-                    },
-                );
+                deliver(&mut a, now, 2, &mut buf[..t.len]);
             }
         }
     }

@@ -52,6 +52,14 @@ pub(crate) mod test_util {
     pub(crate) fn udp() -> PathKey {
         PathKey::Direct(super::PathId(1))
     }
+    /// A path table (default health settings) holding `paths`.
+    pub(crate) fn table_with(paths: &[PathKey]) -> super::table::PathTable {
+        let mut tab = super::table::PathTable::new(super::health::HealthConfig::default());
+        for &p in paths {
+            tab.add_path(p);
+        }
+        tab
+    }
 }
 
 use crate::crypto::PublicKey;

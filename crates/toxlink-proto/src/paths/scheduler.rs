@@ -232,12 +232,24 @@ impl Scheduler {
 mod tests {
     use super::*;
     use crate::paths::health::HealthConfig;
-    use crate::paths::test_util::{ms, relay, udp};
+    use crate::paths::test_util::{ms, relay, table_with, udp};
 
     /// Proves `path` with an RTT of `rtt` using packet `n`.
     fn prove(tab: &mut PathTable, t: Instant, path: PathKey, n: u32, rtt: u64) {
         tab.on_sent(t, &path, n, 100);
         tab.on_acked(t + ms(rtt), n);
+    }
+
+    /// Relays 1, 2, .. proven at `t` with the RTTs `rtts` (packets 0, 1, ..).
+    fn proven_relays(t: Instant, rtts: &[u64]) -> PathTable {
+        let keys: Vec<PathKey> = (1..=rtts.len())
+            .map(|b| relay(u8::try_from(b).expect("a few relays")))
+            .collect();
+        let mut tab = table_with(&keys);
+        for (n, (&path, &rtt)) in (0u32..).zip(keys.iter().zip(rtts)) {
+            prove(&mut tab, t, path, n, rtt);
+        }
+        tab
     }
 
     #[test]
@@ -250,9 +262,7 @@ mod tests {
     #[test]
     fn unproven_primary_sends_on_two_paths() {
         let t = Instant::now();
-        let mut tab = PathTable::new(HealthConfig::default());
-        tab.add_path(relay(1));
-        tab.add_path(relay(2));
+        let tab = table_with(&[relay(1), relay(2)]);
         let mut s = Scheduler::default();
         let c = s.choose(&tab, t);
         assert!(c.primary.is_some() && c.secondary.is_some());
@@ -262,11 +272,7 @@ mod tests {
     #[test]
     fn lowest_rtt_relay_wins_and_redundancy_ends_after_the_window() {
         let t = Instant::now();
-        let mut tab = PathTable::new(HealthConfig::default());
-        tab.add_path(relay(1));
-        tab.add_path(relay(2));
-        prove(&mut tab, t, relay(1), 0, 80);
-        prove(&mut tab, t, relay(2), 1, 20);
+        let tab = proven_relays(t, &[80, 20]);
         let mut s = Scheduler::default();
         let now = t + ms(100);
         let c = s.choose(&tab, now);
@@ -285,8 +291,7 @@ mod tests {
     #[test]
     fn proven_udp_beats_a_faster_relay_at_once() {
         let t = Instant::now();
-        let mut tab = PathTable::new(HealthConfig::default());
-        tab.add_path(relay(1));
+        let mut tab = table_with(&[relay(1)]);
         prove(&mut tab, t, relay(1), 0, 5);
         let mut s = Scheduler::default();
         assert_eq!(s.choose(&tab, t + ms(10)).primary, Some(relay(1)));
@@ -303,9 +308,7 @@ mod tests {
     #[test]
     fn hysteresis_needs_margin_and_dwell() {
         let t = Instant::now();
-        let mut tab = PathTable::new(HealthConfig::default());
-        tab.add_path(relay(1));
-        tab.add_path(relay(2));
+        let mut tab = table_with(&[relay(1), relay(2)]);
         prove(&mut tab, t, relay(1), 0, 50);
         let mut s = Scheduler::default();
         assert_eq!(s.choose(&tab, t + ms(60)).primary, Some(relay(1)));
@@ -331,11 +334,7 @@ mod tests {
     #[test]
     fn a_dead_primary_is_left_at_once() {
         let t = Instant::now();
-        let mut tab = PathTable::new(HealthConfig::default());
-        tab.add_path(relay(1));
-        tab.add_path(relay(2));
-        prove(&mut tab, t, relay(1), 0, 5);
-        prove(&mut tab, t, relay(2), 1, 50);
+        let mut tab = proven_relays(t, &[5, 50]);
         let mut s = Scheduler::default();
         assert_eq!(s.choose(&tab, t + ms(100)).primary, Some(relay(1)));
         tab.on_closed(t + ms(200), &relay(1));
@@ -347,11 +346,7 @@ mod tests {
     #[test]
     fn a_suspect_primary_gets_a_copy_on_the_next_best() {
         let t = Instant::now();
-        let mut tab = PathTable::new(HealthConfig::default());
-        tab.add_path(relay(1));
-        tab.add_path(relay(2));
-        prove(&mut tab, t, relay(1), 0, 5);
-        prove(&mut tab, t, relay(2), 1, 50);
+        let mut tab = proven_relays(t, &[5, 50]);
         let mut s = Scheduler::default();
         s.choose(&tab, t + ms(100));
         // Relay 1 stops delivering: overdue by > 1 RTO → suspect.

@@ -490,7 +490,7 @@ impl PathTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::paths::test_util::{ms, relay, udp};
+    use crate::paths::test_util::{ms, relay, table_with, udp};
 
     #[test]
     fn acks_prove_paths_and_measure_rtt() {
@@ -512,9 +512,7 @@ mod tests {
     #[test]
     fn duplicated_packets_prove_no_path() {
         let t = Instant::now();
-        let mut tab = PathTable::new(HealthConfig::default());
-        tab.add_path(relay(1));
-        tab.add_path(udp());
+        let mut tab = table_with(&[relay(1), udp()]);
         tab.on_sent(t, &relay(1), 5, 100);
         tab.on_sent(t, &udp(), 5, 100);
         tab.on_acked(t + ms(10), 5);
@@ -541,9 +539,7 @@ mod tests {
     #[test]
     fn a_suspect_path_is_not_cleared_by_copies_acked_elsewhere() {
         let t = Instant::now();
-        let mut tab = PathTable::new(HealthConfig::default());
-        tab.add_path(relay(1));
-        tab.add_path(udp());
+        let mut tab = table_with(&[relay(1), udp()]);
         for (n, k) in [(0u32, udp()), (1, relay(1))] {
             tab.on_sent(t, &k, n, 100);
             tab.on_acked(t + ms(10), n);
@@ -590,8 +586,7 @@ mod tests {
     #[test]
     fn resending_into_a_black_hole_does_not_refresh_the_path() {
         let t = Instant::now();
-        let mut tab = PathTable::new(HealthConfig::default());
-        tab.add_path(udp());
+        let mut tab = table_with(&[udp()]);
         tab.on_sent(t, &udp(), 0, 10);
         tab.on_acked(t + ms(10), 0);
         tab.on_sent(t + ms(20), &udp(), 1, 10);
@@ -601,8 +596,7 @@ mod tests {
         }
         assert_eq!(tab.health(t + ms(20 + 1000), &udp()), Some(Health::Dead));
         // An acknowledgement of a re-sent packet proves but gives no RTT.
-        let mut tab2 = PathTable::new(HealthConfig::default());
-        tab2.add_path(udp());
+        let mut tab2 = table_with(&[udp()]);
         tab2.on_sent(t, &udp(), 7, 10);
         tab2.on_sent(t + ms(300), &udp(), 7, 10);
         tab2.on_acked(t + ms(310), 7);
@@ -613,9 +607,7 @@ mod tests {
     #[test]
     fn reverse_proof_only_proves_unproven_or_dead_paths() {
         let t = Instant::now();
-        let mut tab = PathTable::new(HealthConfig::default());
-        tab.add_path(udp());
-        tab.add_path(relay(1));
+        let mut tab = table_with(&[udp(), relay(1)]);
         tab.on_reverse_proof(t + ms(50), &udp(), t);
         assert_eq!(tab.health(t + ms(50), &udp()), Some(Health::Healthy));
         // A healthy path in a black hole is not refreshed by it.
@@ -640,8 +632,7 @@ mod tests {
     #[test]
     fn a_timed_out_path_stays_dead_until_a_later_packet_is_proven() {
         let t = Instant::now();
-        let mut tab = PathTable::new(HealthConfig::default());
-        tab.add_path(udp());
+        let mut tab = table_with(&[udp()]);
         tab.on_sent(t, &udp(), 0, 10);
         tab.on_acked(t + ms(10), 0);
         tab.on_sent(t + ms(20), &udp(), 1, 10);
@@ -663,9 +654,7 @@ mod tests {
     #[test]
     fn loss_is_attributed_to_the_path_that_lost() {
         let t = Instant::now();
-        let mut tab = PathTable::new(HealthConfig::default());
-        tab.add_path(relay(1));
-        tab.add_path(relay(2));
+        let mut tab = table_with(&[relay(1), relay(2)]);
         tab.on_sent(t, &relay(1), 1, 10);
         tab.on_sent(t + ms(1), &relay(2), 2, 10);
         tab.on_sent(t + ms(10), &relay(1), 3, 10);
@@ -688,9 +677,7 @@ mod tests {
     #[test]
     fn black_hole_kills_the_path_and_hands_back_its_packets() {
         let t = Instant::now();
-        let mut tab = PathTable::new(HealthConfig::default());
-        tab.add_path(relay(1));
-        tab.add_path(relay(2));
+        let mut tab = table_with(&[relay(1), relay(2)]);
         tab.on_sent(t, &relay(1), 0, 10);
         tab.on_acked(t + ms(10), 0);
         assert_eq!(tab.poll_changes(t + ms(10)).len(), 1, "unproven -> healthy");
@@ -722,8 +709,7 @@ mod tests {
     #[test]
     fn reset_is_dead_at_once_and_everything_on_it_is_resent() {
         let t = Instant::now();
-        let mut tab = PathTable::new(HealthConfig::default());
-        tab.add_path(relay(1));
+        let mut tab = table_with(&[relay(1)]);
         for n in 0..5 {
             tab.on_sent(t, &relay(1), n, 10);
         }
@@ -748,8 +734,7 @@ mod tests {
     #[test]
     fn reopen_after_close() {
         let t = Instant::now();
-        let mut tab = PathTable::new(HealthConfig::default());
-        tab.add_path(udp());
+        let mut tab = table_with(&[udp()]);
         tab.on_closed(t, &udp());
         assert_eq!(tab.health(t, &udp()), Some(Health::Dead));
         assert!(tab.add_path(udp()));
@@ -759,8 +744,7 @@ mod tests {
     #[test]
     fn forget_drops_without_verdict() {
         let t = Instant::now();
-        let mut tab = PathTable::new(HealthConfig::default());
-        tab.add_path(udp());
+        let mut tab = table_with(&[udp()]);
         tab.on_sent(t, &udp(), 9, 10);
         tab.forget(9);
         assert_eq!(tab.in_flight_len(), 0);

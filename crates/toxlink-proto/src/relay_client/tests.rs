@@ -218,16 +218,7 @@ fn handshake_failure_and_timeout() {
 #[test]
 fn a_relay_reply_with_a_low_order_temporary_key_fails_the_handshake() {
     for p in crate::crypto::tests::low_order_points() {
-        let mut rng = ChaCha20Rng::seed_from_u64(7);
-        let now = Instant::now();
-        let server = KeyPair::generate(&mut rng);
-        let mut c = Client::new(
-            now,
-            KeyPair::generate(&mut rng),
-            server.public,
-            &mut rng,
-            ClientConfig::default(),
-        );
+        let (mut rng, server, now, mut c) = client_of_fake(7, ClientConfig::default());
         let mut hello = Vec::new();
         c.drain_into(&mut hello, usize::MAX);
         let req = HandshakeRequest::parse(&hello).unwrap();
@@ -285,6 +276,18 @@ impl Fake {
     }
 }
 
+/// A client (config `cfg`) of a relay we play ourselves (see [`Fake`]),
+/// both keys from an RNG seeded with `seed`: that RNG, the relay's keys, the
+/// time and the client.
+fn client_of_fake(seed: u64, cfg: ClientConfig) -> (ChaCha20Rng, KeyPair, Instant, Client) {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let server = KeyPair::generate(&mut rng);
+    let now = Instant::now();
+    let kp = KeyPair::generate(&mut rng);
+    let c = Client::new(now, kp, server.public, &mut rng, cfg);
+    (rng, server, now, c)
+}
+
 #[test]
 fn client_closes_on_frames_a_server_may_not_send() {
     let cases: Vec<Vec<u8>> = vec![
@@ -299,11 +302,7 @@ fn client_closes_on_frames_a_server_may_not_send() {
         [&[7u8][..], &[1; 32]].concat(), // OOB recv without data
     ];
     for plain in cases {
-        let mut rng = ChaCha20Rng::seed_from_u64(3);
-        let server = KeyPair::generate(&mut rng);
-        let now = Instant::now();
-        let kp = KeyPair::generate(&mut rng);
-        let mut c = Client::new(now, kp, server.public, &mut rng, ClientConfig::default());
+        let (mut rng, server, now, mut c) = client_of_fake(3, ClientConfig::default());
         let mut fake = Fake::accept(&mut c, &server, &mut rng, now);
         assert_eq!(c.state(), LinkState::Connected);
         fake.send(&mut c, now, &plain);
@@ -316,11 +315,7 @@ fn client_closes_on_frames_a_server_may_not_send() {
 
 #[test]
 fn client_answers_server_pings_ignores_refused_and_unknown_slots() {
-    let mut rng = ChaCha20Rng::seed_from_u64(4);
-    let server = KeyPair::generate(&mut rng);
-    let now = Instant::now();
-    let kp = KeyPair::generate(&mut rng);
-    let mut c = Client::new(now, kp, server.public, &mut rng, ClientConfig::default());
+    let (mut rng, server, now, mut c) = client_of_fake(4, ClientConfig::default());
     let mut fake = Fake::accept(&mut c, &server, &mut rng, now);
     let peer = PublicKey([4; 32]);
     c.route(peer).unwrap();
@@ -522,11 +517,7 @@ fn a_relay_that_pings_and_never_reads_cannot_grow_the_client_queue_past_32_kib()
     let bound = ClientConfig::default().priority_queue_bytes;
     assert_eq!(bound, 32 * 1024);
     for unasked_routes in [false, true] {
-        let mut rng = ChaCha20Rng::seed_from_u64(11);
-        let server = KeyPair::generate(&mut rng);
-        let mut now = Instant::now();
-        let kp = KeyPair::generate(&mut rng);
-        let mut c = Client::new(now, kp, server.public, &mut rng, ClientConfig::default());
+        let (mut rng, server, mut now, mut c) = client_of_fake(11, ClientConfig::default());
         let mut fake = Fake::accept(&mut c, &server, &mut rng, now);
         assert_eq!(c.state(), LinkState::Connected);
         let mut sent = 0u32;
@@ -566,20 +557,11 @@ fn a_relay_that_pings_and_never_reads_cannot_grow_the_client_queue_past_32_kib()
 
 #[test]
 fn routing_240_peers_at_connect_fits_the_smallest_priority_bound() {
-    let mut rng = ChaCha20Rng::seed_from_u64(12);
-    let server = KeyPair::generate(&mut rng);
-    let now = Instant::now();
     let cfg = ClientConfig {
         priority_queue_bytes: 0,
         ..ClientConfig::default()
     };
-    let mut c = Client::new(
-        now,
-        KeyPair::generate(&mut rng),
-        server.public,
-        &mut rng,
-        cfg,
-    );
+    let (mut rng, server, now, mut c) = client_of_fake(12, cfg);
     for i in 0..NUM_CLIENT_CONNECTIONS {
         let mut pk = [0u8; 32];
         pk[..8].copy_from_slice(&(i as u64 + 1).to_be_bytes());
@@ -599,21 +581,12 @@ fn routing_240_peers_at_connect_fits_the_smallest_priority_bound() {
 /// next timer.
 #[test]
 fn unroute_notifications_to_a_relay_that_never_reads_are_bounded() {
-    let mut rng = ChaCha20Rng::seed_from_u64(13);
-    let server = KeyPair::generate(&mut rng);
-    let now = Instant::now();
     let cfg = ClientConfig {
         queue_bytes: 0,
         priority_queue_bytes: 0,
         ..ClientConfig::default()
     };
-    let mut c = Client::new(
-        now,
-        KeyPair::generate(&mut rng),
-        server.public,
-        &mut rng,
-        cfg,
-    );
+    let (mut rng, server, now, mut c) = client_of_fake(13, cfg);
     let mut fake = Fake::accept(&mut c, &server, &mut rng, now);
     let mut cycles = 0u32;
     let mut refused = false;

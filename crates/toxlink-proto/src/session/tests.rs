@@ -1042,14 +1042,7 @@ fn handshake_packets_agree_with_wire_module() {
     assert_eq!(hp.base_nonce, base);
     assert_eq!(hp.session_pk, session.public);
     assert_eq!(hp.other_cookie, other);
-    let v = open_handshake(
-        &b_cookie_key,
-        now,
-        Some(&a_real.public),
-        |pk| Some(b_real.precompute(pk)),
-        &hs,
-    )
-    .expect("valid");
+    let v = b_opens(&b_cookie_key, now, Some(&a_real.public), &b_real, &hs).expect("valid");
     assert_eq!(v.peer_real, a_real.public);
     assert_eq!(v.peer_dht, a_dht.public);
     // Handshake: wire → ours.
@@ -1061,38 +1054,61 @@ fn handshake_packets_agree_with_wire_module() {
         session.public,
         other,
     );
-    let v2 = open_handshake(
-        &b_cookie_key,
-        now,
-        None,
-        |pk| Some(b_real.precompute(pk)),
-        &wh.to_bytes(),
-    )
-    .expect("valid");
+    let v2 = b_opens(&b_cookie_key, now, None, &b_real, &wh.to_bytes()).expect("valid");
     assert_eq!(v2.peer_base_nonce, base);
     // Stale: 16 s later the cookie is refused; a wrong peer is refused.
     assert_eq!(
-        open_handshake(
+        b_opens(
             &b_cookie_key,
             now + Duration::from_secs(16),
             None,
-            |pk| Some(b_real.precompute(pk)),
+            &b_real,
             &hs
         )
         .map(|_| ()),
         Err(HandshakeError::StaleCookie)
     );
     assert_eq!(
-        open_handshake(
-            &b_cookie_key,
-            now,
-            Some(&b_real.public),
-            |pk| Some(b_real.precompute(pk)),
-            &hs
-        )
-        .map(|_| ()),
+        b_opens(&b_cookie_key, now, Some(&b_real.public), &b_real, &hs).map(|_| ()),
         Err(HandshakeError::UnexpectedPeer)
     );
+}
+
+/// `open_handshake` by B (real keys `b_real`) of `hs`.
+fn b_opens(
+    cookie_key: &CookieKey,
+    now: Instant,
+    expected_peer: Option<&PublicKey>,
+    b_real: &KeyPair,
+    hs: &[u8],
+) -> Result<ValidHandshake, HandshakeError> {
+    open_handshake(
+        cookie_key,
+        now,
+        expected_peer,
+        |pk| Some(b_real.precompute(pk)),
+        hs,
+    )
+}
+
+/// A handshake on the peer's `cookie`, with a dummy cookie of our own.
+fn handshake_on(
+    rng: &mut ChaCha20Rng,
+    real_shared: &crate::crypto::SharedKey,
+    cookie: &Cookie,
+    base: &Nonce,
+    session_pk: &PublicKey,
+) -> [u8; HANDSHAKE_SIZE] {
+    build_handshake(
+        rng,
+        &HandshakeParams {
+            real_shared,
+            peer_cookie: cookie,
+            base_nonce: base,
+            session_pk,
+            other_cookie: &[9u8; COOKIE_SIZE],
+        },
+    )
 }
 
 #[test]
@@ -1129,50 +1145,30 @@ fn low_order_keys_in_cookie_requests_and_handshakes_are_dropped() {
         // A valid handshake whose session key is of low order.
         let cookie = b_cookie_key.make_cookie(&mut rng, now, &a_real.public, &a_dht.public);
         let base = Nonce::random(&mut rng);
-        let hs = build_handshake(
+        let hs = handshake_on(
             &mut rng,
-            &HandshakeParams {
-                real_shared: &a_real.precompute(&b_real.public),
-                peer_cookie: &cookie,
-                base_nonce: &base,
-                session_pk: &low,
-                other_cookie: &[9u8; COOKIE_SIZE],
-            },
+            &a_real.precompute(&b_real.public),
+            &cookie,
+            &base,
+            &low,
         );
         assert_eq!(
-            open_handshake(
-                &b_cookie_key,
-                now,
-                None,
-                |pk| Some(b_real.precompute(pk)),
-                &hs
-            )
-            .map(|_| ()),
+            b_opens(&b_cookie_key, now, None, &b_real, &hs).map(|_| ()),
             Err(HandshakeError::LowOrderKey("handshake"))
         );
         // A handshake on a cookie naming a low-order real key, sealed with
         // the key anyone can derive for it.
         let cookie = b_cookie_key.make_cookie(&mut rng, now, &low, &a_dht.public);
         let session = KeyPair::generate(&mut rng);
-        let hs = build_handshake(
+        let hs = handshake_on(
             &mut rng,
-            &HandshakeParams {
-                real_shared: &zero_shared_key(),
-                peer_cookie: &cookie,
-                base_nonce: &base,
-                session_pk: &session.public,
-                other_cookie: &[9u8; COOKIE_SIZE],
-            },
+            &zero_shared_key(),
+            &cookie,
+            &base,
+            &session.public,
         );
         assert_eq!(
-            open_handshake(
-                &b_cookie_key,
-                now,
-                None,
-                |pk| Some(b_real.precompute(pk)),
-                &hs
-            )
-            .map(|_| ()),
+            b_opens(&b_cookie_key, now, None, &b_real, &hs).map(|_| ()),
             Err(HandshakeError::LowOrderKey("handshake"))
         );
     }

@@ -43,6 +43,21 @@ fn closes(ev: &[PoolEvent]) -> Vec<PublicKey> {
         })
         .collect()
 }
+/// A pool of `n` own relays (see [`pool`]) with the peers `peers` added,
+/// and the time they were added at.
+fn pool_with(n: u8, peers: &[u8]) -> (Instant, RelayPool) {
+    let t = Instant::now();
+    let mut p = pool(n);
+    for &b in peers {
+        p.add_peer(t, pk(b));
+    }
+    (t, p)
+}
+/// Friend `friend` names relay `b` at `port`: the pool keeps its word.
+fn friend_names(p: &mut RelayPool, t: Instant, b: u8, port: u16, friend: u8) -> Vec<PoolEvent> {
+    p.learn(t, named(b, port), Source::Friend(pk(friend)))
+        .expect("a friend's word is kept")
+}
 /// Runs the pool's timers up to `until`, collecting the events.
 fn run(p: &mut RelayPool, until: Instant) -> Vec<PoolEvent> {
     let mut out = Vec::new();
@@ -98,10 +113,7 @@ fn every_loss_reason_replaces_through_the_same_path() {
 
 #[test]
 fn tampering_for_one_peer_leaves_the_others_alone() {
-    let t = Instant::now();
-    let mut p = pool(4);
-    p.add_peer(t, pk(100));
-    p.add_peer(t, pk(101));
+    let (t, mut p) = pool_with(4, &[100, 101]);
     p.relay_lost(t, Some(pk(100)), pk(1), LossReason::Tampering);
     assert!(!p.active(&pk(100)).contains(&pk(1)));
     assert!(p.active(&pk(101)).contains(&pk(1)));
@@ -160,9 +172,7 @@ fn exclusions_are_bounded_per_peer() {
 
 #[test]
 fn offline_relays_back_off_then_return() {
-    let t = Instant::now();
-    let mut p = pool(3);
-    p.add_peer(t, pk(100));
+    let (t, mut p) = pool_with(3, &[100]);
     let ev = p.relay_lost(t, None, pk(1), LossReason::Offline);
     assert_eq!(ev.len(), 1, "no replacement available: only the drop");
     assert_eq!(p.refill(t + ms(1000), pk(100)), vec![]);
@@ -183,9 +193,7 @@ fn offline_relays_back_off_then_return() {
 
 #[test]
 fn a_back_off_ending_tops_the_set_up_through_the_timer() {
-    let t = Instant::now();
-    let mut p = pool(3);
-    p.add_peer(t, pk(100));
+    let (t, mut p) = pool_with(3, &[100]);
     p.relay_lost(t, None, pk(1), LossReason::Offline);
     assert_eq!(p.poll_timeout(), Some(t + ms(2000)));
     let ev = run(&mut p, t + ms(2000));
@@ -194,10 +202,7 @@ fn a_back_off_ending_tops_the_set_up_through_the_timer() {
 
 #[test]
 fn a_global_disconnect_drops_it_for_every_peer() {
-    let t = Instant::now();
-    let mut p = pool(4);
-    p.add_peer(t, pk(100));
-    p.add_peer(t, pk(101));
+    let (t, mut p) = pool_with(4, &[100, 101]);
     let ev = p.relay_lost(t, None, pk(1), LossReason::Disconnected);
     assert_eq!(
         ev.iter()
@@ -212,9 +217,7 @@ fn a_global_disconnect_drops_it_for_every_peer() {
 
 #[test]
 fn a_slow_relay_is_demoted_after_a_while() {
-    let t = Instant::now();
-    let mut p = pool(4);
-    p.add_peer(t, pk(100));
+    let (t, mut p) = pool_with(4, &[100]);
     let rtts = [(pk(1), ms(20)), (pk(2), ms(25)), (pk(3), ms(2000))];
     assert!(p.observe_rtts(t, pk(100), &rtts).is_empty());
     assert!(p.observe_rtts(t + ms(1999), pk(100), &rtts).is_empty());
@@ -260,10 +263,8 @@ fn friends_cannot_push_out_our_own_relays_but_we_push_out_theirs() {
         ..Default::default()
     });
     p.learn(t, info(1), Source::Own).expect("own");
-    p.learn(t, named(2, 2), Source::Friend(pk(100)))
-        .expect("friend");
-    p.learn(t, named(3, 3), Source::Friend(pk(101)))
-        .expect("friend");
+    friend_names(&mut p, t, 2, 2, 100);
+    friend_names(&mut p, t, 3, 3, 101);
     assert_eq!(
         p.learn(t, named(4, 4), Source::Friend(pk(102))),
         Err(LearnError::Full)
@@ -301,10 +302,7 @@ fn unroutable_relay_addresses_are_refused() {
 
 #[test]
 fn a_peer_leaving_a_relay_keeps_it_tied_and_takes_a_spare_until_it_returns() {
-    let t = Instant::now();
-    let mut p = pool(5);
-    p.add_peer(t, pk(100));
-    p.add_peer(t, pk(101));
+    let (t, mut p) = pool_with(5, &[100, 101]);
     assert_eq!(p.active(&pk(100)), &[pk(1), pk(2), pk(3)]);
     // The peer's own link to relay 2 broke: relay 2 stays, a spare joins.
     let ev = p.peer_left(t, pk(100), pk(2));
@@ -336,9 +334,7 @@ fn a_peer_leaving_a_relay_keeps_it_tied_and_takes_a_spare_until_it_returns() {
 
 #[test]
 fn a_route_refused_for_one_peer_does_not_back_the_relay_off_for_others() {
-    let t = Instant::now();
-    let mut p = pool(4);
-    p.add_peer(t, pk(100));
+    let (t, mut p) = pool_with(4, &[100]);
     p.relay_lost(t, Some(pk(100)), pk(1), LossReason::Offline);
     // A new peer still gets relay 1 at once.
     p.add_peer(t, pk(101));
@@ -349,10 +345,7 @@ fn a_route_refused_for_one_peer_does_not_back_the_relay_off_for_others() {
 
 #[test]
 fn a_friend_poisoning_a_relay_address_cannot_change_how_we_reach_it_or_where_we_probe() {
-    let t = Instant::now();
-    let mut p = pool(3);
-    p.add_peer(t, pk(100));
-    p.add_peer(t, pk(66));
+    let (t, mut p) = pool_with(3, &[100, 66]);
     p.link_up(t, &pk(1));
     for port in 1..=5 {
         // Five friends (or one, five times) name relay 1 elsewhere.
@@ -384,12 +377,8 @@ fn a_friend_poisoning_a_relay_address_cannot_change_how_we_reach_it_or_where_we_
 
 #[test]
 fn a_friends_relay_serves_only_that_friend_until_our_own_link_proves_it() {
-    let t = Instant::now();
-    let mut p = pool(0);
-    p.add_peer(t, pk(100));
-    p.add_peer(t, pk(101));
-    p.learn(t, named(7, 7), Source::Friend(pk(100)))
-        .expect("learnt");
+    let (t, mut p) = pool_with(0, &[100, 101]);
+    friend_names(&mut p, t, 7, 7, 100);
     assert!(p.refill(t, pk(101)).is_empty(), "not for another friend");
     assert_eq!(
         p.probe_addr(&pk(7)),
@@ -408,26 +397,19 @@ fn a_friends_relay_serves_only_that_friend_until_our_own_link_proves_it() {
     assert_eq!(uses(&ev), vec![(pk(101), named(7, 7))]);
     assert_eq!(p.own_relays().count(), 1);
     // A friend renaming it afterwards moves nothing.
-    p.learn(t, named(7, 666), Source::Friend(pk(100)))
-        .expect("kept");
+    friend_names(&mut p, t, 7, 666, 100);
     assert_eq!(p.probe_addr(&pk(7)), Some(named(7, 7).addr));
 }
 
 #[test]
 fn a_friend_renaming_a_relay_whose_link_is_open_does_not_move_the_link() {
-    let t = Instant::now();
-    let mut p = pool(0);
-    p.add_peer(t, pk(100));
-    p.add_peer(t, pk(66));
-    p.learn(t, named(7, 7), Source::Friend(pk(100)))
-        .expect("good");
+    let (t, mut p) = pool_with(0, &[100, 66]);
+    friend_names(&mut p, t, 7, 7, 100);
     p.refill(t, pk(100));
     p.link_up(t, &pk(7));
     // The framer names the same relay elsewhere, then renames it.
-    p.learn(t, named(7, 666), Source::Friend(pk(66)))
-        .expect("kept");
-    p.learn(t, named(7, 667), Source::Friend(pk(66)))
-        .expect("kept");
+    friend_names(&mut p, t, 7, 666, 66);
+    friend_names(&mut p, t, 7, 667, 66);
     let ev = p.refill(t, pk(66));
     assert_eq!(uses(&ev), vec![(pk(66), named(7, 7))], "the link's address");
     assert_eq!(p.probe_addr(&pk(7)), Some(named(7, 7).addr));
@@ -439,12 +421,9 @@ fn a_friend_renaming_a_relay_whose_link_is_open_does_not_move_the_link() {
 
 #[test]
 fn a_friends_relay_whose_link_never_comes_up_is_forgotten_not_retried_forever() {
-    let t = Instant::now();
-    let mut p = pool(3);
-    p.add_peer(t, pk(100));
+    let (t, mut p) = pool_with(3, &[100]);
     p.relay_lost(t, Some(pk(100)), pk(3), LossReason::Tampering);
-    p.learn(t, named(7, 7), Source::Friend(pk(100)))
-        .expect("learnt");
+    friend_names(&mut p, t, 7, 7, 100);
     assert_eq!(uses(&p.refill(t, pk(100))), vec![(pk(100), named(7, 7))]);
     // Nothing answers there: 12 s later the address failed, the link is
     // closed at once, the relay backed off.
@@ -463,16 +442,10 @@ fn a_friends_relay_whose_link_never_comes_up_is_forgotten_not_retried_forever() 
 
 #[test]
 fn a_link_that_dies_before_coming_up_moves_to_the_next_named_address() {
-    let t = Instant::now();
-    let mut p = pool(0);
-    p.add_peer(t, pk(100));
-    p.add_peer(t, pk(101));
-    p.learn(t, named(7, 666), Source::Friend(pk(66)))
-        .expect("first, bad");
-    p.learn(t, named(7, 7), Source::Friend(pk(100)))
-        .expect("second");
-    p.learn(t, named(7, 7), Source::Friend(pk(101)))
-        .expect("third");
+    let (t, mut p) = pool_with(0, &[100, 101]);
+    friend_names(&mut p, t, 7, 666, 66);
+    friend_names(&mut p, t, 7, 7, 100);
+    friend_names(&mut p, t, 7, 7, 101);
     assert_eq!(uses(&p.refill(t, pk(100))), vec![(pk(100), named(7, 666))]);
     // The relay handshake at the framer's address fails (wrong key).
     let ev = p.relay_lost(t + ms(100), None, pk(7), LossReason::Offline);
@@ -488,23 +461,18 @@ fn a_link_that_dies_before_coming_up_moves_to_the_next_named_address() {
 
 #[test]
 fn a_friend_keeps_at_most_four_relays_the_oldest_unused_gives_way() {
-    let t = Instant::now();
-    let mut p = pool(0);
-    p.add_peer(t, pk(100));
+    let (t, mut p) = pool_with(0, &[100]);
     for b in 1..=4 {
-        p.learn(t, named(b, u16::from(b)), Source::Friend(pk(100)))
-            .expect("within the cap");
+        friend_names(&mut p, t, b, u16::from(b), 100);
     }
     // Three are in use (the target); the fourth is a spare.
     p.refill(t, pk(100));
     assert_eq!(p.active(&pk(100)), &[pk(1), pk(2), pk(3)]);
-    p.learn(t, named(5, 5), Source::Friend(pk(100)))
-        .expect("replaces 4");
+    friend_names(&mut p, t, 5, 5, 100);
     let keys: Vec<PublicKey> = p.known().map(|k| k.public_key).collect();
     assert_eq!(keys, vec![pk(1), pk(2), pk(3), pk(5)]);
     // Renaming one it has is no new entry.
-    p.learn(t, named(1, 11), Source::Friend(pk(100)))
-        .expect("update");
+    friend_names(&mut p, t, 1, 11, 100);
     assert_eq!(p.known().count(), 4);
     // All four in use: a fifth is refused.
     p.relay_lost(t, Some(pk(100)), pk(1), LossReason::Offline);
@@ -519,11 +487,8 @@ fn a_friend_keeps_at_most_four_relays_the_oldest_unused_gives_way() {
 
 #[test]
 fn an_unused_link_to_a_friends_relay_is_closed_after_2_s() {
-    let t = Instant::now();
-    let mut p = pool(0);
-    p.add_peer(t, pk(100));
-    p.learn(t, named(7, 7), Source::Friend(pk(100)))
-        .expect("learnt");
+    let (t, mut p) = pool_with(0, &[100]);
+    friend_names(&mut p, t, 7, 7, 100);
     p.refill(t, pk(100));
     p.link_up(t, &pk(7));
     p.remove_peer(&pk(100));
@@ -535,17 +500,13 @@ fn an_unused_link_to_a_friends_relay_is_closed_after_2_s() {
 
 #[test]
 fn a_link_the_pool_asked_to_close_proves_nothing_when_it_comes_up() {
-    let t = Instant::now();
-    let mut p = pool(0);
-    p.add_peer(t, pk(100));
-    p.learn(t, named(7, 7), Source::Friend(pk(100)))
-        .expect("learnt");
+    let (t, mut p) = pool_with(0, &[100]);
+    friend_names(&mut p, t, 7, 7, 100);
     p.refill(t, pk(100));
     p.remove_peer(&pk(100));
     assert_eq!(closes(&run(&mut p, t + ms(2000))), vec![pk(7)]);
     // Kept open by a self-probe, renamed meanwhile, and up again.
-    p.learn(t, named(7, 666), Source::Friend(pk(100)))
-        .expect("renamed");
+    friend_names(&mut p, t, 7, 666, 100);
     p.link_up(t + ms(2100), &pk(7));
     assert_eq!(p.probe_addr(&pk(7)), None);
     assert_eq!(p.poll_timeout(), None, "and nothing to prove");
@@ -556,8 +517,7 @@ fn friends_addresses_per_relay_are_bounded() {
     let t = Instant::now();
     let mut p = pool(1);
     for f in 0..50u8 {
-        p.learn(t, named(1, 100 + u16::from(f)), Source::Friend(pk(100 + f)))
-            .expect("kept");
+        friend_names(&mut p, t, 1, 100 + u16::from(f), 100 + f);
     }
     assert_eq!(p.known[0].named.len(), PoolConfig::default().max_namers);
     assert_eq!(p.known().count(), 1);

@@ -582,10 +582,13 @@ fn an_interrupted_receive_leaves_no_part_file_and_fails_the_sender() {
     let mut r = p.recv(&out, &["--quiet"]);
     let addr = r.listening();
     let mut snd = p.send(&file, &["--peer-addr", &addr, "--quiet"]);
-    wait_until("no part file", || {
+    // Data in the part file: the sender had the receiver's ACCEPT, so its
+    // failure is the connection closing mid-transfer (not while waiting for
+    // an answer to its offer, as when the file was merely created).
+    wait_until("a part file with data", || {
         let entries = dir_entries(&out);
-        if entries.iter().any(|e| e.starts_with(".big.bin.part-")) {
-            return true;
+        if let Some(e) = entries.iter().find(|e| e.starts_with(".big.bin.part-")) {
+            return std::fs::metadata(out.join(e)).is_ok_and(|m| m.len() > 0);
         }
         assert!(entries.is_empty(), "{entries:?}");
         false

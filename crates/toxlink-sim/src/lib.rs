@@ -86,6 +86,7 @@
 
 mod clock;
 mod hash;
+mod intercept;
 mod link;
 mod network;
 mod replay;
@@ -95,13 +96,12 @@ mod stream;
 
 pub use clock::SimClock;
 pub use hash::TraceHasher;
+pub use intercept::{Filter, Intercept};
 pub use link::{Corruption, DropReason, GilbertElliott, Jitter, Link, LinkConfig, LinkStats};
 pub use network::{Delivery, NetEvent, NetStats, Network, SendResult};
 pub use replay::{replay_command, run_seeds, seeds_from_env};
 pub use rng::SimRng;
-pub use sim::{
-    Filter, Intercept, Limits, NodeId, Output, Sim, SimError, SimNode, SimStats, StepOutcome,
-};
+pub use sim::{Limits, NodeId, Output, Sim, SimError, SimNode, SimStats, StepOutcome};
 pub use stream::{
     StreamConfig, StreamDelivery, StreamError, StreamEvent, StreamId, StreamInfo, StreamSide,
     StreamStats,

@@ -10,8 +10,11 @@
 //! dispatches events to the connections and sleeps until the next datagram,
 //! timer or API call. The core never sees a clock or a socket.
 //!
-//! [`relay`] holds the TCP relay server ([`relay::RelayServer`]) and a node's
-//! relay client links ([`relay::RelaySetRuntime`]).
+//! The node's relay links are one task each (`links.rs`), driven through the
+//! core's I/O contract (`toxlink_proto::node::io`). [`relay`] holds the TCP
+//! relay server ([`relay::RelayServer`]), a standalone set of relay client
+//! links for tools and tests ([`relay::RelaySetRuntime`]) and the one TCP
+//! loop all of them use.
 //!
 //! Backpressure: [`Connection::send_lossless`] waits while the session's send
 //! buffer is full; the driver stops taking received data from the core while a

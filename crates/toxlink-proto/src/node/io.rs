@@ -111,11 +111,6 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
         }
     }
 
-    /// Whether UDP address `addr` is blocked.
-    pub fn is_udp_blocked(&self, addr: &A) -> bool {
-        self.blocked.contains(addr)
-    }
-
     fn set_of(&mut self, link: &LinkId) -> &mut RelaySet {
         if link.probe {
             &mut self.prober.set

@@ -265,6 +265,89 @@ async fn receiver_that_never_reads_costs_bounded_memory() {
     s.shutdown().await;
 }
 
+/// Issue #14 item 8: every byte a receiver that never reads parks in the
+/// relay's kernel cost the relay a decryption and an encryption, and 2,000
+/// such receivers took 563 MB to fill with a 128 KiB send buffer. A
+/// connection starts with `socket_send_buffer_initial` and grows to the full
+/// buffer only once it took 1 MiB (it reads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_never_reads_parks_at_most_its_initial_send_buffer_and_readers_get_the_full_one(
+) {
+    let _serial = SERIAL.lock().await;
+    let cfg = ServerConfig {
+        slow_consumer_timeout: Duration::from_secs(1),
+        ..ServerConfig::default()
+    };
+    let initial = cfg.socket_send_buffer_initial;
+    assert!(initial < cfg.socket_send_buffer);
+    let s = server(cfg).await;
+    let addr = s.local_addrs()[0];
+    let relay = s.public_key();
+    let (a, b) = two_nodes(relay, addr, 70).await;
+    let mut x = Raw::connect(&s, 75).await;
+    let pa = a.public_key();
+    let xk = keypair(75).public;
+    x.c.route(pa).unwrap();
+    a.tie(xk, &relay).unwrap();
+    x.pump_until(|c| {
+        std::iter::from_fn(|| c.poll_event()).any(|e| matches!(e, ClientEvent::PeerOnline { .. }))
+    })
+    .await;
+    let payload = vec![0x5a; 1400];
+    // Bounded: 2 s of flooding x, while a and b exchange 3,000 packets each
+    // way (over 4 MB: both take more than the proof).
+    let flood = async {
+        let end = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < end {
+            if a.send_data(&relay, &xk, &payload).is_err() {
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        }
+    };
+    tokio::join!(flood, exchange(&a, &b, relay, 3000));
+    // Bounded: 5 s. Once x is closed as a slow consumer its queue is gone
+    // and what it can still read is what the kernels hold.
+    let t = Instant::now();
+    while s.counters().closes.slow_consumer == 0 && t.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(s.counters().closes.slow_consumer, 1);
+    let grown = s.send_buffers_grown();
+    // What reached x's kernel: the relay's send buffer (Linux doubles the
+    // size given) and x's receive buffer; read it all now.
+    let rcvbuf = socket2::SockRef::from(&x.s).recv_buffer_size().unwrap();
+    let mut parked = 0usize;
+    let mut buf = vec![0u8; 65536];
+    let t = Instant::now();
+    // Bounded: 2 s.
+    while t.elapsed() < Duration::from_secs(2) {
+        match x.s.try_read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => parked += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+        if parked > 8 << 20 {
+            break;
+        }
+    }
+    eprintln!(
+        "non-reader: {parked} B parked in the kernels (its receive buffer {rcvbuf} B, initial send buffer {initial} B); {grown} connections grew"
+    );
+    assert_eq!(grown, 2, "a and b read, x does not");
+    // Slack: the relay's last write batch (64 KiB). With the full buffer
+    // from the start (256 KiB in the kernel) this would not hold.
+    assert!(
+        parked <= 2 * initial + rcvbuf + 64 * 1024,
+        "{parked} B parked"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+    s.shutdown().await;
+}
+
 /// A TCP connection to `to` from the loopback address `src`.
 async fn connect_from(to: std::net::SocketAddr, src: [u8; 4]) -> TcpStream {
     let sock = tokio::net::TcpSocket::new_v4().unwrap();

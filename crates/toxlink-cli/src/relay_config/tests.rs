@@ -254,6 +254,7 @@ fn per_address_limits_slow_consumer_deadline_and_oob_rate_are_read() {
     assert_eq!(f.server.oob_bytes_per_sec, 2050);
     let f = parse_relay_config("[limits]\nsocket_send_buffer = 0\n").unwrap();
     assert_eq!(f.server.socket_send_buffer, 0);
+    assert_eq!(f.server.socket_send_buffer_initial, 0);
     // Fewer connections per address than the default unconfirmed bound:
     // the unconfirmed bound follows.
     let f = parse_relay_config("[limits]\nmax_conns_per_ip = 2\n").unwrap();
@@ -273,4 +274,16 @@ fn config_files_are_read_bounded_and_as_utf8() {
         "line 2: not UTF-8"
     );
     assert!(read_config_file(&dir.path().join("none")).is_err());
+}
+
+#[test]
+fn an_initial_send_buffer_above_the_full_one_is_refused() {
+    let e = parse_relay_config(
+        "[limits]\nsocket_send_buffer = 65536\nsocket_send_buffer_initial = 131072\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("socket_send_buffer_initial"), "{e}");
+    let f = parse_relay_config("[limits]\nsocket_send_buffer = 16384\n").unwrap();
+    assert_eq!(f.server.socket_send_buffer_initial, 16384);
 }

@@ -58,6 +58,9 @@ pub struct Limits {
     pub oob_bytes_per_sec: Option<usize>,
     /// SO_SNDBUF of each client socket (0: the kernel's autotuning).
     pub socket_send_buffer: Option<usize>,
+    /// SO_SNDBUF a client socket starts with, until the client has shown
+    /// that it reads (0: start at `socket_send_buffer`).
+    pub socket_send_buffer_initial: Option<usize>,
 }
 
 impl Limits {
@@ -127,6 +130,26 @@ impl Limits {
             }
             r => r.unwrap_or(d.oob_bytes_per_sec),
         };
+        let socket_send_buffer = self.socket_send_buffer.unwrap_or(d.socket_send_buffer);
+        let socket_send_buffer_initial = match self.socket_send_buffer_initial {
+            Some(i) if socket_send_buffer == 0 && i > 0 => {
+                return Err(bad(
+                    "socket_send_buffer_initial",
+                    "needs a socket_send_buffer to grow to (kernel autotuning cannot be restored once a size is set)".into(),
+                ))
+            }
+            Some(i) if socket_send_buffer > 0 && i > socket_send_buffer => {
+                return Err(bad(
+                    "socket_send_buffer_initial",
+                    format!("{i} is more than socket_send_buffer ({socket_send_buffer})"),
+                ))
+            }
+            i => i.unwrap_or(if socket_send_buffer == 0 {
+                0
+            } else {
+                d.socket_send_buffer_initial.min(socket_send_buffer)
+            }),
+        };
         Ok(ServerConfig {
             max_clients: count("max_clients", self.max_clients, d.max_clients)?,
             max_unconfirmed: count("max_unconfirmed", self.max_unconfirmed, d.max_unconfirmed)?,
@@ -152,7 +175,8 @@ impl Limits {
                 d.slow_consumer_timeout,
             )?,
             oob_bytes_per_sec,
-            socket_send_buffer: self.socket_send_buffer.unwrap_or(d.socket_send_buffer),
+            socket_send_buffer,
+            socket_send_buffer_initial,
         })
     }
 }

@@ -110,7 +110,9 @@ mod timers;
 pub use admission::ip_key;
 #[cfg(test)]
 pub(crate) use admission::test_ip;
-pub use config::{CloseCounters, CloseReason, Counters, ForwardDrop, ServerConfig};
+pub use config::{
+    CloseCounters, CloseReason, Counters, ForwardDrop, ServerConfig, SEND_BUFFER_PROOF,
+};
 pub use fault::{FaultConfig, FaultInjector};
 pub use forward::PRESSURE_STALL;
 pub use pushback::MAX_READ_PAUSE;

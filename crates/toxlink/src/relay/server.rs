@@ -39,7 +39,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use toxlink_proto::crypto::{KeyPair, PublicKey};
-use toxlink_proto::relay_server::{ConnId, Counters, Server, ServerConfig};
+use toxlink_proto::relay_server::{ConnId, Counters, Server, ServerConfig, SEND_BUFFER_PROOF};
 
 /// Largest batch drained from the server per write.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -98,6 +98,8 @@ struct Shared {
     timer: Notify,
     next_id: AtomicU64,
     shutdown: AtomicBool,
+    /// Connections whose send buffer grew to the full size (they read).
+    grown: AtomicU64,
 }
 
 impl Shared {
@@ -152,6 +154,7 @@ impl RelayServer {
             timer: Notify::new(),
             next_id: AtomicU64::new(1),
             shutdown: AtomicBool::new(false),
+            grown: AtomicU64::new(0),
         });
         let mut tasks = Vec::new();
         for l in listeners {
@@ -227,6 +230,13 @@ impl RelayServerHandle {
     /// Current counters.
     pub fn counters(&self) -> Counters {
         self.shared.lock().server.counters()
+    }
+
+    /// Connections whose kernel send buffer grew from
+    /// `socket_send_buffer_initial` to `socket_send_buffer`: they took
+    /// [`SEND_BUFFER_PROOF`] bytes, so they read.
+    pub fn send_buffers_grown(&self) -> u64 {
+        self.shared.grown.load(Ordering::Relaxed)
     }
 
     /// A "relay reset": closes every client connection at once with a TCP
@@ -311,12 +321,16 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             return;
         }
         let _ = stream.set_nodelay(true);
-        let sndbuf = shared.lock().server.config().socket_send_buffer;
+        let (initial, full) = {
+            let g = shared.lock();
+            let c = g.server.config();
+            (c.socket_send_buffer_initial, c.socket_send_buffer)
+        };
+        // Bounds what a client that never reads parks in the kernel; the
+        // buffer grows once the client proves it reads (`Conn::drain`).
+        let sndbuf = if initial > 0 { initial } else { full };
         if sndbuf > 0 {
-            // Bounds what a client that never reads parks in the kernel.
-            if let Err(e) = socket2::SockRef::from(&stream).set_send_buffer_size(sndbuf) {
-                tracing::debug!(error = %e, "relay: SO_SNDBUF failed");
-            }
+            set_send_buffer(&stream, sndbuf);
         }
         let id = ConnId(shared.next_id.fetch_add(1, Ordering::Relaxed));
         let handle = Arc::new(ConnHandle::default());
@@ -333,6 +347,12 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         }
         tracing::trace!(%peer, ?id, "relay: accepted");
         tokio::spawn(conn_task(shared.clone(), id, stream, handle));
+    }
+}
+
+fn set_send_buffer(stream: &TcpStream, bytes: usize) {
+    if let Err(e) = socket2::SockRef::from(stream).set_send_buffer_size(bytes) {
+        tracing::debug!(error = %e, "relay: SO_SNDBUF failed");
     }
 }
 
@@ -366,6 +386,10 @@ struct Conn<'a> {
     shared: &'a Shared,
     id: ConnId,
     handle: &'a ConnHandle,
+    stream: &'a TcpStream,
+    /// Bytes drained for this connection so far (all but the last batch
+    /// written), until the send buffer grew; then `u64::MAX`.
+    drained: AtomicU64,
 }
 
 impl super::StreamOwner for Conn<'_> {
@@ -377,10 +401,28 @@ impl super::StreamOwner for Conn<'_> {
 
     /// The connection's next batch; senders waiting for room there are
     /// woken.
+    /// Once the client has taken [`SEND_BUFFER_PROOF`] bytes (a batch is
+    /// drained only when the previous one was written), its send buffer
+    /// grows to the full size.
     fn drain(&self, out: &mut Vec<u8>) -> usize {
         let mut g = self.shared.lock();
         let n = g.server.drain_into(self.id, out, WRITE_BATCH);
         g.dispatch();
+        let full = g.server.config().socket_send_buffer;
+        drop(g);
+        let before = self.drained.load(Ordering::Relaxed);
+        if before != u64::MAX {
+            let now = before + n as u64;
+            if now > SEND_BUFFER_PROOF + WRITE_BATCH as u64 {
+                self.drained.store(u64::MAX, Ordering::Relaxed);
+                self.shared.grown.fetch_add(1, Ordering::Relaxed);
+                if full > 0 {
+                    set_send_buffer(self.stream, full);
+                }
+            } else {
+                self.drained.store(now, Ordering::Relaxed);
+            }
+        }
         n
     }
 
@@ -413,6 +455,8 @@ async fn conn_task(shared: Arc<Shared>, id: ConnId, stream: TcpStream, handle: A
         shared: &shared,
         id,
         handle: &handle,
+        stream: &stream,
+        drained: AtomicU64::new(0),
     };
     if super::pump(&stream, &conn).await == super::PumpEnd::Closed {
         // Closed by the server (or reset): already forgotten there.

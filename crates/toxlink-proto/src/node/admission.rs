@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::error::{Misbehavior, Overload, Refusal};
+use crate::session::handshake::PACKET_DATA;
 use crate::wire::WireError;
 
 /// Silence after which an ESTABLISHED session gives way to a new handshake
@@ -17,7 +18,7 @@ pub(super) const X25519_BURST: f64 = 50.0;
 /// Cookie responses queued before more requests are dropped.
 pub(super) const MAX_QUEUED_RESPONSES: usize = 256;
 
-impl<A: Copy + Eq + Hash + Debug> Node<A> {
+impl<A: Addr> Node<A> {
     /// Allows handshakes from `peer` (a friend).
     pub fn allow(&mut self, peer: PublicKey) {
         self.allow_inner(peer);
@@ -56,8 +57,15 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                 Ok(())
             }
             Some(&PACKET_HANDSHAKE) => self.on_handshake(now, from, buf),
-            Some(_) => {
-                let Some(peer) = self.book.owner(&from) else {
+            Some(&first) => {
+                let owner = match (self.book.owner(&from), from) {
+                    (Some(o), _) => Some(o),
+                    // A data packet from an address we do not know: the peer
+                    // may have roamed (discovery.rs).
+                    (None, Route::Udp(a)) if first == PACKET_DATA => self.roam(now, a, buf),
+                    (None, _) => None,
+                };
+                let Some(peer) = owner else {
                     self.stats.unknown_source += 1;
                     return Err(DropReason::UnknownRoute);
                 };
@@ -96,6 +104,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                             self.blame.on_auth_success(now, relay, peer);
                         }
                         self.path_changes(now, peer);
+                        self.after_receive(now, peer, from);
                     }
                     (
                         Err(DropReason::Misbehaved(Misbehavior::DataAuth)),
@@ -234,6 +243,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                 current: 0,
                 initiator: false,
                 paths: Paths::new(&self.cfg),
+                discovery: Discovery::new(),
             },
         );
         Ok(())

@@ -107,7 +107,7 @@ pub struct NodeEvent {
     pub event: Event,
 }
 
-impl<A: Copy + Eq + Hash + Debug> Node<A> {
+impl<A: Addr> Node<A> {
     pub(super) fn push_path_event(&mut self, e: PathEvent<A>) {
         if self.path_events.len() >= MAX_PATH_EVENTS {
             self.path_events.pop_front();

@@ -45,6 +45,9 @@ pub enum Input<'a, A> {
     LinkClosed(LinkId),
     /// The time [`Node::poll_timeout`] gave has come.
     Timeout,
+    /// Our candidate UDP endpoints changed (interface addresses, STUN's
+    /// reflexive ones): every peer is told (see `node::discovery`).
+    Endpoints(&'a [(EndpointKind, A)]),
 }
 
 /// What the node asks of the owner's relay sockets.
@@ -63,7 +66,7 @@ pub enum LinkOutput {
     Close(LinkId),
 }
 
-impl<A: Copy + Eq + Hash + Debug> Node<A> {
+impl<A: Addr> Node<A> {
     /// Handles one input (see the module documentation). A datagram the
     /// node drops says why; every other input is always taken.
     pub fn handle(&mut self, now: Instant, input: Input<'_, A>) -> Result<(), DropReason> {
@@ -81,6 +84,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
             Input::LinkBytes(link, bytes) => self.relay_bytes(now, link, bytes),
             Input::LinkClosed(link) => self.relay_closed(now, link),
             Input::Timeout => self.on_timeout(now),
+            Input::Endpoints(list) => self.set_endpoints(now, list),
         }
         Ok(())
     }

@@ -72,6 +72,7 @@
 //! routes per peer, on known relays and on queued responses and events.
 
 mod admission;
+mod discovery;
 mod events;
 pub mod io;
 mod peer;
@@ -80,7 +81,10 @@ mod relays;
 mod routes;
 
 use crate::timer::{Timer, TimerTable};
+pub use crate::wire::path_control::EndpointKind;
 use admission::{X25519_BURST, X25519_PER_SEC};
+pub use discovery::Addr;
+use discovery::{Discovery, LocalEndpoints, ROAM_BURST, ROAM_PER_SEC};
 pub use events::{NodeEvent, PathEvent, PathEventKind, PathReason, RelayEvent};
 pub use io::{Input, LinkOutput};
 use peer::{Paths, Peer, ROUTELESS_RETRY};
@@ -197,6 +201,30 @@ pub struct NodeStats {
     pub handshake_key_ops: u64,
     /// Datagrams to or from a blocked UDP address, dropped.
     pub blocked: u64,
+    /// Our endpoint list changed (a new generation).
+    pub endpoint_changes: u64,
+    /// Endpoint lists sent to peers (path control, lossy).
+    pub endpoint_msgs_sent: u64,
+    /// Endpoint lists received from peers.
+    pub endpoint_lists_received: u64,
+    /// Path control packets that did not parse.
+    pub control_malformed: u64,
+    /// Path challenges sent to candidate endpoints.
+    pub challenges_sent: u64,
+    /// Path challenges received (and answered, within bounds).
+    pub challenges_received: u64,
+    /// Answers to challenges sent.
+    pub responses_sent: u64,
+    /// Answers to our challenges received: paths proven both ways.
+    pub responses_received: u64,
+    /// Candidates given up after every challenge went unanswered.
+    pub candidates_given_up: u64,
+    /// Data packets from unknown addresses that authenticated under a
+    /// session: the peer roamed, the address became a route.
+    pub roamed: u64,
+    /// Packets from unknown addresses not tried because the roaming budget
+    /// was spent.
+    pub roam_budget_exhausted: u64,
 }
 
 /// The sans-IO endpoint. See the module documentation.
@@ -237,6 +265,14 @@ pub struct Node<A> {
     /// Relay routes of departed peers, untied after [`UNTIE_GRACE`]:
     /// (since, peer DHT key, relay).
     pending_untie: Vec<(Option<Instant>, PublicKey, PublicKey)>,
+    /// Our candidate endpoints (discovery.rs).
+    local: LocalEndpoints,
+    /// Trial decryptions for packets from unknown addresses.
+    roam_budget: TokenBucket,
+    /// Path control output may be due at once.
+    control_pending: bool,
+    /// The earliest discovery deadline seen at the last scan.
+    control_at: Option<Instant>,
 }
 
 impl<A> Debug for Node<A> {
@@ -248,7 +284,7 @@ impl<A> Debug for Node<A> {
     }
 }
 
-impl<A: Copy + Eq + Hash + Debug> Node<A> {
+impl<A: Addr> Node<A> {
     /// A node with the given long-term key; the DHT key and the cookie key
     /// are fresh (per process, §1) unless [`NodeConfig::dht_is_real`].
     pub fn new(now: Instant, rng: &mut impl CryptoRngCore, real: KeyPair, cfg: NodeConfig) -> Self {
@@ -293,6 +329,10 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
             last_now: Some(now),
             timers: TimerTable::new(),
             pending_untie: Vec::new(),
+            local: LocalEndpoints::default(),
+            roam_budget: TokenBucket::new(ROAM_PER_SEC, ROAM_BURST),
+            control_pending: false,
+            control_at: None,
         }
     }
 
@@ -418,6 +458,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                 current,
                 initiator: true,
                 paths: Paths::new(&self.cfg),
+                discovery: Discovery::new(),
             },
         );
     }
@@ -528,6 +569,7 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
             .flatten();
         let untie = self.timers.get(NodeTimer::Untie);
         for x in [
+            self.discovery_timeout(),
             self.relays.poll_timeout(),
             self.prober.poll_timeout(),
             self.pool.poll_timeout(),

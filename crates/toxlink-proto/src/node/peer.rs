@@ -36,6 +36,8 @@ pub(super) struct Peer<A> {
     pub(super) initiator: bool,
     /// Path table and scheduler.
     pub(super) paths: Paths,
+    /// Endpoint exchange, hole punching (discovery.rs).
+    pub(super) discovery: Discovery<A>,
 }
 
 /// Multipath state of one session.
@@ -174,7 +176,7 @@ impl Paths {
     }
 }
 
-impl<A: Copy + Eq + Hash + Debug> Node<A> {
+impl<A: Addr> Node<A> {
     /// Applies path health changes of `peer`: stranded packets are resent at
     /// once, every change becomes a [`PathEvent`].
     pub(super) fn path_changes(&mut self, now: Instant, peer: PublicKey) {
@@ -380,6 +382,9 @@ impl<A: Copy + Eq + Hash + Debug> Node<A> {
                     self.relay_send(relay, peer, &r);
                 }
             }
+        }
+        if let Some(x) = self.next_control(now, buf) {
+            return Some(x);
         }
         // Each round either returns a UDP datagram or hands one packet to a
         // relay; bounded so one call cannot spin.

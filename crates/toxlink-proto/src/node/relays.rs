@@ -26,7 +26,7 @@ fn drain_set(set: &mut RelaySet) -> Vec<RelaySetEvent> {
         .collect()
 }
 
-impl<A: Copy + Eq + Hash + Debug> Node<A> {
+impl<A: Addr> Node<A> {
     /// A packet of `peer` through `relay` failed authentication (§6: dropped
     /// silently; docs/DESIGN.md §3: counted against the relay for that peer).
     pub(super) fn on_relay_auth_failure(

@@ -134,6 +134,11 @@ impl<A: Copy + Eq + Hash> RouteBook<A> {
         self.ids.get(route).copied()
     }
 
+    /// The UDP address of direct path `id`.
+    pub(super) fn udp_addr(&self, id: PathId) -> Option<A> {
+        self.direct.get(&id).copied()
+    }
+
     /// The peer (real key) owning `route`.
     pub(super) fn owner(&self, route: &Route<A>) -> Option<PublicKey> {
         self.owners.get(route).copied()
@@ -164,7 +169,7 @@ impl<A: Copy + Eq + Hash> RouteBook<A> {
     }
 }
 
-impl<A: Copy + Eq + Hash + Debug> Node<A> {
+impl<A: Addr> Node<A> {
     /// Adds `route` to `peer`'s routes (it becomes the handshake-phase route
     /// if `current`). A UDP route becomes a path at once; a relay route when
     /// the peer is ONLINE on the relay.

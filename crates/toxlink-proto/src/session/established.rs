@@ -12,6 +12,7 @@ use super::{
 use crate::crypto::{Nonce, PublicKey, SharedKey};
 use crate::error::{Misbehavior, Refusal};
 use crate::wire::net_crypto::{DataPacket, DataPlaintext, IdClass, RequestDecoder};
+use crate::wire::path_control::PATH_CONTROL;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -43,6 +44,9 @@ pub(super) struct Link {
     pub(super) send: SendBuffer,
     pub(super) recv: RecvBuffer,
     pub(super) lossy_in: VecDeque<Vec<u8>>,
+    /// Path control packets (`wire::path_control`, the node's) and the path
+    /// each came on; at most [`MAX_CONTROL_IN`].
+    pub(super) control_in: VecDeque<(PathId, Vec<u8>)>,
     pub(super) lossy_out: VecDeque<Vec<u8>>,
     pub(super) last_request_sent: Option<Instant>,
     /// Lossless packets received since our last request packet.
@@ -60,6 +64,10 @@ pub(super) struct Link {
     pub(super) send_paths: Vec<SendPath>,
     scratch: Vec<u32>,
 }
+
+/// Path control packets held for the node at most (it takes them after
+/// each datagram).
+pub(super) const MAX_CONTROL_IN: usize = 16;
 
 impl Link {
     /// A link for the peer's session key and base nonce; our data nonces
@@ -80,6 +88,7 @@ impl Link {
             send: SendBuffer::new(start, cfg.send_buffer),
             recv: RecvBuffer::new(start),
             lossy_in: VecDeque::new(),
+            control_in: VecDeque::new(),
             lossy_out: VecDeque::new(),
             last_request_sent: None,
             unacked_rx: 0,
@@ -129,6 +138,7 @@ impl Link {
         &mut self,
         c: &mut Common,
         now: Instant,
+        path: PathId,
         buffer_start: u32,
         num: u32,
         data: &[u8],
@@ -165,7 +175,13 @@ impl Link {
                 if self.recv.advance_end(num) {
                     self.want_request(c, now, true);
                 }
-                if self.lossy_in.len() < c.cfg.max_lossy_in {
+                if id == PATH_CONTROL {
+                    if self.control_in.len() < MAX_CONTROL_IN {
+                        self.control_in.push_back((path, data.to_vec()));
+                    } else {
+                        c.stats.queue_drops += 1;
+                    }
+                } else if self.lossy_in.len() < c.cfg.max_lossy_in {
                     self.lossy_in.push_back(data.to_vec());
                 } else {
                     c.stats.queue_drops += 1;

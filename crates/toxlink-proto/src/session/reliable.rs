@@ -149,6 +149,14 @@ impl RxNonce {
         (u64::from(back) <= self.rx_offset).then_some(n)
     }
 
+    /// Whether a packet with `c` would be new (not a duplicate); changes
+    /// nothing.
+    pub fn is_new(&self, c: &RxCandidate) -> bool {
+        let off = self.rx_offset + u64::from(c.diff);
+        let idx = (off % 65536) as usize;
+        self.seen[idx / 64] & (1 << (idx % 64)) == 0
+    }
+
     /// After a packet with `c` authenticated: returns false if this nonce was
     /// already seen (a duplicate datagram), otherwise records it and moves
     /// the window forward when `diff > 2·21845` (§4.6).

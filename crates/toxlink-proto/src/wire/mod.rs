@@ -9,6 +9,7 @@
 pub mod messenger;
 pub mod net_crypto;
 pub mod packed;
+pub mod path_control;
 pub mod relay;
 
 /// Why a packet could not be parsed or encoded.

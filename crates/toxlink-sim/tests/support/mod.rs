@@ -343,6 +343,9 @@ pub struct PeerNode {
     pub raw: Option<RawClient>,
     /// UDP datagrams sent, per destination.
     pub udp_sent: BTreeMap<u32, u64>,
+    /// The source address its UDP datagrams leave with, if not `me`: a NAT
+    /// in front of it (a scenario changes it to rebind the NAT).
+    pub udp_src: Option<u32>,
     out: VecDeque<Output<u32>>,
     buf: Vec<u8>,
 }
@@ -367,6 +370,7 @@ impl PeerNode {
             pending: BTreeMap::new(),
             raw: None,
             udp_sent: BTreeMap::new(),
+            udp_src: None,
             out: VecDeque::new(),
             buf: vec![0u8; MAX_PACKET_SIZE],
         }
@@ -807,7 +811,7 @@ impl SimNode<u32> for PeerNode {
         self.pump(now);
         *self.udp_sent.entry(to).or_default() += 1;
         Some(Output::datagram(
-            self.me,
+            self.udp_src.unwrap_or(self.me),
             to,
             Bytes::copy_from_slice(&self.buf[..t.len]),
         ))

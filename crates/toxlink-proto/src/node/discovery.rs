@@ -1,0 +1,588 @@
+//! Direct paths the peers find by themselves (issue #15; docs/DESIGN.md §10,
+//! docs/PROTOCOL.md §9): the endpoint exchange, hole punching and roaming.
+//!
+//! * **Endpoints.** The owner tells the node its candidate UDP endpoints
+//!   ([`Input::Endpoints`](super::io::Input::Endpoints): interface
+//!   addresses, STUN-reflexive ones). Over every established session the
+//!   node sends them (with the address it sees the peer send from) as a
+//!   path control packet, again whenever the list changes, re-sent with
+//!   back-off until the peer's own list acknowledges that generation and at
+//!   most [`MAX_LIST_SENDS`] times per generation (a c-toxcore peer drops it
+//!   silently and never acknowledges).
+//! * **Hole punching.** Each endpoint a peer advertises that no other peer
+//!   owns becomes a UDP route of that peer, and a *challenge* is sent to it
+//!   on a schedule (every [`PUNCH_FIRST`] doubling to [`PUNCH_MAX`],
+//!   [`MAX_PUNCHES`] times, then the route is dropped if never proven).
+//!   Both sides do this, so both NATs see outbound packets. A challenge is
+//!   answered on the path it came on; the answer proves the path both ways
+//!   (`PathTable::on_probe_echo`), and the scheduler may then move traffic
+//!   onto it with its usual guarantees. A proven route whose path dies is
+//!   punched again.
+//! * **Roaming.** A data packet from an address no route names is tried
+//!   against the established sessions ([`Session::authenticates`], no state
+//!   changes), within a node-wide budget of [`ROAM_PER_SEC`] trial
+//!   decryptions a second; the session it authenticates under gains the
+//!   address as a route (authenticated, so it may take it from another
+//!   peer), which is challenged at once like a new candidate.
+//!
+//! Invariants: what a peer advertises never takes a route another peer
+//! owns and never evicts a route (only roaming, proven by the session key,
+//! does); per peer at most [`MAX_CANDIDATES`] candidates, [`MAX_TOKENS`]
+//! outstanding challenges and [`MAX_PENDING_RESPONSES`] queued answers; all
+//! sends are bounded in count per candidate and per generation.
+
+use super::routes::MAX_ROUTES_PER_PEER;
+use super::*;
+use crate::wire::path_control::{Endpoint, EndpointKind, PathControl, MAX_ENDPOINTS, MAX_LEN};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+/// An address type the node can advertise and learn in endpoint lists.
+pub trait Addr: Copy + Eq + Hash + Debug {
+    /// As a socket address on the wire.
+    fn to_socket(&self) -> SocketAddr;
+    /// From a socket address on the wire; `None` for one that cannot be a
+    /// peer's endpoint.
+    fn from_socket(s: SocketAddr) -> Option<Self>;
+}
+
+impl Addr for SocketAddr {
+    fn to_socket(&self) -> SocketAddr {
+        *self
+    }
+
+    fn from_socket(s: SocketAddr) -> Option<Self> {
+        let ip_ok = match s.ip() {
+            IpAddr::V4(ip) => !(ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast()),
+            IpAddr::V6(ip) => !(ip.is_unspecified() || ip.is_multicast()),
+        };
+        (ip_ok && s.port() != 0).then_some(s)
+    }
+}
+
+/// The simulator's addresses travel as IPv4 addresses with port 0.
+impl Addr for u32 {
+    fn to_socket(&self) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::from(*self)), 0)
+    }
+
+    fn from_socket(s: SocketAddr) -> Option<Self> {
+        match s {
+            SocketAddr::V4(v4) if v4.port() == 0 => Some(u32::from(*v4.ip())),
+            _ => None,
+        }
+    }
+}
+
+/// Unit tests' addresses: `0.0.0.n` with port 0.
+impl Addr for u8 {
+    fn to_socket(&self) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::new(0, 0, 0, *self)), 0)
+    }
+
+    fn from_socket(s: SocketAddr) -> Option<Self> {
+        match s {
+            SocketAddr::V4(v4) if v4.port() == 0 => {
+                let [a, b, c, d] = v4.ip().octets();
+                (a == 0 && b == 0 && c == 0).then_some(d)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Candidates of one peer held at most.
+pub(super) const MAX_CANDIDATES: usize = 8;
+/// Outstanding challenge tokens per peer.
+pub(super) const MAX_TOKENS: usize = 16;
+/// Answers to challenges queued per peer.
+pub(super) const MAX_PENDING_RESPONSES: usize = 8;
+/// Sends of one generation of our endpoint list to one peer.
+pub(super) const MAX_LIST_SENDS: u8 = 5;
+/// First re-send of an unacknowledged endpoint list (doubling).
+pub(super) const LIST_RESEND: Duration = Duration::from_secs(1);
+/// Shortest gap between two endpoint lists to one peer.
+pub(super) const LIST_MIN_GAP: Duration = Duration::from_millis(100);
+/// First gap between challenges to a candidate (doubling).
+pub(super) const PUNCH_FIRST: Duration = Duration::from_millis(50);
+/// Longest gap between challenges to a candidate.
+pub(super) const PUNCH_MAX: Duration = Duration::from_secs(2);
+/// Challenges to a candidate before it is given up (about 20 s).
+pub(super) const MAX_PUNCHES: u8 = 14;
+/// How often a proven candidate's path is looked at (punched again once
+/// dead).
+pub(super) const PROOF_CHECK: Duration = Duration::from_secs(1);
+/// Trial decryptions for packets from unknown addresses, per second.
+pub(super) const ROAM_PER_SEC: f64 = 500.0;
+/// See [`ROAM_PER_SEC`].
+pub(super) const ROAM_BURST: f64 = 100.0;
+/// Our own endpoints advertised at most (the wire's limit, less one for
+/// the observed address).
+const MAX_LOCAL: usize = MAX_ENDPOINTS - 1;
+
+/// One advertised endpoint of a peer, being punched or proven.
+#[derive(Debug, Clone)]
+struct Candidate<A> {
+    addr: A,
+    /// Challenges sent since it was (re)armed.
+    tries: u8,
+    /// When the next challenge is due (`None`: proven, or given up).
+    next: Option<Instant>,
+    proven: bool,
+}
+
+/// One peer's discovery state.
+#[derive(Debug)]
+pub(super) struct Discovery<A> {
+    /// The generation of our list last sent, and how often.
+    sent: Option<(u16, u8)>,
+    next_list: Option<Instant>,
+    last_list: Option<Instant>,
+    /// The newest generation of our list the peer acknowledged.
+    peer_acked: Option<u16>,
+    /// The newest generation of the peer's list we hold.
+    peer_gen: Option<u16>,
+    /// The peer sent a new list: answer with ours (it acknowledges).
+    reply: bool,
+    candidates: Vec<Candidate<A>>,
+    /// Outstanding challenges: token, where it went, when.
+    tokens: VecDeque<([u8; 8], A, Instant)>,
+    /// Answers to send: where, token.
+    responses: VecDeque<(A, [u8; 8])>,
+    /// The address the peer's authenticated UDP packets last came from.
+    observed: Option<A>,
+}
+
+impl<A: Addr> Discovery<A> {
+    pub(super) fn new() -> Self {
+        Discovery {
+            sent: None,
+            next_list: None,
+            last_list: None,
+            peer_acked: None,
+            peer_gen: None,
+            reply: false,
+            candidates: Vec::new(),
+            tokens: VecDeque::new(),
+            responses: VecDeque::new(),
+            observed: None,
+        }
+    }
+
+    /// The earliest instant something is due.
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        let cand = self.candidates.iter().filter_map(|c| c.next).min();
+        let list = self.next_list;
+
+        match (cand, list) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Candidates being punched, proven or given up (for tests and stats).
+    pub(super) fn candidates(&self) -> impl Iterator<Item = (A, bool)> + '_ {
+        self.candidates.iter().map(|c| (c.addr, c.proven))
+    }
+
+    fn arm(&mut self, now: Instant, addr: A) {
+        if let Some(c) = self.candidates.iter_mut().find(|c| c.addr == addr) {
+            if c.next.is_none() && !c.proven {
+                c.tries = 0;
+                c.next = Some(now);
+            }
+            return;
+        }
+        if self.candidates.len() >= MAX_CANDIDATES {
+            // Forget the oldest one that is not proven, else keep what we
+            // have.
+            let Some(i) = self.candidates.iter().position(|c| !c.proven) else {
+                return;
+            };
+            self.candidates.remove(i);
+        }
+        self.candidates.push(Candidate {
+            addr,
+            tries: 0,
+            next: Some(now),
+            proven: false,
+        });
+    }
+}
+
+/// The node's own endpoints and their generation.
+#[derive(Debug, Default)]
+pub(super) struct LocalEndpoints {
+    list: Vec<Endpoint>,
+    generation: u16,
+}
+
+impl<A: Addr> Node<A> {
+    /// The owner's candidate endpoints changed (see [`Input::Endpoints`]):
+    /// every peer is sent the new list.
+    pub(super) fn set_endpoints(&mut self, now: Instant, endpoints: &[(EndpointKind, A)]) {
+        let mut list: Vec<Endpoint> = Vec::new();
+        // Local ones first: a same-LAN peer should find them even when the
+        // list is cut.
+        let mut sorted: Vec<(EndpointKind, A)> = endpoints.to_vec();
+        sorted.sort_by_key(|(k, _)| *k);
+        for (kind, a) in sorted {
+            if matches!(kind, EndpointKind::Observed) {
+                continue;
+            }
+            let e = Endpoint {
+                kind,
+                addr: a.to_socket(),
+            };
+            if list.len() < MAX_LOCAL && !list.iter().any(|x| x.addr == e.addr) {
+                list.push(e);
+            }
+        }
+        if list == self.local.list && self.local.generation != 0 {
+            return;
+        }
+        self.local.list = list;
+        self.local.generation = self.local.generation.wrapping_add(1).max(1);
+        self.stats.endpoint_changes += 1;
+        for p in self.peers.values_mut() {
+            p.discovery.next_list = Some(now);
+        }
+        self.control_pending = true;
+    }
+
+    /// After an authenticated datagram from `from` for `peer`: the path
+    /// control packets it carried, and the observed address.
+    pub(super) fn after_receive(&mut self, now: Instant, peer: PublicKey, from: Route<A>) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if let Route::Udp(a) = from {
+            p.discovery.observed = Some(a);
+        }
+        if p.discovery.sent.is_none() && p.session.is_established() {
+            self.control_pending = true;
+        }
+        // Bounded: the session holds at most MAX_CONTROL_IN of them.
+        let mut controls = Vec::new();
+        while let Some(c) = p.session.poll_control() {
+            controls.push(c);
+        }
+        for (path, data) in controls {
+            self.on_control(now, peer, path, &data);
+        }
+    }
+
+    fn on_control(&mut self, now: Instant, peer: PublicKey, path: PathId, data: &[u8]) {
+        let Ok(pc) = PathControl::parse(data) else {
+            self.stats.control_malformed += 1;
+            return;
+        };
+        let from = self.book.udp_addr(path);
+        match pc {
+            PathControl::Endpoints {
+                generation,
+                acked,
+                endpoints,
+            } => {
+                self.stats.endpoint_lists_received += 1;
+                let mut fresh = Vec::new();
+                {
+                    let Some(p) = self.peers.get_mut(&peer) else {
+                        return;
+                    };
+                    let d = &mut p.discovery;
+                    d.peer_acked = Some(acked);
+                    if d.peer_gen != Some(generation) {
+                        d.peer_gen = Some(generation);
+                        d.reply = true;
+                        self.control_pending = true;
+                        d.next_list = Some(d.last_list.map_or(now, |t| now.max(t + LIST_MIN_GAP)));
+                    } else if d.sent.is_some_and(|(g, _)| g == acked) {
+                        d.next_list = None;
+                    }
+                    for e in endpoints {
+                        if matches!(e.kind, EndpointKind::Observed) {
+                            continue;
+                        }
+                        if let Some(a) = A::from_socket(e.addr) {
+                            fresh.push(a);
+                        }
+                    }
+                }
+                for a in fresh {
+                    self.add_candidate(now, peer, a);
+                }
+            }
+            PathControl::Challenge(token) => {
+                self.stats.challenges_received += 1;
+                let (Some(a), Some(p)) = (from, self.peers.get_mut(&peer)) else {
+                    return;
+                };
+                let q = &mut p.discovery.responses;
+                if q.len() < MAX_PENDING_RESPONSES {
+                    q.push_back((a, token));
+                    self.control_pending = true;
+                }
+            }
+            PathControl::Response(token) => {
+                let Some(p) = self.peers.get_mut(&peer) else {
+                    return;
+                };
+                let Some(i) = p.discovery.tokens.iter().position(|t| t.0 == token) else {
+                    return;
+                };
+                let Some((_, addr, sent_at)) = p.discovery.tokens.remove(i) else {
+                    return;
+                };
+                self.stats.responses_received += 1;
+                if let Some(c) = p.discovery.candidates.iter_mut().find(|c| c.addr == addr) {
+                    c.proven = true;
+                    c.next = Some(now + PROOF_CHECK);
+                }
+                if let Some(key) = self.book.known_key(&Route::Udp(addr)) {
+                    p.paths.table_mut().on_probe_echo(now, &key, sent_at);
+                }
+                self.path_changes(now, peer);
+            }
+        }
+    }
+
+    /// A peer advertised `addr`: a route (unless another peer owns it, or
+    /// the route table is full) and a candidate to punch.
+    fn add_candidate(&mut self, now: Instant, peer: PublicKey, addr: A) {
+        if self.blocked.contains(&addr) {
+            return;
+        }
+        let route = Route::Udp(addr);
+        match self.book.owner(&route) {
+            Some(o) if o != peer => return,
+            _ => {}
+        }
+        let Some(p) = self.peers.get(&peer) else {
+            return;
+        };
+        if !p.routes.contains(&route) {
+            if p.routes.len() >= MAX_ROUTES_PER_PEER {
+                return;
+            }
+            self.add_route(peer, route, false);
+        }
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.discovery.arm(now, addr);
+            self.control_pending = true;
+        }
+    }
+
+    /// A data packet from `from`, which no route names: the peer whose
+    /// session it authenticates under, within the roaming budget. That peer
+    /// gains the route, and it is challenged.
+    pub(super) fn roam(&mut self, now: Instant, from: A, buf: &[u8]) -> Option<PublicKey> {
+        let mut found = None;
+        for k in &self.order {
+            let Some(p) = self.peers.get(k) else {
+                continue;
+            };
+            if !p.session.is_established() {
+                continue;
+            }
+            if !self.roam_budget.take(now) {
+                self.stats.roam_budget_exhausted += 1;
+                return None;
+            }
+            if p.session.authenticates(buf) {
+                found = Some(*k);
+                break;
+            }
+        }
+        let peer = found?;
+        self.stats.roamed += 1;
+        tracing::debug!(?peer, ?from, "peer roamed to a new address");
+        let route = Route::Udp(from);
+        // Proven by the session key: it may take the route from whoever
+        // had it, and evict an old one.
+        self.add_route(peer, route, false);
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.discovery.arm(now, from);
+            self.control_pending = true;
+        }
+        Some(peer)
+    }
+
+    /// The next path control datagram to send (an answer, then a due
+    /// challenge), sealed into `buf`; due endpoint lists are queued on
+    /// their sessions as lossy packets on the way. Cheap when nothing is
+    /// due: the earliest deadline is kept between calls.
+    pub(super) fn next_control(&mut self, now: Instant, buf: &mut [u8]) -> Option<(A, Transmit)> {
+        if !self.control_pending && self.control_at.is_none_or(|t| t > now) {
+            return None;
+        }
+        self.control_pending = false;
+        let mut at: Option<Instant> = None;
+        let mut pkt = [0u8; MAX_LEN];
+        for i in 0..self.order.len() {
+            let k = self.order[i];
+            if let Some(x) = self.peer_control(now, k, buf, &mut pkt) {
+                // More may be due: look again at the next call.
+                self.control_pending = true;
+                return Some(x);
+            }
+            if let Some(t) = self
+                .peers
+                .get(&k)
+                .filter(|p| p.session.is_established())
+                .and_then(|p| p.discovery.poll_timeout())
+            {
+                at = Some(at.map_or(t, |a: Instant| a.min(t)));
+            }
+        }
+        self.control_at = at;
+        None
+    }
+
+    /// One peer's share of [`next_control`](Self::next_control).
+    fn peer_control(
+        &mut self,
+        now: Instant,
+        k: PublicKey,
+        buf: &mut [u8],
+        pkt: &mut [u8; MAX_LEN],
+    ) -> Option<(A, Transmit)> {
+        let local = &self.local;
+        let p = self.peers.get_mut(&k)?;
+        if !p.session.is_established() {
+            return None;
+        }
+        // The endpoint list, through the session's normal path.
+        let d = &mut p.discovery;
+        let due = match d.next_list {
+            Some(t) => t <= now,
+            None => d.sent.is_none(),
+        };
+        if due {
+            let gen = local.generation;
+            let want = d.reply
+                || match d.sent {
+                    None => true,
+                    Some((g, n)) => g != gen || (d.peer_acked != Some(g) && n < MAX_LIST_SENDS),
+                };
+            d.next_list = None;
+            if want {
+                let mut endpoints = local.list.clone();
+                if let Some(o) = d.observed {
+                    endpoints.push(Endpoint {
+                        kind: EndpointKind::Observed,
+                        addr: o.to_socket(),
+                    });
+                }
+                let msg = PathControl::Endpoints {
+                    generation: gen,
+                    acked: d.peer_gen.unwrap_or(0),
+                    endpoints,
+                };
+                if let Ok(n) = msg.encode(pkt) {
+                    if p.session.send_lossy(now, &pkt[..n]).is_ok() {
+                        self.stats.endpoint_msgs_sent += 1;
+                    }
+                }
+                let d = &mut p.discovery;
+                let sends = match d.sent {
+                    Some((g, n)) if g == gen => n.saturating_add(1),
+                    _ => 1,
+                };
+                d.sent = Some((gen, sends));
+                d.reply = false;
+                d.last_list = Some(now);
+                if sends < MAX_LIST_SENDS && d.peer_acked != Some(gen) {
+                    d.next_list = Some(now + LIST_RESEND * (1u32 << (sends - 1)));
+                }
+            }
+        }
+        // An answer to a challenge, on the path it came on.
+        if let Some((to, token)) = p.discovery.responses.pop_front() {
+            let n = PathControl::Response(token).encode(pkt).ok()?;
+            let len = p.session.seal_lossy(now, &pkt[..n], buf)?;
+            self.stats.responses_sent += 1;
+            return Some((to, control_transmit(len)));
+        }
+        // A due challenge.
+        let mut give_up = Vec::new();
+        let mut due_addr = None;
+        let (book, table) = (&self.book, &p.paths.table);
+        for c in p.discovery.candidates.iter_mut() {
+            let h = book
+                .known_key(&Route::Udp(c.addr))
+                .and_then(|key| table.health(now, &key));
+            if due_addr.is_some() || c.next.is_none_or(|t| t > now) {
+                continue;
+            }
+            if c.proven {
+                if h != Some(Health::Dead) {
+                    c.next = Some(now + PROOF_CHECK);
+                    continue;
+                }
+                // A proven path died (NAT rebinding, a firewall): punch it
+                // again.
+                c.proven = false;
+                c.tries = 0;
+            }
+            if c.tries >= MAX_PUNCHES {
+                c.next = None;
+                if h != Some(Health::Healthy) {
+                    give_up.push(c.addr);
+                }
+                continue;
+            }
+            c.tries += 1;
+            let gap = PUNCH_FIRST
+                .saturating_mul(1u32 << (c.tries - 1).min(15))
+                .min(PUNCH_MAX);
+            c.next = Some(now + gap);
+            due_addr = Some(c.addr);
+        }
+        for a in give_up {
+            self.stats.candidates_given_up += 1;
+            let route = Route::Udp(a);
+            if self.book.owner(&route) == Some(k) {
+                self.remove_route(now, k, route);
+            }
+            if let Some(p) = self.peers.get_mut(&k) {
+                p.discovery.candidates.retain(|c| c.addr != a);
+            }
+        }
+        let to = due_addr?;
+        let p = self.peers.get_mut(&k)?;
+        let mut token = [0u8; 8];
+        self.rng.fill_bytes(&mut token);
+        let n = PathControl::Challenge(token).encode(pkt).ok()?;
+        let len = p.session.seal_lossy(now, &pkt[..n], buf)?;
+        if p.discovery.tokens.len() >= MAX_TOKENS {
+            p.discovery.tokens.pop_front();
+        }
+        p.discovery.tokens.push_back((token, to, now));
+        self.stats.challenges_sent += 1;
+        Some((to, control_transmit(len)))
+    }
+
+    /// The earliest discovery deadline (see
+    /// [`next_control`](Self::next_control)).
+    pub(super) fn discovery_timeout(&self) -> Option<Instant> {
+        if self.control_pending {
+            return self.last_now;
+        }
+        self.control_at
+    }
+
+    /// `peer`'s advertised candidates and whether each is proven.
+    pub fn candidates(&self, peer: &PublicKey) -> Vec<(A, bool)> {
+        self.peers
+            .get(peer)
+            .map(|p| p.discovery.candidates().collect())
+            .unwrap_or_default()
+    }
+}
+
+fn control_transmit(len: usize) -> Transmit {
+    Transmit {
+        len,
+        kind: TransmitKind::Data(DataKind::Lossy),
+    }
+}

@@ -321,13 +321,11 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
                     );
                 }
                 3 => {
+                    // The peers told each other their endpoints over the
+                    // relays (node::discovery): once the firewall opens,
+                    // they punch through and move to the direct path.
                     a.set_udp_blocked(b.local_addr(), false);
                     b.set_udp_blocked(a.local_addr(), false);
-                    // Each side learns the other's address (as the DHT would
-                    // tell it): a UDP path is only accepted from a known
-                    // address (docs/PROTOCOL.md §6).
-                    a.add_path(&peer_b, b.local_addr());
-                    b.add_path(&a.public_key(), a.local_addr());
                     say(&mut timeline, "direct UDP opened".into());
                 }
                 _ => {

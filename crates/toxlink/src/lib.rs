@@ -23,6 +23,7 @@
 
 #![warn(missing_docs)]
 
+mod endpoints;
 mod links;
 pub mod relay;
 
@@ -101,6 +102,8 @@ struct State {
     links: HashMap<LinkId, Arc<links::LinkHandle>>,
     path_events: VecDeque<PathEvent<SocketAddr>>,
     relay_events: VecDeque<RelayEvent>,
+    /// Our candidate endpoints (interfaces, STUN), for the core's discovery.
+    endpoints: endpoints::Endpoints,
 }
 
 struct Shared {
@@ -166,6 +169,7 @@ impl Node {
                 links: HashMap::new(),
                 path_events: VecDeque::new(),
                 relay_events: VecDeque::new(),
+                endpoints: endpoints::Endpoints::new(local, Instant::now()),
             }),
             wake: Notify::new(),
             events: Notify::new(),
@@ -635,6 +639,7 @@ async fn drive(shared: Arc<Shared>, socket: UdpSocket) {
                     return;
                 }
                 let now = Instant::now();
+                service_endpoints(&mut st, now);
                 for _ in 0..BATCH {
                     let slot = &mut out[used..used + MAX_PACKET_SIZE];
                     match st.node.poll_transmit(now, slot) {
@@ -646,7 +651,11 @@ async fn drive(shared: Arc<Shared>, socket: UdpSocket) {
                     }
                 }
                 links::service(&mut st, &shared);
-                st.node.poll_timeout()
+                let t = st.node.poll_timeout();
+                match (t, st.endpoints.poll_timeout()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
             };
             send_batch(&socket, &state, &out[..used], &out_meta).await;
             if out_meta.len() < BATCH {
@@ -712,6 +721,17 @@ async fn drive(shared: Arc<Shared>, socket: UdpSocket) {
         dispatch(&mut st, &shared, now);
         notify_writable(&st);
         links::service(&mut st, &shared);
+    }
+}
+
+/// The endpoint finder's timers; a changed list goes to the core.
+fn service_endpoints(st: &mut State, now: Instant) {
+    if st.endpoints.poll_timeout().is_some_and(|t| t <= now) {
+        st.endpoints.handle_timeout(now);
+    }
+    if let Some(list) = st.endpoints.take_change() {
+        tracing::debug!(?list, "our endpoints");
+        let _ = st.node.handle(now, Input::Endpoints(&list));
     }
 }
 

@@ -347,11 +347,9 @@ impl<A: Addr> Node<A> {
     }
 
     /// A peer advertised `addr`: a route (unless another peer owns it, or
-    /// the route table is full) and a candidate to punch.
+    /// the route table is full) and a candidate to punch (once the owner
+    /// unblocks it, if it is blocked).
     fn add_candidate(&mut self, now: Instant, peer: PublicKey, addr: A) {
-        if self.blocked.contains(&addr) {
-            return;
-        }
         let route = Route::Udp(addr);
         match self.book.owner(&route) {
             Some(o) if o != peer => return,
@@ -506,8 +504,15 @@ impl<A: Addr> Node<A> {
         // A due challenge.
         let mut give_up = Vec::new();
         let mut due_addr = None;
-        let (book, table) = (&self.book, &p.paths.table);
+        let (book, table, blocked) = (&self.book, &p.paths.table, &self.blocked);
         for c in p.discovery.candidates.iter_mut() {
+            if blocked.contains(&c.addr) {
+                // Not punched, and not counted, while the owner blocks it.
+                if c.next.is_some_and(|t| t <= now) {
+                    c.next = Some(now + PUNCH_MAX);
+                }
+                continue;
+            }
             let h = book
                 .known_key(&Route::Udp(c.addr))
                 .and_then(|key| table.health(now, &key));

@@ -1,0 +1,126 @@
+//! The node's candidate endpoints, as the runtime finds them (issue #15;
+//! the core's `node::discovery` advertises them to peers): the addresses of
+//! this host's interfaces with our UDP port, and the public (reflexive)
+//! addresses STUN servers report for our socket.
+//!
+//! The STUN client is the sans-IO `toxlink_proto::stun::StunClient`; its
+//! requests leave on the node's own UDP socket (the mapping a NAT gives
+//! that socket is the one peers must reach) and answers are picked out of
+//! the socket's datagrams by `stun::is_stun` before the node sees them.
+//! Interfaces are read again every [`RESCAN`]; any change hands the node
+//! the new list (`Input::Endpoints`).
+//!
+//! Which interface addresses: with the socket bound to one address, that
+//! address only; bound to the unspecified address, every interface address
+//! of the socket's family, neither loopback nor link-local (a
+//! remote peer must never be sent to its own loopback).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+use toxlink_proto::node::EndpointKind;
+
+/// How often the interfaces are read again.
+pub(crate) const RESCAN: Duration = Duration::from_secs(10);
+/// Interface addresses advertised at most.
+const MAX_LOCAL: usize = 4;
+
+/// The runtime's view of our endpoints.
+pub(crate) struct Endpoints {
+    bound: SocketAddr,
+    local: Vec<SocketAddr>,
+    next_scan: Instant,
+    /// The list last handed to the node.
+    handed: Option<Vec<(EndpointKind, SocketAddr)>>,
+}
+
+impl Endpoints {
+    pub(crate) fn new(bound: SocketAddr, now: Instant) -> Self {
+        Endpoints {
+            bound,
+            local: Vec::new(),
+            next_scan: now,
+            handed: None,
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) wants to run.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        Some(self.next_scan)
+    }
+
+    /// Timers: the interface scan.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        if now >= self.next_scan {
+            self.local = interface_endpoints(self.bound);
+            self.next_scan = now + RESCAN;
+        }
+    }
+
+    /// The list to hand the node, if it changed since the last call.
+    pub(crate) fn take_change(&mut self) -> Option<Vec<(EndpointKind, SocketAddr)>> {
+        let list: Vec<(EndpointKind, SocketAddr)> = self
+            .local
+            .iter()
+            .map(|a| (EndpointKind::Local, *a))
+            .collect();
+        if self.handed.as_ref() == Some(&list) {
+            return None;
+        }
+        self.handed = Some(list.clone());
+        Some(list)
+    }
+}
+
+/// Our interface addresses with the socket's port (see the module
+/// documentation for which).
+pub(crate) fn interface_endpoints(bound: SocketAddr) -> Vec<SocketAddr> {
+    if !bound.ip().is_unspecified() {
+        return vec![bound];
+    }
+    let ifaces = match if_addrs::get_if_addrs() {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::debug!(error = %e, "reading interface addresses failed");
+            return Vec::new();
+        }
+    };
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for i in ifaces {
+        let ip = i.ip();
+        let family_ok = matches!(
+            (ip, bound.ip()),
+            (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_))
+        );
+        if !family_ok || i.is_loopback() || i.is_link_local() {
+            continue;
+        }
+        let a = SocketAddr::new(ip, bound.port());
+        if !out.contains(&a) && out.len() < MAX_LOCAL {
+            out.push(a);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_socket_bound_to_one_address_advertises_that_address_only() {
+        let a: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        assert_eq!(interface_endpoints(a), vec![a]);
+    }
+
+    #[test]
+    fn the_unspecified_address_advertises_no_loopback_and_the_sockets_port() {
+        let a: SocketAddr = "0.0.0.0:4000".parse().unwrap();
+        for e in interface_endpoints(a) {
+            assert!(!e.ip().is_loopback() && e.is_ipv4() && e.port() == 4000, "{e}");
+        }
+        let mut ep = Endpoints::new(a, Instant::now());
+        ep.handle_timeout(Instant::now());
+        assert!(ep.take_change().is_some());
+        assert!(ep.take_change().is_none(), "no change, nothing handed");
+    }
+}

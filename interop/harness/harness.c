@@ -33,13 +33,26 @@
  *          SENT <accepted> <ms> friend=<n> kind=<lossless|lossy> start_us=<mono> err=<none|reason>
  *          One lossless and one lossy send may run at a time ("ERR ... busy").
  *          size = whole packet incl. the id byte, 17..1373.
- *   STATS [<friend>]                -> STATS friend=<n> key=value ... (see stats_line())
+ *   STATS [<friend>]                -> STATS friend=<n> key=value ... (see stats_line()); besides
+ *          the stream counters: custom_ids= / lossy_ids= (every packet the
+ *          lossless / lossy custom packet callback delivered from that friend,
+ *          counted by its first byte: "<id>:<n>,<id>:<n>" ascending, or "-"),
+ *          conn_changes=<n> (friend connection status callbacks for that
+ *          friend, the first going-online included) and conn_offline=<n>
+ *          (those that reported "none").
  *   QUIT                            -> BYE, then exit 0.   Stdin EOF also exits.
  *
  * EVENTS (asynchronous, any time)
  *   CONN <friend> <none|udp|tcp> <ms since start> <mono_us>   friend connection status change
  *   SELFCONN <none|udp|tcp> <ms since start> <mono_us>
  *   MSGRX <friend> <text>    (bytes < 0x20 replaced by spaces)
+ *   PKTID <friend> <lossless|lossy> <id> <len> <mono_us>
+ *       the first packet with this id the lossless / lossy custom packet
+ *       callback delivered from this friend (later ones are only counted,
+ *       see STATS custom_ids / lossy_ids). These two callbacks are the only
+ *       way libtoxcore hands an application a packet it does not itself
+ *       handle; a packet it drops (e.g. a lossy one in the AV range 192..199
+ *       without a toxav handler) shows up nowhere.
  *
  * CUSTOM PACKET LAYOUT (both kinds)
  *   [0] id | [1..5) seq BE32 | [5..9) checksum BE32 | [9..17) send time BE64 (CLOCK_MONOTONIC us)
@@ -226,6 +239,8 @@ typedef struct {
 
 typedef struct {
     Stream lossless, lossy;
+    uint64_t ids[2][256];    /* packets delivered per first byte: [0] lossless, [1] lossy */
+    uint64_t conn_changes, conn_offline;
     uint64_t msgs_rx;
     uint32_t tx_seq[2];      /* next seq to send: [0] lossless, [1] lossy */
     uint64_t tx[2];
@@ -343,6 +358,10 @@ static void on_self_conn(Tox *tox, Tox_Connection c, void *ud)
 static void on_friend_conn(Tox *tox, uint32_t f, Tox_Connection c, void *ud)
 {
     (void)tox; (void)ud;
+    if (f < MAX_FRIENDS) {
+        g_friends[f].conn_changes++;
+        if (c == TOX_CONNECTION_NONE) g_friends[f].conn_offline++;
+    }
     out("CONN %u %s %llu %llu", f, conn_name(c), (unsigned long long)since_start_ms(),
         (unsigned long long)mono_us());
 }
@@ -358,9 +377,20 @@ static void on_message(Tox *tox, uint32_t f, Tox_Message_Type type, const uint8_
     out("MSGRX %u %s", f, text);
 }
 
+/* Counts a delivered custom packet by its id; the first of an id from a
+ * friend is also reported at once (PKTID). */
+static void count_id(uint32_t f, int lossy, const uint8_t *d, size_t len)
+{
+    if (f >= MAX_FRIENDS || len == 0) return;
+    if (g_friends[f].ids[lossy][d[0]]++ == 0)
+        out("PKTID %u %s %u %zu %llu", f, lossy ? "lossy" : "lossless", (unsigned)d[0], len,
+            (unsigned long long)mono_us());
+}
+
 static void on_lossless(Tox *tox, uint32_t f, const uint8_t *d, size_t len, void *ud)
 {
     (void)ud;
+    count_id(f, 0, d, len);
     if (f < MAX_FRIENDS) account(&g_friends[f].lossless, d, len);
     if (g_echo_enabled) echo_packet(tox, f, d, len);
 }
@@ -368,6 +398,7 @@ static void on_lossless(Tox *tox, uint32_t f, const uint8_t *d, size_t len, void
 static void on_lossy(Tox *tox, uint32_t f, const uint8_t *d, size_t len, void *ud)
 {
     (void)tox; (void)ud;
+    count_id(f, 1, d, len);
     if (f < MAX_FRIENDS) account(&g_friends[f].lossy, d, len);
 }
 
@@ -463,19 +494,37 @@ static void stream_fields(char *buf, size_t cap, const char *prefix, const Strea
              (unsigned long long)s->lat_max_us);
 }
 
+/* "<id>:<n>,..." for every id with a count, ascending; "-" for none. */
+static void id_counts(char *buf, size_t cap, const uint64_t ids[256])
+{
+    size_t used = 0;
+    buf[0] = 0;
+    for (int id = 0; id < 256 && used < cap; id++) {
+        if (ids[id] == 0) continue;
+        int w = snprintf(buf + used, cap - used, "%s%d:%llu", used ? "," : "", id, (unsigned long long)ids[id]);
+        if (w < 0) break;
+        used += (size_t)w;
+    }
+    if (used == 0) snprintf(buf, cap, "-");
+}
+
 static void stats_line(Tox *tox, uint32_t f)
 {
     FriendState *fs = &g_friends[f];
     Tox_Err_Friend_Query qerr;
     Tox_Connection c = tox_friend_get_connection_status(tox, f, &qerr);
     char a[1024], b[1024];
+    static char ids_lossless[256 * 26], ids_lossy[256 * 26]; /* "255:<20 digits>," each at most */
     stream_fields(a, sizeof a, "custom_", &fs->lossless);
     stream_fields(b, sizeof b, "lossy_", &fs->lossy);
+    id_counts(ids_lossless, sizeof ids_lossless, fs->ids[0]);
+    id_counts(ids_lossy, sizeof ids_lossy, fs->ids[1]);
     out("STATS friend=%u status=%s %s %s msgs_rx=%llu custom_tx=%llu lossy_tx=%llu echo_tx=%llu "
-        "echo_dropped=%llu now_us=%llu",
+        "echo_dropped=%llu custom_ids=%s lossy_ids=%s conn_changes=%llu conn_offline=%llu now_us=%llu",
         f, qerr == TOX_ERR_FRIEND_QUERY_OK ? conn_name(c) : "none", a, b, (unsigned long long)fs->msgs_rx,
         (unsigned long long)fs->tx[0], (unsigned long long)fs->tx[1], (unsigned long long)g_echo_tx,
-        (unsigned long long)g_echo_dropped, (unsigned long long)mono_us());
+        (unsigned long long)g_echo_dropped, ids_lossless, ids_lossy, (unsigned long long)fs->conn_changes,
+        (unsigned long long)fs->conn_offline, (unsigned long long)mono_us());
 }
 
 static int parse_friend(const char *s, uint32_t *f)

@@ -16,11 +16,20 @@
 //! | `MSG <friend> <text>` | `OK MSG <id>` |
 //! | `SENDCUSTOM <friend> <count> <size> <id>` (160..=191) | `OK SENDCUSTOM`, later `SENT ...` |
 //! | `SENDLOSSY <friend> <count> <size> <id>` (200..=254) | `OK SENDLOSSY`, later `SENT ...` |
-//! | `STATS [<friend>]` | `STATS friend=<n> key=value ...` |
+//! | `STATS [<friend>]` | `STATS friend=<n> key=value ...` (with `custom_ids=`, `lossy_ids=`, `conn_changes=`, `conn_offline=`) |
 //! | `QUIT` | `BYE` (then the process exits; stdin EOF exits too) |
 //!
 //! Asynchronous events: `CONN <friend> <none|udp|tcp> <ms> <mono_us>`,
-//! `SELFCONN <none|udp|tcp> <ms> <mono_us>`, `MSGRX <friend> <text>`.
+//! `SELFCONN <none|udp|tcp> <ms> <mono_us>`, `MSGRX <friend> <text>`,
+//! `PKTID <friend> <lossless|lossy> <id> <len> <mono_us>` (the first packet
+//! of an id the custom packet callbacks delivered from a friend,
+//! [`PacketIdEvent`]).
+//!
+//! What a c-toxcore application can see of a friend's packets that
+//! libtoxcore does not handle itself: the two custom packet callbacks
+//! (counted per packet id in [`Stats::custom_ids`] / [`Stats::lossy_ids`],
+//! first of each id as `PKTID`) and the friend's connection status
+//! (`CONN`, counted in [`Stats::conn_changes`] / [`Stats::conn_offline`]).
 //! Custom packets carry a sequence number, an FNV-1a checksum and their send
 //! time; the receiving harness counts good, bad, duplicate, reordered and lost
 //! packets and the longest gap between packets ([`Stats`]). Times named
@@ -49,7 +58,7 @@ pub use compile::{
 };
 pub use options::HarnessOptions;
 pub use packets::{custom_checksum, custom_packet, mono_us};
-pub use replies::{ConnEvent, ConnKind, SendReport, Stats, StreamStats};
+pub use replies::{ConnEvent, ConnKind, PacketIdEvent, SendReport, Stats, StreamStats};
 
 use crate::error::{InteropError, Result};
 use crate::process;
@@ -255,6 +264,28 @@ impl Harness {
                 Err(RecvTimeoutError::Disconnected) => return Err(self.exited_error()),
             }
         }
+    }
+
+    /// Removes and returns the received, not yet consumed lines starting
+    /// with `prefix` (others stay for later `expect_*` calls).
+    pub fn take_lines(&mut self, prefix: &str) -> Vec<String> {
+        while let Ok(l) = self.lines.try_recv() {
+            self.pending.push_back(l);
+        }
+        let (taken, kept): (VecDeque<String>, VecDeque<String>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|l| l.starts_with(prefix));
+        self.pending = kept;
+        taken.into()
+    }
+
+    /// Removes and returns the `PKTID` events about `friend` received so far
+    /// (see [`take_lines`](Self::take_lines)).
+    pub fn take_packet_id_events(&mut self, friend: u32) -> Result<Vec<PacketIdEvent>> {
+        self.take_lines(&format!("PKTID {friend} "))
+            .iter()
+            .map(|l| PacketIdEvent::parse(l))
+            .collect()
     }
 
     /// Lines received but not yet consumed by an `expect_*` call.

@@ -2,7 +2,7 @@
 //! events, `STATS` and `SENT`.
 
 use crate::error::{InteropError, Result};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
 
@@ -105,6 +105,17 @@ pub struct Stats {
     pub echo_tx: u64,
     /// Packets that could not be echoed (all friends).
     pub echo_dropped: u64,
+    /// Every packet the custom lossless packet callback delivered from the
+    /// friend, counted by its first byte (the packet id).
+    pub custom_ids: BTreeMap<u8, u64>,
+    /// The same for the custom lossy packet callback.
+    pub lossy_ids: BTreeMap<u8, u64>,
+    /// Friend connection status callbacks for the friend, the first
+    /// going-online included.
+    pub conn_changes: u64,
+    /// Those of [`conn_changes`](Self::conn_changes) that reported the
+    /// friend offline.
+    pub conn_offline: u64,
     /// `CLOCK_MONOTONIC` µs when the reply was written.
     pub now_us: u64,
 }
@@ -154,7 +165,75 @@ impl Stats {
             lossy_tx: num("lossy_tx")?,
             echo_tx: num("echo_tx")?,
             echo_dropped: num("echo_dropped")?,
+            custom_ids: parse_id_counts(get("custom_ids")?, line)?,
+            lossy_ids: parse_id_counts(get("lossy_ids")?, line)?,
+            conn_changes: num("conn_changes")?,
+            conn_offline: num("conn_offline")?,
             now_us: num("now_us")?,
+        })
+    }
+}
+
+/// `<id>:<n>,<id>:<n>` (or `-` for none) of `STATS custom_ids=` / `lossy_ids=`.
+fn parse_id_counts(s: &str, line: &str) -> Result<BTreeMap<u8, u64>> {
+    let bad = || InteropError::Protocol(format!("bad packet id counts {s:?}: {line:?}"));
+    if s == "-" {
+        return Ok(BTreeMap::new());
+    }
+    s.split(',')
+        .map(|kv| {
+            let (id, n) = kv.split_once(':').ok_or_else(bad)?;
+            Ok((
+                id.parse().map_err(|_| bad())?,
+                n.parse().map_err(|_| bad())?,
+            ))
+        })
+        .collect()
+}
+
+/// A `PKTID <friend> <lossless|lossy> <id> <len> <mono_us>` event: the
+/// first packet with this id that a custom packet callback delivered from
+/// the friend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacketIdEvent {
+    /// Friend number.
+    pub friend: u32,
+    /// Delivered by the lossy (else the lossless) custom packet callback.
+    pub lossy: bool,
+    /// The packet's first byte.
+    pub id: u8,
+    /// The packet's length, id byte included.
+    pub len: usize,
+    /// `CLOCK_MONOTONIC` µs at delivery.
+    pub mono_us: u64,
+}
+
+impl PacketIdEvent {
+    /// Parses a `PKTID ...` line.
+    pub fn parse(line: &str) -> Result<PacketIdEvent> {
+        let bad = || InteropError::Protocol(format!("bad PKTID line: {line:?}"));
+        let mut it = line.split_whitespace();
+        if it.next() != Some("PKTID") {
+            return Err(bad());
+        }
+        let friend = it.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+        let lossy = match it.next() {
+            Some("lossy") => true,
+            Some("lossless") => false,
+            _ => return Err(bad()),
+        };
+        let id = it.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+        let len = it.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+        let mono_us = it.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+        if it.next().is_some() {
+            return Err(bad());
+        }
+        Ok(PacketIdEvent {
+            friend,
+            lossy,
+            id,
+            len,
+            mono_us,
         })
     }
 }

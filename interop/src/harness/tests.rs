@@ -7,7 +7,8 @@ const STATS_LINE: &str = "STATS friend=3 status=udp custom_rx=10 custom_bad=1 cu
         custom_last_rx_us=99 custom_lat_avg_us=5 custom_lat_max_us=9 lossy_rx=0 lossy_bad=0 lossy_dup=0 \
         lossy_reordered=0 lossy_lost=0 lossy_bytes_rx=0 lossy_max_gap_ms=0 lossy_max_gap_us=0 \
         lossy_last_rx_us=0 lossy_lat_avg_us=0 lossy_lat_max_us=0 msgs_rx=2 custom_tx=11 lossy_tx=0 \
-        echo_tx=0 echo_dropped=0 now_us=123";
+        echo_tx=0 echo_dropped=0 custom_ids=160:10,191:1 lossy_ids=- conn_changes=2 conn_offline=1 \
+        now_us=123";
 
 #[test]
 fn parses_stats() {
@@ -21,6 +22,49 @@ fn parses_stats() {
     assert_eq!(s.msgs_rx, 2);
     assert_eq!(s.custom_tx, 11);
     assert_eq!(s.now_us, 123);
+    assert_eq!(
+        s.custom_ids.into_iter().collect::<Vec<_>>(),
+        [(160, 10), (191, 1)]
+    );
+    assert!(s.lossy_ids.is_empty());
+    assert_eq!((s.conn_changes, s.conn_offline), (2, 1));
+}
+
+#[test]
+fn rejects_bad_id_counts() {
+    for bad in [
+        "lossy_ids=",
+        "lossy_ids=200",
+        "lossy_ids=256:1",
+        "lossy_ids=200:x",
+        "lossy_ids=1:1,",
+    ] {
+        let l = STATS_LINE.replace("lossy_ids=-", bad);
+        assert!(Stats::parse(&l).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn parses_packet_id_events() {
+    let e = PacketIdEvent::parse("PKTID 2 lossy 200 600 99").unwrap();
+    assert_eq!(
+        e,
+        PacketIdEvent {
+            friend: 2,
+            lossy: true,
+            id: 200,
+            len: 600,
+            mono_us: 99
+        }
+    );
+    assert!(
+        !PacketIdEvent::parse("PKTID 0 lossless 160 17 1")
+            .unwrap()
+            .lossy
+    );
+    assert!(PacketIdEvent::parse("PKTID 0 odd 160 17 1").is_err());
+    assert!(PacketIdEvent::parse("PKTID 0 lossy 300 17 1").is_err());
+    assert!(PacketIdEvent::parse("PKTID 0 lossy 200 17").is_err());
 }
 
 #[test]

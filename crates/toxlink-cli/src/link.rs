@@ -127,6 +127,15 @@ pub struct PeerArgs {
     /// Seconds to wait for the peer (connecting side) or a relay.
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<u64>,
+    /// A STUN server to learn our public UDP address from (repeatable).
+    /// Default: every `--relay` address (toxlink relays answer STUN on the
+    /// same port numbers).
+    #[arg(long = "stun", value_name = "HOST:PORT", conflicts_with = "no_stun")]
+    pub stun: Vec<String>,
+    /// Ask no STUN server (peers still find each other through interface
+    /// addresses and roaming).
+    #[arg(long)]
+    pub no_stun: bool,
 }
 
 /// The TOML config of the peer commands.
@@ -149,6 +158,9 @@ pub struct PeerToml {
     pub relays: Option<Vec<String>>,
     /// Connect timeout, seconds.
     pub timeout_secs: Option<u64>,
+    /// STUN servers as `HOST:PORT` (an empty list: none; absent: the
+    /// relays).
+    pub stun: Option<Vec<String>>,
 }
 
 /// Effective settings after merging the config file and flags.
@@ -166,6 +178,8 @@ pub struct Settings {
     pub peer_addr: Option<String>,
     /// Relays.
     pub relays: Vec<RelaySpec>,
+    /// STUN servers as `HOST:PORT`; `None`: the relays' addresses.
+    pub stun: Option<Vec<String>>,
     /// Connect timeout.
     pub timeout: Duration,
     /// Print the `public key`, `tox id` and `listening on` lines on stderr
@@ -247,6 +261,13 @@ pub fn settings(a: &PeerArgs, peer_dht_flag: Option<PublicKey>) -> Result<Settin
         peer_dht,
         peer_addr: a.peer_addr.clone().or(file.peer_addr),
         relays,
+        stun: if a.no_stun {
+            Some(Vec::new())
+        } else if !a.stun.is_empty() {
+            Some(a.stun.clone())
+        } else {
+            file.stun
+        },
         timeout: Duration::from_secs(
             a.timeout
                 .or(file.timeout_secs)
@@ -437,6 +458,17 @@ pub async fn establish(s: &Settings, dht_is_real: bool, name: &str) -> Result<Li
     }
     let handed = hand_relays_to_node(&node, &s.relays, s.timeout).await?;
     let relays = &handed.reachable;
+    let stun = match &s.stun {
+        Some(list) => {
+            let mut out = Vec::new();
+            for h in list {
+                out.push(resolve("STUN server", h, s.timeout).await?);
+            }
+            out
+        }
+        None => handed.known.iter().map(|(_, a)| *a).collect(),
+    };
+    node.set_stun_servers(stun);
     let conn: Connection = match &s.peer_addr {
         Some(a) => {
             let addr = resolve("peer", a, s.timeout).await?;

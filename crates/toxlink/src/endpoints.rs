@@ -18,6 +18,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use toxlink_proto::node::EndpointKind;
+use toxlink_proto::stun::{self, StunClient, StunConfig, StunCounters};
 
 /// How often the interfaces are read again.
 pub(crate) const RESCAN: Duration = Duration::from_secs(10);
@@ -29,6 +30,7 @@ pub(crate) struct Endpoints {
     bound: SocketAddr,
     local: Vec<SocketAddr>,
     next_scan: Instant,
+    stun: StunClient,
     /// The list last handed to the node.
     handed: Option<Vec<(EndpointKind, SocketAddr)>>,
 }
@@ -39,30 +41,89 @@ impl Endpoints {
             bound,
             local: Vec::new(),
             next_scan: now,
+            stun: StunClient::new(Vec::new(), StunConfig::default()),
             handed: None,
         }
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) wants to run.
-    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        Some(self.next_scan)
+    /// Asks these STUN servers from now on (none: no reflexive address).
+    pub(crate) fn set_stun_servers(&mut self, now: Instant, servers: Vec<SocketAddr>) {
+        // Only servers of the socket's family can answer on it.
+        let servers = servers
+            .into_iter()
+            .filter(|s| s.is_ipv4() == self.bound.is_ipv4())
+            .collect();
+        self.stun.set_servers(now, servers);
     }
 
-    /// Timers: the interface scan.
+    /// The STUN client's counters.
+    pub(crate) fn stun_counters(&self) -> StunCounters {
+        self.stun.counters()
+    }
+
+    /// Our public addresses as the STUN servers report them.
+    pub(crate) fn reflexive(&self) -> Vec<SocketAddr> {
+        self.stun.reflexive()
+    }
+
+    /// A datagram for the STUN client (a response to our request): true if
+    /// it was one (taken, whatever came of it), false if it is for the node.
+    pub(crate) fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> bool {
+        if !stun::is_stun(data) {
+            return false;
+        }
+        if let Err(e) = self.stun.handle_datagram(now, from, data) {
+            tracing::debug!(%from, error = %e, "STUN datagram refused");
+        }
+        true
+    }
+
+    /// The next STUN request to send on the node's socket.
+    pub(crate) fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
+        self.stun.poll_transmit(now, buf)
+    }
+
+    /// A path failed: ask the STUN servers again at once (our mapping may
+    /// have changed).
+    pub(crate) fn recheck(&mut self, now: Instant) {
+        self.stun.recheck(now);
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) wants to run.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        Some(match self.stun.poll_timeout() {
+            Some(t) => t.min(self.next_scan),
+            None => self.next_scan,
+        })
+    }
+
+    /// Timers: the interface scan, STUN's transactions.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         if now >= self.next_scan {
             self.local = interface_endpoints(self.bound);
             self.next_scan = now + RESCAN;
         }
+        if self.stun.poll_timeout().is_some_and(|t| t <= now) {
+            self.stun.handle_timeout(now, &mut rand_core::OsRng);
+        }
     }
 
-    /// The list to hand the node, if it changed since the last call.
+    /// The list to hand the node, if it changed since the last call:
+    /// interface addresses, then reflexive ones (unless the NAT maps each
+    /// destination to its own port: then no peer could use them).
     pub(crate) fn take_change(&mut self) -> Option<Vec<(EndpointKind, SocketAddr)>> {
-        let list: Vec<(EndpointKind, SocketAddr)> = self
+        let mut list: Vec<(EndpointKind, SocketAddr)> = self
             .local
             .iter()
             .map(|a| (EndpointKind::Local, *a))
             .collect();
+        if !self.stun.mapping_varies() {
+            for r in self.stun.reflexive() {
+                if !list.iter().any(|(_, a)| *a == r) {
+                    list.push((EndpointKind::Reflexive, r));
+                }
+            }
+        }
         if self.handed.as_ref() == Some(&list) {
             return None;
         }

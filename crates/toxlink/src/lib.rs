@@ -36,8 +36,10 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, Notify};
 use toxlink_proto::crypto::{KeyPair, PublicKey};
 use toxlink_proto::node::{
-    Input, LinkId, Node as ProtoNode, NodeConfig, NodeStats, PathEvent, RelayEvent, Route,
+    Input, LinkId, Node as ProtoNode, NodeConfig, NodeStats, PathEvent, PathEventKind, RelayEvent,
+    Route,
 };
+use toxlink_proto::paths::health::Health;
 use toxlink_proto::session::{Event, SendError, MAX_PACKET_SIZE};
 
 pub use toxlink_proto;
@@ -191,6 +193,28 @@ impl Node {
     /// Our long-term public key.
     pub fn public_key(&self) -> PublicKey {
         self.shared.real
+    }
+
+    /// Asks these STUN servers for our public UDP address (toxlink relays
+    /// answer STUN on their TCP port numbers); the addresses they report are
+    /// advertised to peers with our interface addresses, so that peers find
+    /// a direct path through NATs. An empty list asks none.
+    pub fn set_stun_servers(&self, servers: Vec<SocketAddr>) {
+        self.shared
+            .lock()
+            .endpoints
+            .set_stun_servers(Instant::now(), servers);
+        self.shared.wake.notify_one();
+    }
+
+    /// Our public UDP addresses as the STUN servers last reported them.
+    pub fn reflexive_addrs(&self) -> Vec<SocketAddr> {
+        self.shared.lock().endpoints.reflexive()
+    }
+
+    /// The STUN client's counters (requests, responses, timeouts, refusals).
+    pub fn stun_counters(&self) -> toxlink_proto::stun::StunCounters {
+        self.shared.lock().endpoints.stun_counters()
     }
 
     /// Our DHT public key (a peer needs it to connect to us).
@@ -482,6 +506,19 @@ impl Connection {
 fn dispatch(st: &mut State, shared: &Arc<Shared>, now: Instant) {
     let mut any = false;
     while let Some(e) = st.node.poll_path_event() {
+        if matches!(
+            (&e.kind, &e.addr),
+            (
+                PathEventKind::Health {
+                    new: Health::Dead,
+                    ..
+                },
+                Route::Udp(_)
+            )
+        ) {
+            // A direct path died: our NAT mapping may have changed.
+            st.endpoints.recheck(now);
+        }
         if st.path_events.len() >= EVENT_QUEUE_LIMIT {
             st.path_events.pop_front();
         }
@@ -640,7 +677,17 @@ async fn drive(shared: Arc<Shared>, socket: UdpSocket) {
                 }
                 let now = Instant::now();
                 service_endpoints(&mut st, now);
-                for _ in 0..BATCH {
+                while out_meta.len() < BATCH / 2 {
+                    let slot = &mut out[used..used + MAX_PACKET_SIZE];
+                    match st.endpoints.poll_transmit(now, slot) {
+                        Some((to, len)) => {
+                            out_meta.push((to, len));
+                            used += len;
+                        }
+                        None => break,
+                    }
+                }
+                while out_meta.len() < BATCH {
                     let slot = &mut out[used..used + MAX_PACKET_SIZE];
                     match st.node.poll_transmit(now, slot) {
                         Some((to, t)) => {
@@ -698,6 +745,9 @@ async fn drive(shared: Arc<Shared>, socket: UdpSocket) {
                     {
                         let stride = m.stride.max(1);
                         for dgram in buf[..m.len.min(RECV_BUF_SIZE)].chunks_mut(stride) {
+                            if st.endpoints.handle_datagram(now, m.addr, dgram) {
+                                continue;
+                            }
                             let _ = st.node.handle(
                                 now,
                                 Input::Datagram {

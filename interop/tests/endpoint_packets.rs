@@ -512,7 +512,10 @@ fn exercise(mut p: Pair) {
         ns.endpoint_msgs_sent,
         ns.endpoint_changes
     );
-    assert_eq!(ns.endpoint_lists_received, 0, "[{label}] c-toxcore sent a list?");
+    assert_eq!(
+        ns.endpoint_lists_received, 0,
+        "[{label}] c-toxcore sent a list?"
+    );
     eprintln!(
         "[{label}] the node sent {} endpoint lists of its own ({} generations)",
         ns.endpoint_msgs_sent, ns.endpoint_changes

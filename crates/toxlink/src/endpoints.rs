@@ -79,7 +79,11 @@ impl Endpoints {
     }
 
     /// The next STUN request to send on the node's socket.
-    pub(crate) fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
+    pub(crate) fn poll_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Option<(SocketAddr, usize)> {
         self.stun.poll_transmit(now, buf)
     }
 
@@ -177,7 +181,10 @@ mod tests {
     fn the_unspecified_address_advertises_no_loopback_and_the_sockets_port() {
         let a: SocketAddr = "0.0.0.0:4000".parse().unwrap();
         for e in interface_endpoints(a) {
-            assert!(!e.ip().is_loopback() && e.is_ipv4() && e.port() == 4000, "{e}");
+            assert!(
+                !e.ip().is_loopback() && e.is_ipv4() && e.port() == 4000,
+                "{e}"
+            );
         }
         let mut ep = Endpoints::new(a, Instant::now());
         ep.handle_timeout(Instant::now());

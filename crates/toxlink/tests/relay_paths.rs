@@ -15,9 +15,13 @@ use toxlink_proto::node::{NodeConfig, PathEventKind, RelayEvent, Route};
 use toxlink_proto::paths::pool::LossReason;
 use toxlink_proto::relay_server::FaultConfig;
 
+/// Both nodes share one host, so they would find the direct path by
+/// themselves (node::discovery): off here, where UDP is used only where a
+/// test says so.
 fn cfg() -> NodeConfig {
     NodeConfig {
         dht_is_real: true,
+        discover_direct_paths: false,
         ..NodeConfig::default()
     }
 }

@@ -308,8 +308,10 @@ impl<A: Addr> Node<A> {
                         }
                     }
                 }
-                for a in fresh {
-                    self.add_candidate(now, peer, a);
+                if self.cfg.discover_direct_paths {
+                    for a in fresh {
+                        self.add_candidate(now, peer, a);
+                    }
                 }
             }
             PathControl::Challenge(token) => {
@@ -374,6 +376,9 @@ impl<A: Addr> Node<A> {
     /// session it authenticates under, within the roaming budget. That peer
     /// gains the route, and it is challenged.
     pub(super) fn roam(&mut self, now: Instant, from: A, buf: &[u8]) -> Option<PublicKey> {
+        if !self.cfg.discover_direct_paths {
+            return None;
+        }
         let mut found = None;
         for k in &self.order {
             let Some(p) = self.peers.get(k) else {
@@ -386,6 +391,7 @@ impl<A: Addr> Node<A> {
                 self.stats.roam_budget_exhausted += 1;
                 return None;
             }
+            self.stats.roam_trials += 1;
             if p.session.authenticates(buf) {
                 found = Some(*k);
                 break;
@@ -410,7 +416,9 @@ impl<A: Addr> Node<A> {
     /// their sessions as lossy packets on the way. Cheap when nothing is
     /// due: the earliest deadline is kept between calls.
     pub(super) fn next_control(&mut self, now: Instant, buf: &mut [u8]) -> Option<(A, Transmit)> {
-        if !self.control_pending && self.control_at.is_none_or(|t| t > now) {
+        if !self.cfg.discover_direct_paths
+            || !self.control_pending && self.control_at.is_none_or(|t| t > now)
+        {
             return None;
         }
         self.control_pending = false;

@@ -142,7 +142,7 @@ impl Timer for NodeTimer {
 }
 
 /// Node configuration.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct NodeConfig {
     /// Configuration of every session.
     pub session: SessionConfig,
@@ -166,6 +166,29 @@ pub struct NodeConfig {
     pub pool: PoolConfig,
     /// Blame thresholds.
     pub blame: BlameConfig,
+    /// Find direct paths by ourselves (`discovery.rs`): advertise our
+    /// endpoints to peers, punch theirs, follow a peer that roams. On by
+    /// default; off, every direct path is the owner's (`connect` with an
+    /// address, `add_path`), as for tests of relay-only connections on one
+    /// host.
+    pub discover_direct_paths: bool,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            session: SessionConfig::default(),
+            cookie: CookieResponderConfig::default(),
+            accept_all: false,
+            health: HealthConfig::default(),
+            scheduler: SchedulerConfig::default(),
+            dht_is_real: false,
+            relay: RelaySetConfig::default(),
+            pool: PoolConfig::default(),
+            blame: BlameConfig::default(),
+            discover_direct_paths: true,
+        }
+    }
 }
 
 /// Node counters.
@@ -225,6 +248,9 @@ pub struct NodeStats {
     /// Packets from unknown addresses not tried because the roaming budget
     /// was spent.
     pub roam_budget_exhausted: u64,
+    /// Trial decryptions of packets from unknown addresses (at most
+    /// `ROAM_PER_SEC` a second, after a burst).
+    pub roam_trials: u64,
 }
 
 /// The sans-IO endpoint. See the module documentation.

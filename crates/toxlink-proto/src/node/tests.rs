@@ -1,6 +1,7 @@
 //! Unit tests of the node facade.
 
 use super::*;
+use crate::session::handshake::PACKET_DATA;
 use crate::session::TransmitKind;
 use rand_chacha::ChaCha20Rng;
 use std::time::Duration;
@@ -442,4 +443,54 @@ fn a_relay_replaying_a_handshake_under_made_up_keys_cannot_evict_the_udp_route()
         sent_udp |= to == 1;
     }
     assert!(sent_udp);
+}
+
+/// Issue #15 (roaming): a data packet from an address no route names is
+/// tried against the established sessions, within a budget of trial
+/// decryptions (100 at once, 500 a second), so a flood of junk from new
+/// addresses costs bounded CPU; a packet of the peer's from a new address
+/// still makes that address the peer's route once the budget refilled.
+#[test]
+fn junk_from_unknown_addresses_costs_at_most_the_roaming_budget_and_a_roaming_peer_is_followed() {
+    let now = Instant::now();
+    let mut a = node(1, now);
+    let mut b = node(2, now);
+    b.allow(a.real_pk());
+    a.connect(now, b.real_pk(), b.dht_pk(), 2);
+    exchange(&mut a, &mut b, now, false);
+    assert_eq!(a.send_lossless(now, &b.real_pk(), &[160, 1]), Ok(0));
+    exchange(&mut a, &mut b, now, false);
+    assert!(b.session(&a.real_pk()).is_some_and(|s| s.is_established()));
+    let mut rng = ChaCha20Rng::seed_from_u64(9);
+    for i in 0..5000u32 {
+        let mut junk = [0u8; 200];
+        rng.fill_bytes(&mut junk);
+        junk[0] = PACKET_DATA;
+        let from = 10 + (i % 200) as u8;
+        assert!(datagram(&mut b, now, from, &mut junk).is_err());
+    }
+    let st = b.stats();
+    assert!(
+        st.roam_trials <= 100,
+        "{} trials at one instant",
+        st.roam_trials
+    );
+    assert_eq!(st.roamed, 0);
+    assert!(st.roam_budget_exhausted >= 4900);
+    // One second later: a's next packet arrives from address 3 (its NAT
+    // rebound); b follows it there.
+    let later = now + Duration::from_secs(1);
+    assert_eq!(a.send_lossless(later, &b.real_pk(), &[160, 2]), Ok(1));
+    let mut buf = [0u8; MAX_PACKET_SIZE];
+    let mut sent = 0;
+    while let Some((to, t)) = a.poll_transmit(later, &mut buf) {
+        assert_eq!(to, 2);
+        sent += 1;
+        datagram(&mut b, later, 3, &mut buf[..t.len]).expect("authenticated from the new address");
+    }
+    assert!(sent >= 1);
+    assert_eq!(b.stats().roamed, 1, "one roam, then the route is known");
+    assert!(b.candidates(&a.real_pk()).iter().any(|(x, _)| *x == 3));
+    let ev: Vec<_> = std::iter::from_fn(|| b.poll_event(later)).collect();
+    assert!(ev.iter().any(|e| e.event == Event::Lossless(vec![160, 2])));
 }

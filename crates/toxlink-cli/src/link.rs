@@ -136,6 +136,10 @@ pub struct PeerArgs {
     /// addresses and roaming).
     #[arg(long)]
     pub no_stun: bool,
+    /// Do not look for a direct path: advertise none of our addresses to the
+    /// peer and punch none of its (direct UDP only with `--peer-addr`).
+    #[arg(long)]
+    pub no_discovery: bool,
 }
 
 /// The TOML config of the peer commands.
@@ -161,6 +165,8 @@ pub struct PeerToml {
     /// STUN servers as `HOST:PORT` (an empty list: none; absent: the
     /// relays).
     pub stun: Option<Vec<String>>,
+    /// Look for a direct path by ourselves (default true).
+    pub discovery: Option<bool>,
 }
 
 /// Effective settings after merging the config file and flags.
@@ -180,6 +186,8 @@ pub struct Settings {
     pub relays: Vec<RelaySpec>,
     /// STUN servers as `HOST:PORT`; `None`: the relays' addresses.
     pub stun: Option<Vec<String>>,
+    /// Look for a direct path by ourselves (`NodeConfig::discover_direct_paths`).
+    pub discovery: bool,
     /// Connect timeout.
     pub timeout: Duration,
     /// Print the `public key`, `tox id` and `listening on` lines on stderr
@@ -261,6 +269,7 @@ pub fn settings(a: &PeerArgs, peer_dht_flag: Option<PublicKey>) -> Result<Settin
         peer_dht,
         peer_addr: a.peer_addr.clone().or(file.peer_addr),
         relays,
+        discovery: !a.no_discovery && file.discovery.unwrap_or(true),
         stun: if a.no_stun {
             Some(Vec::new())
         } else if !a.stun.is_empty() {
@@ -436,6 +445,7 @@ pub async fn establish(s: &Settings, dht_is_real: bool, name: &str) -> Result<Li
         keys.clone(),
         NodeConfig {
             dht_is_real,
+            discover_direct_paths: s.discovery,
             ..NodeConfig::default()
         },
     )

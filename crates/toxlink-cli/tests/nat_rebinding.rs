@@ -311,9 +311,12 @@ fn run_scenario(name: &str, cfg: LabConfig, faults: &[(f64, Fault)]) -> Outcome 
     let out = tmp.path().join("inbox");
     std::fs::create_dir(&out).expect("mkdir");
 
+    // Relay-only connections are what these scenarios test: the peers
+    // are told not to look for a direct path (nat_traversal tests that).
     let relay_args: Vec<String> = specs
         .iter()
         .flat_map(|sp| ["--relay".to_string(), sp.clone()])
+        .chain(["--no-discovery".to_string()])
         .collect();
     let mut recv_args = vec![
         "recv".to_string(),

@@ -805,15 +805,28 @@ fn send_recv_json_reports_bytes_gap_and_the_real_paths() {
     r.expect_err("received j.bin");
     assert_eq!(std::fs::read(out.join("j.bin")).expect("read"), data);
 
-    // Relay only: both paths are the relay, by key and address.
+    // Relay only (both sides told not to look for a direct path, which
+    // they would find on one host): both paths are the relay, by key and
+    // address.
     let (_relay, rpk, raddr) = p.relay();
     let spec = format!("{rpk}@{raddr}");
     let out = p.out_dir("relay");
-    let mut r = p.recv(&out, &["--relay", &spec, "--quiet", "--json"]);
+    let mut r = p.recv(
+        &out,
+        &["--relay", &spec, "--no-discovery", "--quiet", "--json"],
+    );
     r.listening_on_stderr();
     let mut snd = p.send(
         &file,
-        &["--relay", &spec, "--quiet", "--timeout", "10", "--json"],
+        &[
+            "--relay",
+            &spec,
+            "--no-discovery",
+            "--quiet",
+            "--timeout",
+            "10",
+            "--json",
+        ],
     );
     exits_ok(&mut snd);
     exits_ok(&mut r);

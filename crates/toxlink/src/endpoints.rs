@@ -22,6 +22,8 @@ use toxlink_proto::stun::{self, StunClient, StunConfig, StunCounters};
 
 /// How often the interfaces are read again.
 pub(crate) const RESCAN: Duration = Duration::from_secs(10);
+/// Shortest time between two re-checks asked for by failing paths.
+const MIN_RECHECK_GAP: Duration = Duration::from_millis(500);
 /// Interface addresses advertised at most.
 const MAX_LOCAL: usize = 4;
 
@@ -31,6 +33,7 @@ pub(crate) struct Endpoints {
     local: Vec<SocketAddr>,
     next_scan: Instant,
     stun: StunClient,
+    last_recheck: Option<Instant>,
     /// The list last handed to the node.
     handed: Option<Vec<(EndpointKind, SocketAddr)>>,
 }
@@ -42,6 +45,7 @@ impl Endpoints {
             local: Vec::new(),
             next_scan: now,
             stun: StunClient::new(Vec::new(), StunConfig::default()),
+            last_recheck: None,
             handed: None,
         }
     }
@@ -90,6 +94,10 @@ impl Endpoints {
     /// A path failed: ask the STUN servers again at once (our mapping may
     /// have changed).
     pub(crate) fn recheck(&mut self, now: Instant) {
+        if self.last_recheck.is_some_and(|t| now < t + MIN_RECHECK_GAP) {
+            return;
+        }
+        self.last_recheck = Some(now);
         self.stun.recheck(now);
     }
 

@@ -510,13 +510,14 @@ fn dispatch(st: &mut State, shared: &Arc<Shared>, now: Instant) {
             (&e.kind, &e.addr),
             (
                 PathEventKind::Health {
-                    new: Health::Dead,
+                    new: Health::Suspect | Health::Dead,
                     ..
                 },
                 Route::Udp(_)
             )
         ) {
-            // A direct path died: our NAT mapping may have changed.
+            // A direct path falters: our NAT mapping may have changed (a
+            // rebinding); a new reflexive address makes a new endpoint list.
             st.endpoints.recheck(now);
         }
         if st.path_events.len() >= EVENT_QUEUE_LIMIT {

@@ -1,5 +1,5 @@
-//! Direct paths the peers find by themselves (issue #15; docs/DESIGN.md §10,
-//! docs/PROTOCOL.md §9): the endpoint exchange, hole punching and roaming.
+//! Direct paths the peers find by themselves (issue #15; docs/DESIGN.md §6,
+//! docs/PROTOCOL.md §12): the endpoint exchange, hole punching and roaming.
 //!
 //! * **Endpoints.** The owner tells the node its candidate UDP endpoints
 //!   ([`Input::Endpoints`](super::io::Input::Endpoints): interface
@@ -27,7 +27,8 @@
 //!
 //! Invariants: what a peer advertises never takes a route another peer
 //! owns and never evicts a route (only roaming, proven by the session key,
-//! does); per peer at most [`MAX_CANDIDATES`] candidates, [`MAX_TOKENS`]
+//! does); challenges leave at most [`PUNCH_PER_SEC`] a second node-wide;
+//! per peer at most [`MAX_CANDIDATES`] candidates, [`MAX_TOKENS`]
 //! outstanding challenges and [`MAX_PENDING_RESPONSES`] queued answers; all
 //! sends are bounded in count per candidate and per generation.
 
@@ -111,10 +112,20 @@ pub(super) const MAX_PUNCHES: u8 = 14;
 /// How often a proven candidate's path is looked at (punched again once
 /// dead).
 pub(super) const PROOF_CHECK: Duration = Duration::from_secs(1);
+/// Challenges the node sends per second (and at once, [`PUNCH_BURST`]):
+/// a friend that advertises address after address cannot turn us into a
+/// packet cannon.
+pub(super) const PUNCH_PER_SEC: f64 = 100.0;
+/// See [`PUNCH_PER_SEC`].
+pub(super) const PUNCH_BURST: f64 = 50.0;
 /// Trial decryptions for packets from unknown addresses, per second.
 pub(super) const ROAM_PER_SEC: f64 = 500.0;
 /// See [`ROAM_PER_SEC`].
 pub(super) const ROAM_BURST: f64 = 100.0;
+/// Paths one endpoint list goes on at once.
+pub(super) const LIST_ROUTES: usize = 3;
+/// Sealed path control datagrams waiting for `poll_transmit`.
+pub(super) const MAX_CONTROL_UDP: usize = 16;
 /// Our own endpoints advertised at most (the wire's limit, less one for
 /// the observed address).
 const MAX_LOCAL: usize = MAX_ENDPOINTS - 1;
@@ -125,9 +136,11 @@ struct Candidate<A> {
     addr: A,
     /// Challenges sent since it was (re)armed.
     tries: u8,
-    /// When the next challenge is due (`None`: proven, or given up).
+    /// When the next challenge is due (`None`: given up).
     next: Option<Instant>,
     proven: bool,
+    /// When the peer's packets started coming from it (roaming).
+    roamed_at: Option<Instant>,
 }
 
 /// One peer's discovery state.
@@ -184,11 +197,14 @@ impl<A: Addr> Discovery<A> {
         self.candidates.iter().map(|c| (c.addr, c.proven))
     }
 
-    fn arm(&mut self, now: Instant, addr: A) {
+    fn arm(&mut self, now: Instant, addr: A, roamed: bool) {
         if let Some(c) = self.candidates.iter_mut().find(|c| c.addr == addr) {
             if c.next.is_none() && !c.proven {
                 c.tries = 0;
                 c.next = Some(now);
+            }
+            if roamed {
+                c.roamed_at = Some(now);
             }
             return;
         }
@@ -205,6 +221,7 @@ impl<A: Addr> Discovery<A> {
             tries: 0,
             next: Some(now),
             proven: false,
+            roamed_at: roamed.then_some(now),
         });
     }
 }
@@ -336,12 +353,19 @@ impl<A: Addr> Node<A> {
                     return;
                 };
                 self.stats.responses_received += 1;
+                let mut roamed_at = None;
                 if let Some(c) = p.discovery.candidates.iter_mut().find(|c| c.addr == addr) {
                     c.proven = true;
                     c.next = Some(now + PROOF_CHECK);
+                    roamed_at = c.roamed_at.take();
                 }
                 if let Some(key) = self.book.known_key(&Route::Udp(addr)) {
-                    p.paths.table_mut().on_probe_echo(now, &key, sent_at);
+                    let table = p.paths.table_mut();
+                    table.add_path(key);
+                    table.on_probe_echo(now, &key, sent_at);
+                }
+                if let Some(t) = roamed_at {
+                    self.migrated(now, peer, addr, t);
                 }
                 self.path_changes(now, peer);
             }
@@ -364,11 +388,45 @@ impl<A: Addr> Node<A> {
             if p.routes.len() >= MAX_ROUTES_PER_PEER {
                 return;
             }
-            self.add_route(peer, route, false);
+            // Known, but not a path of the table until a challenge proves
+            // it: an unproven candidate must never become the primary.
+            self.add_route_listed(peer, route, false, false);
         }
         if let Some(p) = self.peers.get_mut(&peer) {
-            p.discovery.arm(now, addr);
+            p.discovery.arm(now, addr, false);
             self.control_pending = true;
+        }
+    }
+
+    /// The peer moved to `to` at `since` (roaming, now proven): its other
+    /// direct routes that have carried nothing from it since are left (a
+    /// NAT that rebinds keeps the old mapping nowhere). A receiver sends
+    /// too little lossless data to find out by itself that its primary
+    /// leads nowhere now.
+    fn migrated(&mut self, now: Instant, peer: PublicKey, to: A, since: Instant) {
+        let Some(p) = self.peers.get(&peer) else {
+            return;
+        };
+        let stale: Vec<Route<A>> = p
+            .routes
+            .iter()
+            .copied()
+            .filter(|r| match r {
+                Route::Udp(a) if *a != to => self
+                    .book
+                    .known_id(r)
+                    .and_then(|id| p.session.last_authenticated(id))
+                    .is_none_or(|t| t < since),
+                _ => false,
+            })
+            .collect();
+        for r in stale {
+            self.stats.routes_left_after_roaming += 1;
+            tracing::debug!(?peer, route = ?r, "left after the peer roamed");
+            self.remove_route(now, peer, r);
+            if let (Route::Udp(a), Some(p)) = (r, self.peers.get_mut(&peer)) {
+                p.discovery.candidates.retain(|c| c.addr != a);
+            }
         }
     }
 
@@ -402,10 +460,18 @@ impl<A: Addr> Node<A> {
         tracing::debug!(?peer, ?from, "peer roamed to a new address");
         let route = Route::Udp(from);
         // Proven by the session key: it may take the route from whoever
-        // had it, and evict an old one.
-        self.add_route(peer, route, false);
+        // had it, and evict an old one; a path of the table once a
+        // challenge proves it answers (a replayed packet from a spoofed
+        // address must not divert our traffic).
+        let listed = self
+            .peers
+            .get(&peer)
+            .is_some_and(|p| p.routes.contains(&route));
+        if !listed {
+            self.add_route_listed(peer, route, false, false);
+        }
         if let Some(p) = self.peers.get_mut(&peer) {
-            p.discovery.arm(now, from);
+            p.discovery.arm(now, from, true);
             self.control_pending = true;
         }
         Some(peer)
@@ -420,6 +486,12 @@ impl<A: Addr> Node<A> {
             || !self.control_pending && self.control_at.is_none_or(|t| t > now)
         {
             return None;
+        }
+        if let Some((to, d)) = self.control_udp.pop_front() {
+            self.control_pending = true;
+            let n = d.len().min(buf.len());
+            buf[..n].copy_from_slice(&d[..n]);
+            return Some((to, control_transmit(n)));
         }
         self.control_pending = false;
         let mut at: Option<Instant> = None;
@@ -457,7 +529,7 @@ impl<A: Addr> Node<A> {
         if !p.session.is_established() {
             return None;
         }
-        // The endpoint list, through the session's normal path.
+        // The endpoint list, on up to LIST_ROUTES live paths.
         let d = &mut p.discovery;
         let due = match d.next_list {
             Some(t) => t <= now,
@@ -484,11 +556,6 @@ impl<A: Addr> Node<A> {
                     acked: d.peer_gen.unwrap_or(0),
                     endpoints,
                 };
-                if let Ok(n) = msg.encode(pkt) {
-                    if p.session.send_lossy(now, &pkt[..n]).is_ok() {
-                        self.stats.endpoint_msgs_sent += 1;
-                    }
-                }
                 let d = &mut p.discovery;
                 let sends = match d.sent {
                     Some((g, n)) if g == gen => n.saturating_add(1),
@@ -500,8 +567,12 @@ impl<A: Addr> Node<A> {
                 if sends < MAX_LIST_SENDS && d.peer_acked != Some(gen) {
                     d.next_list = Some(now + LIST_RESEND * (1u32 << (sends - 1)));
                 }
+                if let Ok(n) = msg.encode(pkt) {
+                    self.send_list(now, k, &pkt[..n]);
+                }
             }
         }
+        let p = self.peers.get_mut(&k)?;
         // An answer to a challenge, on the path it came on.
         if let Some((to, token)) = p.discovery.responses.pop_front() {
             let n = PathControl::Response(token).encode(pkt).ok()?;
@@ -513,6 +584,8 @@ impl<A: Addr> Node<A> {
         let mut give_up = Vec::new();
         let mut due_addr = None;
         let (book, table, blocked) = (&self.book, &p.paths.table, &self.blocked);
+        let budget = &mut self.punch_budget;
+        let stats = &mut self.stats;
         for c in p.discovery.candidates.iter_mut() {
             if blocked.contains(&c.addr) {
                 // Not punched, and not counted, while the owner blocks it.
@@ -544,6 +617,13 @@ impl<A: Addr> Node<A> {
                 }
                 continue;
             }
+            if !budget.take(now) {
+                // Over the node's budget (a friend advertising address
+                // after address): later, not counted.
+                stats.punch_budget_exhausted += 1;
+                c.next = Some(now + PUNCH_FIRST);
+                continue;
+            }
             c.tries += 1;
             let gap = PUNCH_FIRST
                 .saturating_mul(1u32 << (c.tries - 1).min(15))
@@ -573,6 +653,54 @@ impl<A: Addr> Node<A> {
         p.discovery.tokens.push_back((token, to, now));
         self.stats.challenges_sent += 1;
         Some((to, control_transmit(len)))
+    }
+
+    /// Sends an endpoint list to `peer` on its primary path and on up to
+    /// [`LIST_ROUTES`]` - 1` other live ones (relays first): a list must get
+    /// through when the primary is the direct path that just failed (a NAT
+    /// rebinding is what makes a new list).
+    fn send_list(&mut self, now: Instant, peer: PublicKey, msg: &[u8]) {
+        let Some(p) = self.peers.get(&peer) else {
+            return;
+        };
+        let mut targets: Vec<Route<A>> = Vec::new();
+        let primary = p.paths.primary.and_then(|k| self.route_of(p, k));
+        targets.extend(primary);
+        let table = &p.paths.table;
+        let mut others: Vec<(bool, Route<A>)> = table
+            .paths()
+            .filter(|e| !e.health().is_closed())
+            .filter(|e| table.health(now, &e.key()) != Some(Health::Dead))
+            .filter_map(|e| self.route_of(p, e.key()))
+            .filter(|r| Some(*r) != primary)
+            .map(|r| (matches!(r, Route::Udp(_)), r))
+            .collect();
+        others.sort_by_key(|(udp, _)| *udp);
+        targets.extend(others.into_iter().map(|(_, r)| r));
+        if targets.is_empty() {
+            targets.extend(p.routes.get(p.current).copied());
+        }
+        targets.truncate(LIST_ROUTES);
+        let mut buf = [0u8; MAX_PACKET_SIZE];
+        for to in targets {
+            let Some(p) = self.peers.get_mut(&peer) else {
+                return;
+            };
+            let Some(len) = p.session.seal_lossy(now, msg, &mut buf) else {
+                return;
+            };
+            self.stats.endpoint_msgs_sent += 1;
+            match to {
+                Route::Relay { relay, peer } => {
+                    self.relay_send(relay, peer, &buf[..len]);
+                }
+                Route::Udp(a) => {
+                    if self.control_udp.len() < MAX_CONTROL_UDP {
+                        self.control_udp.push_back((a, buf[..len].to_vec()));
+                    }
+                }
+            }
+        }
     }
 
     /// The earliest discovery deadline (see

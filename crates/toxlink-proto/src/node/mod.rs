@@ -84,7 +84,9 @@ use crate::timer::{Timer, TimerTable};
 pub use crate::wire::path_control::EndpointKind;
 use admission::{X25519_BURST, X25519_PER_SEC};
 pub use discovery::Addr;
-use discovery::{Discovery, LocalEndpoints, ROAM_BURST, ROAM_PER_SEC};
+use discovery::{
+    Discovery, LocalEndpoints, PUNCH_BURST, PUNCH_PER_SEC, ROAM_BURST, ROAM_PER_SEC,
+};
 pub use events::{NodeEvent, PathEvent, PathEventKind, PathReason, RelayEvent};
 pub use io::{Input, LinkOutput};
 use peer::{Paths, Peer, ROUTELESS_RETRY};
@@ -248,6 +250,11 @@ pub struct NodeStats {
     /// Packets from unknown addresses not tried because the roaming budget
     /// was spent.
     pub roam_budget_exhausted: u64,
+    /// Direct routes left because the peer roamed away from them.
+    pub routes_left_after_roaming: u64,
+    /// Challenges not sent (yet) because the node's challenge budget was
+    /// spent.
+    pub punch_budget_exhausted: u64,
     /// Trial decryptions of packets from unknown addresses (at most
     /// `ROAM_PER_SEC` a second, after a burst).
     pub roam_trials: u64,
@@ -295,10 +302,14 @@ pub struct Node<A> {
     local: LocalEndpoints,
     /// Trial decryptions for packets from unknown addresses.
     roam_budget: TokenBucket,
+    /// Challenges to candidate endpoints.
+    punch_budget: TokenBucket,
     /// Path control output may be due at once.
     control_pending: bool,
     /// The earliest discovery deadline seen at the last scan.
     control_at: Option<Instant>,
+    /// Sealed endpoint lists for UDP paths, sent before anything else.
+    control_udp: VecDeque<(A, Vec<u8>)>,
 }
 
 impl<A> Debug for Node<A> {
@@ -357,8 +368,10 @@ impl<A: Addr> Node<A> {
             pending_untie: Vec::new(),
             local: LocalEndpoints::default(),
             roam_budget: TokenBucket::new(ROAM_PER_SEC, ROAM_BURST),
+            punch_budget: TokenBucket::new(PUNCH_PER_SEC, PUNCH_BURST),
             control_pending: false,
             control_at: None,
+            control_udp: VecDeque::new(),
         }
     }
 

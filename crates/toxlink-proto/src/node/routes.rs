@@ -174,6 +174,19 @@ impl<A: Addr> Node<A> {
     /// if `current`). A UDP route becomes a path at once; a relay route when
     /// the peer is ONLINE on the relay.
     pub(super) fn add_route(&mut self, peer: PublicKey, route: Route<A>, current: bool) {
+        self.add_route_listed(peer, route, current, true);
+    }
+
+    /// [`add_route`](Self::add_route); with `listed` false the route is
+    /// known (packets from it reach the session) but is not a path of the
+    /// table yet: a candidate until proven (discovery.rs).
+    pub(super) fn add_route_listed(
+        &mut self,
+        peer: PublicKey,
+        route: Route<A>,
+        current: bool,
+        listed: bool,
+    ) {
         let key = self.book.key(route);
         if let Some(prev) = self.book.bind(route, peer) {
             if prev != peer {
@@ -220,7 +233,7 @@ impl<A: Addr> Node<A> {
                 p.current = p.routes.len() - 1;
             }
         }
-        if online {
+        if online && listed {
             p.paths.table_mut().add_path(key);
         }
     }

@@ -494,3 +494,58 @@ fn junk_from_unknown_addresses_costs_at_most_the_roaming_budget_and_a_roaming_pe
     let ev: Vec<_> = std::iter::from_fn(|| b.poll_event(later)).collect();
     assert!(ev.iter().any(|e| e.event == Event::Lossless(vec![160, 2])));
 }
+
+/// Issue #15 (hole punching): a friend that advertises address after
+/// address makes us challenge each at most 14 times, and all of them
+/// together at most the node's challenge budget (50 at once, 100 a
+/// second): we cannot be turned into a packet cannon at others.
+#[test]
+fn a_friend_advertising_address_after_address_gets_at_most_the_challenge_budget() {
+    let now = Instant::now();
+    let mut a = node(3, now);
+    let mut b = node(4, now);
+    b.allow(a.real_pk());
+    a.connect(now, b.real_pk(), b.dht_pk(), 2);
+    exchange(&mut a, &mut b, now, false);
+    assert_eq!(a.send_lossless(now, &b.real_pk(), &[160, 1]), Ok(0));
+    exchange(&mut a, &mut b, now, false);
+    assert!(b.session(&a.real_pk()).is_some_and(|s| s.is_established()));
+    let mut buf = [0u8; MAX_PACKET_SIZE];
+    let mut elsewhere = 0u64;
+    for round in 0..30u8 {
+        let list: Vec<(EndpointKind, u8)> = (0..7u8)
+            .map(|i| (EndpointKind::Local, 20 + round * 7 + i))
+            .collect();
+        a.handle(now, Input::Endpoints(&list))
+            .expect("endpoints are always taken");
+        for _ in 0..50 {
+            let mut moved = false;
+            while let Some((to, t)) = a.poll_transmit(now, &mut buf) {
+                moved = true;
+                if to == 2 {
+                    deliver(&mut b, now, 1, &mut buf[..t.len]);
+                }
+            }
+            while let Some((to, t)) = b.poll_transmit(now, &mut buf) {
+                moved = true;
+                if to == 1 {
+                    deliver(&mut a, now, 2, &mut buf[..t.len]);
+                } else {
+                    elsewhere += 1;
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+    let st = b.stats();
+    assert!(st.endpoint_lists_received >= 30, "{st:?}");
+    assert!(
+        st.challenges_sent <= 50 && elsewhere <= 50,
+        "{} challenges ({elsewhere} datagrams elsewhere) at one instant",
+        st.challenges_sent
+    );
+    assert!(st.punch_budget_exhausted > 0, "{st:?}");
+    assert!(b.candidates(&a.real_pk()).len() <= 8);
+}

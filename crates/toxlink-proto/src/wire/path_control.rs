@@ -1,4 +1,4 @@
-//! toxlink's path control packets (docs/PROTOCOL.md §9): endpoint exchange
+//! toxlink's path control packets (docs/PROTOCOL.md §12): endpoint exchange
 //! and path validation between toxlink peers, carried as *lossy* net_crypto
 //! data inside the established session (so encrypted and authenticated like
 //! all data).

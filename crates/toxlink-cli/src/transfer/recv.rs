@@ -20,6 +20,7 @@ pub async fn recv(a: RecvArgs, report: &Report) -> Result<(), TransferError> {
         ));
     }
     let linked = establish(&s, true, "toxlink recv").await?;
+    report.connected();
     report.relays(&linked.relays);
     let f = &linked.friend;
     let who = short_id(&linked.friend.connection().peer());

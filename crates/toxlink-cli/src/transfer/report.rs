@@ -11,6 +11,8 @@
 //! | `bytes`            | file bytes delivered: on recv, written to the part file; on send, acknowledged by the peer's net_crypto session (the whole size once the receiver reported SAVED) |
 //! | `bytes_queued`     | send only: file bytes handed to the send buffer |
 //! | `seconds`          | from the start of the command to the report |
+//! | `start_unix_ms`    | the start of the command, in ms since the Unix epoch (wall clock): lines up the `*_ms` fields of two processes, or of a process and a test's faults |
+//! | `connected_ms`     | ms from the start of the command to when the connection to the peer was up (handshake done, before the friend layer's ONLINE); `null` if it never was. Time to direct UDP = the first `switches` entry whose `to.kind` is `"udp"`, its `at_ms` minus this |
 //! | `transfer_seconds` | from the offer (sent or received) to the report |
 //! | `max_gap_ms`       | the longest time between two consecutive deliveries (below) |
 //! | `deliveries`       | how many delivery moments were seen |
@@ -63,6 +65,8 @@ pub struct Report {
     json: bool,
     role: Role,
     start: Instant,
+    /// `start` on the wall clock (ms since the Unix epoch).
+    start_unix_ms: u64,
     inner: Mutex<Inner>,
 }
 
@@ -83,6 +87,7 @@ struct Inner {
     switch_log: Vec<(Duration, Option<Route<SocketAddr>>, Route<SocketAddr>)>,
     relay_up: u64,
     relay_down: u64,
+    connected: Option<Instant>,
 }
 
 impl Report {
@@ -92,6 +97,9 @@ impl Report {
             json,
             role,
             start: Instant::now(),
+            start_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -99,6 +107,11 @@ impl Report {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves plain counters: still usable.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The connection to the peer is up (the first call counts).
+    pub fn connected(&self) {
+        self.lock().connected.get_or_insert_with(Instant::now);
     }
 
     /// The offer was sent or received: the transfer starts now.
@@ -201,6 +214,8 @@ impl Report {
             "bytes": g.bytes,
             "bytes_queued": match self.role { Role::Send => Some(g.bytes_queued), Role::Recv => None },
             "seconds": ms(now.saturating_duration_since(self.start)) / 1e3,
+            "start_unix_ms": self.start_unix_ms,
+            "connected_ms": g.connected.map(|t| ms(t.saturating_duration_since(self.start))),
             "transfer_seconds": g.transfer_start.map(|t| ms(now.saturating_duration_since(t)) / 1e3),
             "max_gap_ms": ms(max_gap),
             "deliveries": g.deliveries,
@@ -321,5 +336,32 @@ mod tests {
         assert_eq!(v["error"], "connection closed");
         assert_eq!(v["role"], "send");
         assert_eq!(v["bytes_queued"], 0);
+    }
+
+    #[test]
+    fn connected_ms_and_start_unix_ms_line_up_switches_with_the_connection() {
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let r = Report::new(true, Role::Recv);
+        let v = r.to_json(&Ok(()));
+        assert_eq!(v["connected_ms"], Value::Null, "not connected yet");
+        let start = v["start_unix_ms"].as_u64().expect("start_unix_ms");
+        assert!(
+            (before..before + 5_000).contains(&start),
+            "{start} vs {before}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        r.connected();
+        let first = r.to_json(&Ok(()))["connected_ms"]
+            .as_f64()
+            .expect("connected_ms");
+        assert!((20.0..5_000.0).contains(&first), "{first}");
+        std::thread::sleep(Duration::from_millis(5));
+        r.connected();
+        let v = r.to_json(&Ok(()));
+        assert_eq!(v["connected_ms"], first, "the first connection counts");
+        assert_eq!(v["start_unix_ms"], start, "fixed at the start");
     }
 }

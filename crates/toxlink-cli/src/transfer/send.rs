@@ -112,6 +112,7 @@ pub async fn send(a: SendArgs, report: &Report) -> Result<(), TransferError> {
     }
     let (size, sha256) = hash_file(&a.file)?;
     let linked = establish(&s, true, "toxlink send").await?;
+    report.connected();
     report.relays(&linked.relays);
     let r = send_body(&linked, &a, &s, name, size, sha256, report).await;
     if let Some(n) = linked.node() {

@@ -124,8 +124,6 @@ pub(super) const ROAM_PER_SEC: f64 = 500.0;
 pub(super) const ROAM_BURST: f64 = 100.0;
 /// Paths one endpoint list goes on at once.
 pub(super) const LIST_ROUTES: usize = 3;
-/// Sealed path control datagrams waiting for `poll_transmit`.
-pub(super) const MAX_CONTROL_UDP: usize = 16;
 /// Our own endpoints advertised at most (the wire's limit, less one for
 /// the observed address).
 const MAX_LOCAL: usize = MAX_ENDPOINTS - 1;
@@ -141,6 +139,9 @@ struct Candidate<A> {
     proven: bool,
     /// When the peer's packets started coming from it (roaming).
     roamed_at: Option<Instant>,
+    /// When the first authenticated packet came from it, until the
+    /// migration check ran (see [`Node::migrated`]).
+    first_rx: Option<Instant>,
 }
 
 /// One peer's discovery state.
@@ -163,6 +164,9 @@ pub(super) struct Discovery<A> {
     responses: VecDeque<(A, [u8; 8])>,
     /// The address the peer's authenticated UDP packets last came from.
     observed: Option<A>,
+    /// Direct paths the current endpoint list still has to go on (sealed
+    /// as it leaves; at most [`LIST_ROUTES`]).
+    list_to: Vec<A>,
 }
 
 impl<A: Addr> Discovery<A> {
@@ -178,6 +182,7 @@ impl<A: Addr> Discovery<A> {
             tokens: VecDeque::new(),
             responses: VecDeque::new(),
             observed: None,
+            list_to: Vec::new(),
         }
     }
 
@@ -197,7 +202,10 @@ impl<A: Addr> Discovery<A> {
         self.candidates.iter().map(|c| (c.addr, c.proven))
     }
 
-    fn arm(&mut self, now: Instant, addr: A, roamed: bool) {
+    /// Punches `addr` (again); returns a candidate it pushed out, whose
+    /// route the caller removes.
+    #[must_use]
+    fn arm(&mut self, now: Instant, addr: A, roamed: bool) -> Option<A> {
         if let Some(c) = self.candidates.iter_mut().find(|c| c.addr == addr) {
             if c.next.is_none() && !c.proven {
                 c.tries = 0;
@@ -205,16 +213,16 @@ impl<A: Addr> Discovery<A> {
             }
             if roamed {
                 c.roamed_at = Some(now);
+                c.first_rx.get_or_insert(now);
             }
-            return;
+            return None;
         }
+        let mut evicted = None;
         if self.candidates.len() >= MAX_CANDIDATES {
             // Forget the oldest one that is not proven, else keep what we
             // have.
-            let Some(i) = self.candidates.iter().position(|c| !c.proven) else {
-                return;
-            };
-            self.candidates.remove(i);
+            let i = self.candidates.iter().position(|c| !c.proven)?;
+            evicted = Some(self.candidates.remove(i).addr);
         }
         self.candidates.push(Candidate {
             addr,
@@ -222,7 +230,9 @@ impl<A: Addr> Discovery<A> {
             next: Some(now),
             proven: false,
             roamed_at: roamed.then_some(now),
+            first_rx: roamed.then_some(now),
         });
+        evicted
     }
 }
 
@@ -274,6 +284,9 @@ impl<A: Addr> Node<A> {
         };
         if let Route::Udp(a) = from {
             p.discovery.observed = Some(a);
+            if let Some(c) = p.discovery.candidates.iter_mut().find(|c| c.addr == a) {
+                c.first_rx.get_or_insert(now);
+            }
         }
         if p.discovery.sent.is_none() && p.session.is_established() {
             self.control_pending = true;
@@ -358,6 +371,10 @@ impl<A: Addr> Node<A> {
                     c.proven = true;
                     c.next = Some(now + PROOF_CHECK);
                     roamed_at = c.roamed_at.take();
+                    if roamed_at.is_some() {
+                        // Checked now, not again at the next tick.
+                        c.first_rx = None;
+                    }
                 }
                 if let Some(key) = self.book.known_key(&Route::Udp(addr)) {
                     let table = p.paths.table_mut();
@@ -392,13 +409,16 @@ impl<A: Addr> Node<A> {
             // it: an unproven candidate must never become the primary.
             self.add_route_listed(peer, route, false, false);
         }
-        if let Some(p) = self.peers.get_mut(&peer) {
-            p.discovery.arm(now, addr, false);
-            self.control_pending = true;
-        }
+        let evicted = self
+            .peers
+            .get_mut(&peer)
+            .and_then(|p| p.discovery.arm(now, addr, false));
+        self.control_pending = true;
+        self.drop_candidate_route(now, peer, evicted);
     }
 
-    /// The peer moved to `to` at `since` (roaming, now proven): its other
+    /// The peer moved to `to` at `since` (proven: at once after roaming,
+    /// else [`PROOF_CHECK`] after its first packet on `to`): its other
     /// direct routes that have carried nothing from it since are left (a
     /// NAT that rebinds keeps the old mapping nowhere). A receiver sends
     /// too little lossless data to find out by itself that its primary
@@ -427,6 +447,24 @@ impl<A: Addr> Node<A> {
             if let (Route::Udp(a), Some(p)) = (r, self.peers.get_mut(&peer)) {
                 p.discovery.candidates.retain(|c| c.addr != a);
             }
+        }
+    }
+
+    /// The route of a candidate pushed out of `peer`'s list or given up, if
+    /// it is still that peer's and never became a path of the table (a
+    /// route the application gave, or one proven once, stays).
+    fn drop_candidate_route(&mut self, now: Instant, peer: PublicKey, addr: Option<A>) {
+        let Some(a) = addr else {
+            return;
+        };
+        let route = Route::Udp(a);
+        let listed = self.book.known_key(&route).is_some_and(|key| {
+            self.peers
+                .get(&peer)
+                .is_some_and(|p| p.paths.table.path(&key).is_some())
+        });
+        if self.book.owner(&route) == Some(peer) && !listed {
+            self.remove_route(now, peer, route);
         }
     }
 
@@ -470,10 +508,12 @@ impl<A: Addr> Node<A> {
         if !listed {
             self.add_route_listed(peer, route, false, false);
         }
-        if let Some(p) = self.peers.get_mut(&peer) {
-            p.discovery.arm(now, from, true);
-            self.control_pending = true;
-        }
+        let evicted = self
+            .peers
+            .get_mut(&peer)
+            .and_then(|p| p.discovery.arm(now, from, true));
+        self.control_pending = true;
+        self.drop_candidate_route(now, peer, evicted);
         Some(peer)
     }
 
@@ -486,12 +526,6 @@ impl<A: Addr> Node<A> {
             || !self.control_pending && self.control_at.is_none_or(|t| t > now)
         {
             return None;
-        }
-        if let Some((to, d)) = self.control_udp.pop_front() {
-            self.control_pending = true;
-            let n = d.len().min(buf.len());
-            buf[..n].copy_from_slice(&d[..n]);
-            return Some((to, control_transmit(n)));
         }
         self.control_pending = false;
         let mut at: Option<Instant> = None;
@@ -544,18 +578,7 @@ impl<A: Addr> Node<A> {
                 };
             d.next_list = None;
             if want {
-                let mut endpoints = local.list.clone();
-                if let Some(o) = d.observed {
-                    endpoints.push(Endpoint {
-                        kind: EndpointKind::Observed,
-                        addr: o.to_socket(),
-                    });
-                }
-                let msg = PathControl::Endpoints {
-                    generation: gen,
-                    acked: d.peer_gen.unwrap_or(0),
-                    endpoints,
-                };
+                let msg = list_message(local, d);
                 let d = &mut p.discovery;
                 let sends = match d.sent {
                     Some((g, n)) if g == gen => n.saturating_add(1),
@@ -573,6 +596,13 @@ impl<A: Addr> Node<A> {
             }
         }
         let p = self.peers.get_mut(&k)?;
+        // The list on a direct path (sealed now, as it leaves).
+        if let Some(to) = p.discovery.list_to.pop() {
+            let n = list_message(&self.local, &p.discovery).encode(pkt).ok()?;
+            let len = p.session.seal_lossy(now, &pkt[..n], buf)?;
+            self.stats.endpoint_msgs_sent += 1;
+            return Some((to, control_transmit(len)));
+        }
         // An answer to a challenge, on the path it came on.
         if let Some((to, token)) = p.discovery.responses.pop_front() {
             let n = PathControl::Response(token).encode(pkt).ok()?;
@@ -582,6 +612,7 @@ impl<A: Addr> Node<A> {
         }
         // A due challenge.
         let mut give_up = Vec::new();
+        let mut migrate: Vec<(A, Instant)> = Vec::new();
         let mut due_addr = None;
         let (book, table, blocked) = (&self.book, &p.paths.table, &self.blocked);
         let budget = &mut self.punch_budget;
@@ -603,6 +634,11 @@ impl<A: Addr> Node<A> {
             if c.proven {
                 if h != Some(Health::Dead) {
                     c.next = Some(now + PROOF_CHECK);
+                    // The peer has been sending on this proven path for a
+                    // while: direct routes silent since are stale.
+                    if let Some(t) = c.first_rx.take() {
+                        migrate.push((c.addr, t));
+                    }
                     continue;
                 }
                 // A proven path died (NAT rebinding, a firewall): punch it
@@ -631,12 +667,12 @@ impl<A: Addr> Node<A> {
             c.next = Some(now + gap);
             due_addr = Some(c.addr);
         }
+        for (a, since) in migrate {
+            self.migrated(now, k, a, since);
+        }
         for a in give_up {
             self.stats.candidates_given_up += 1;
-            let route = Route::Udp(a);
-            if self.book.owner(&route) == Some(k) {
-                self.remove_route(now, k, route);
-            }
+            self.drop_candidate_route(now, k, Some(a));
             if let Some(p) = self.peers.get_mut(&k) {
                 p.discovery.candidates.retain(|c| c.addr != a);
             }
@@ -686,18 +722,22 @@ impl<A: Addr> Node<A> {
             let Some(p) = self.peers.get_mut(&peer) else {
                 return;
             };
-            let Some(len) = p.session.seal_lossy(now, msg, &mut buf) else {
-                return;
-            };
-            self.stats.endpoint_msgs_sent += 1;
             match to {
-                Route::Relay { relay, peer } => {
-                    self.relay_send(relay, peer, &buf[..len]);
-                }
                 Route::Udp(a) => {
-                    if self.control_udp.len() < MAX_CONTROL_UDP {
-                        self.control_udp.push_back((a, buf[..len].to_vec()));
+                    // Sealed when it leaves (peer_control): a packet of
+                    // this session never waits in a queue the session
+                    // could outlive.
+                    let l = &mut p.discovery.list_to;
+                    if !l.contains(&a) && l.len() < LIST_ROUTES {
+                        l.push(a);
                     }
+                }
+                Route::Relay { relay, peer } => {
+                    let Some(len) = p.session.seal_lossy(now, msg, &mut buf) else {
+                        return;
+                    };
+                    self.stats.endpoint_msgs_sent += 1;
+                    self.relay_send(relay, peer, &buf[..len]);
                 }
             }
         }
@@ -718,6 +758,22 @@ impl<A: Addr> Node<A> {
             .get(peer)
             .map(|p| p.discovery.candidates().collect())
             .unwrap_or_default()
+    }
+}
+
+/// Our endpoint list for the peer of `d` (with the address we see it at).
+fn list_message<A: Addr>(local: &LocalEndpoints, d: &Discovery<A>) -> PathControl {
+    let mut endpoints = local.list.clone();
+    if let Some(o) = d.observed {
+        endpoints.push(Endpoint {
+            kind: EndpointKind::Observed,
+            addr: o.to_socket(),
+        });
+    }
+    PathControl::Endpoints {
+        generation: local.generation,
+        acked: d.peer_gen.unwrap_or(0),
+        endpoints,
     }
 }
 

@@ -84,9 +84,7 @@ use crate::timer::{Timer, TimerTable};
 pub use crate::wire::path_control::EndpointKind;
 use admission::{X25519_BURST, X25519_PER_SEC};
 pub use discovery::Addr;
-use discovery::{
-    Discovery, LocalEndpoints, PUNCH_BURST, PUNCH_PER_SEC, ROAM_BURST, ROAM_PER_SEC,
-};
+use discovery::{Discovery, LocalEndpoints, PUNCH_BURST, PUNCH_PER_SEC, ROAM_BURST, ROAM_PER_SEC};
 pub use events::{NodeEvent, PathEvent, PathEventKind, PathReason, RelayEvent};
 pub use io::{Input, LinkOutput};
 use peer::{Paths, Peer, ROUTELESS_RETRY};
@@ -308,8 +306,6 @@ pub struct Node<A> {
     control_pending: bool,
     /// The earliest discovery deadline seen at the last scan.
     control_at: Option<Instant>,
-    /// Sealed endpoint lists for UDP paths, sent before anything else.
-    control_udp: VecDeque<(A, Vec<u8>)>,
 }
 
 impl<A> Debug for Node<A> {
@@ -371,7 +367,6 @@ impl<A: Addr> Node<A> {
             punch_budget: TokenBucket::new(PUNCH_PER_SEC, PUNCH_BURST),
             control_pending: false,
             control_at: None,
-            control_udp: VecDeque::new(),
         }
     }
 

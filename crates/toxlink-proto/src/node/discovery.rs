@@ -109,6 +109,14 @@ pub(super) const PUNCH_FIRST: Duration = Duration::from_millis(50);
 pub(super) const PUNCH_MAX: Duration = Duration::from_secs(2);
 /// Challenges to a candidate before it is given up (about 20 s).
 pub(super) const MAX_PUNCHES: u8 = 14;
+/// Longest gap between challenges to a proven path that died.
+pub(super) const REPUNCH_MAX: Duration = Duration::from_millis(500);
+/// Challenges to a proven path that died before it is left to the data
+/// probes (about 30 s).
+pub(super) const MAX_REPUNCHES: u8 = 64;
+/// A route the peer no longer advertises is left once nothing came from it
+/// for this long.
+pub(super) const WITHDRAWN_QUIET: Duration = Duration::from_millis(100);
 /// How often a proven candidate's path is looked at (punched again once
 /// dead).
 pub(super) const PROOF_CHECK: Duration = Duration::from_secs(1);
@@ -142,6 +150,9 @@ struct Candidate<A> {
     /// When the first authenticated packet came from it, until the
     /// migration check ran (see [`Node::migrated`]).
     first_rx: Option<Instant>,
+    /// It was proven and died: punched again every [`REPUNCH_MAX`] at most
+    /// (a firewall that opens again, a NAT that forgot us).
+    repunch: bool,
 }
 
 /// One peer's discovery state.
@@ -167,6 +178,8 @@ pub(super) struct Discovery<A> {
     /// Direct paths the current endpoint list still has to go on (sealed
     /// as it leaves; at most [`LIST_ROUTES`]).
     list_to: Vec<A>,
+    /// The endpoints of the peer's newest list.
+    advertised: Vec<A>,
 }
 
 impl<A: Addr> Discovery<A> {
@@ -183,6 +196,7 @@ impl<A: Addr> Discovery<A> {
             responses: VecDeque::new(),
             observed: None,
             list_to: Vec::new(),
+            advertised: Vec::new(),
         }
     }
 
@@ -231,6 +245,7 @@ impl<A: Addr> Discovery<A> {
             proven: false,
             roamed_at: roamed.then_some(now),
             first_rx: roamed.then_some(now),
+            repunch: false,
         });
         evicted
     }
@@ -315,13 +330,15 @@ impl<A: Addr> Node<A> {
             } => {
                 self.stats.endpoint_lists_received += 1;
                 let mut fresh = Vec::new();
+                let mut withdrawn = Vec::new();
                 {
                     let Some(p) = self.peers.get_mut(&peer) else {
                         return;
                     };
                     let d = &mut p.discovery;
                     d.peer_acked = Some(acked);
-                    if d.peer_gen != Some(generation) {
+                    let new_list = d.peer_gen != Some(generation);
+                    if new_list {
                         d.peer_gen = Some(generation);
                         d.reply = true;
                         self.control_pending = true;
@@ -337,6 +354,18 @@ impl<A: Addr> Node<A> {
                             fresh.push(a);
                         }
                     }
+                    if new_list {
+                        withdrawn = d
+                            .advertised
+                            .iter()
+                            .copied()
+                            .filter(|a| !fresh.contains(a))
+                            .collect();
+                        d.advertised = fresh.clone();
+                    }
+                }
+                for a in withdrawn {
+                    self.withdrawn(now, peer, a);
                 }
                 if self.cfg.discover_direct_paths {
                     for a in fresh {
@@ -369,6 +398,7 @@ impl<A: Addr> Node<A> {
                 let mut roamed_at = None;
                 if let Some(c) = p.discovery.candidates.iter_mut().find(|c| c.addr == addr) {
                     c.proven = true;
+                    c.repunch = false;
                     c.next = Some(now + PROOF_CHECK);
                     roamed_at = c.roamed_at.take();
                     if roamed_at.is_some() {
@@ -447,6 +477,33 @@ impl<A: Addr> Node<A> {
             if let (Route::Udp(a), Some(p)) = (r, self.peers.get_mut(&peer)) {
                 p.discovery.candidates.retain(|c| c.addr != a);
             }
+        }
+    }
+
+    /// The peer no longer lists `a` (its NAT rebound, an interface went):
+    /// the route is left if nothing came from it for [`WITHDRAWN_QUIET`]
+    /// (a route still carrying its packets stays, whatever the list says).
+    fn withdrawn(&mut self, now: Instant, peer: PublicKey, a: A) {
+        let route = Route::Udp(a);
+        if self.book.owner(&route) != Some(peer) {
+            return;
+        }
+        let Some(p) = self.peers.get(&peer) else {
+            return;
+        };
+        let quiet = self
+            .book
+            .known_id(&route)
+            .and_then(|id| p.session.last_authenticated(id))
+            .is_none_or(|t| now.saturating_duration_since(t) >= WITHDRAWN_QUIET);
+        if !quiet {
+            return;
+        }
+        self.stats.routes_withdrawn += 1;
+        tracing::debug!(?peer, ?route, "endpoint withdrawn by the peer");
+        self.remove_route(now, peer, route);
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.discovery.candidates.retain(|c| c.addr != a);
         }
     }
 
@@ -642,11 +699,17 @@ impl<A: Addr> Node<A> {
                     continue;
                 }
                 // A proven path died (NAT rebinding, a firewall): punch it
-                // again.
+                // again, often: it worked a moment ago.
                 c.proven = false;
                 c.tries = 0;
+                c.repunch = true;
             }
-            if c.tries >= MAX_PUNCHES {
+            let (max_tries, max_gap) = if c.repunch {
+                (MAX_REPUNCHES, REPUNCH_MAX)
+            } else {
+                (MAX_PUNCHES, PUNCH_MAX)
+            };
+            if c.tries >= max_tries {
                 c.next = None;
                 if h != Some(Health::Healthy) {
                     give_up.push(c.addr);
@@ -663,7 +726,7 @@ impl<A: Addr> Node<A> {
             c.tries += 1;
             let gap = PUNCH_FIRST
                 .saturating_mul(1u32 << (c.tries - 1).min(15))
-                .min(PUNCH_MAX);
+                .min(max_gap);
             c.next = Some(now + gap);
             due_addr = Some(c.addr);
         }

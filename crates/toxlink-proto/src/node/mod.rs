@@ -248,6 +248,9 @@ pub struct NodeStats {
     /// Packets from unknown addresses not tried because the roaming budget
     /// was spent.
     pub roam_budget_exhausted: u64,
+    /// Direct routes left because the peer stopped advertising them (and
+    /// nothing came from them for a moment).
+    pub routes_withdrawn: u64,
     /// Direct routes left because the peer roamed away from them.
     pub routes_left_after_roaming: u64,
     /// Challenges not sent (yet) because the node's challenge budget was

@@ -16,6 +16,8 @@
 //! * [`node`]: the sans-IO endpoint owning the sessions by peer.
 //! * [`friend`]: friend_connection + Messenger over a session (docs/PROTOCOL.md §7).
 //! * [`paths`]: multipath health, scheduling, relay blame and pool (docs/DESIGN.md §3).
+//! * [`stun`]: STUN Binding (RFC 8489): the client that learns a socket's
+//!   reflexive addresses, and the relay's stateless answer.
 //! * [`timer`]: a fixed table of deadlines indexed by a timer enum.
 
 #![forbid(unsafe_op_in_unsafe_fn)]
@@ -30,5 +32,6 @@ pub mod relay_client;
 mod relay_queue;
 pub mod relay_server;
 pub mod session;
+pub mod stun;
 pub mod timer;
 pub mod wire;

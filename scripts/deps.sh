@@ -13,12 +13,14 @@
 #   iproute2, nftables, conntrack
 #                  the network-namespace lab (NATs emulated with nftables
 #                  masquerade; NAT state flushed with conntrack)
+#   coturn         turnserver --stun-only, a STUN server we did not write,
+#                  for the STUN client's lab test (tests/stun_servers.rs)
 # Nothing here is needed to build or run `toxlink` itself: libsodium is built
 # from the source the libsodium-sys-stable crate ships.
 set -euo pipefail
 
 PACKAGES=(libtoxcore-dev libsodium-dev pkg-config build-essential toxcore-utils
-  iproute2 nftables conntrack)
+  iproute2 nftables conntrack coturn)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -41,7 +43,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
       exit 1
     fi
   fi
-  echo "toxlink tests: installing ${missing[*]} (c-toxcore interop harness and tox-bootstrapd for the interop tests, iproute2/nftables/conntrack for the network-namespace lab)" >&2
+  echo "toxlink tests: installing ${missing[*]} (c-toxcore interop harness and tox-bootstrapd for the interop tests, iproute2/nftables/conntrack for the network-namespace lab, coturn for the STUN test)" >&2
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

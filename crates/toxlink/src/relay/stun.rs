@@ -213,11 +213,15 @@ pub(crate) struct StunSockets {
 }
 
 impl StunSockets {
-    /// Binds every address (port 0 picks a free port).
+    /// Binds every address (port 0 picks a free port); an error names the
+    /// address.
     pub(crate) fn bind(listen: &[SocketAddr]) -> io::Result<Self> {
         let sockets = listen
             .iter()
-            .map(|a| bind_udp(*a))
+            .map(|a| {
+                bind_udp(*a)
+                    .map_err(|e| io::Error::new(e.kind(), format!("STUN on udp {a}: {e}")))
+            })
             .collect::<io::Result<Vec<_>>>()?;
         let addrs = sockets
             .iter()

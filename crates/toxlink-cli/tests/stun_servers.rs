@@ -436,3 +436,67 @@ fn reflexive_address_behind_a_nat_from_coturn_and_toxlink_relay() {
     let (_, answered2, _) = relay_stun_counters(&mut relay2);
     assert!(answered2 >= 1);
 }
+
+/// On loopback (no lab): when the default STUN address (the TCP one) is
+/// taken on UDP, the relay warns and relays without STUN; an explicit
+/// `--stun` address that is taken is an error naming it.
+#[test]
+fn a_taken_udp_port_costs_the_default_stun_but_fails_an_explicit_one() {
+    // Held for the whole test: the relay cannot bind it on UDP.
+    let held = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp socket");
+    let port = held.local_addr().expect("address").port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = dir.path().join("keys");
+    let keys = keys.to_str().expect("utf-8 path");
+    let port_s = port.to_string();
+    let relay = |extra: &[&str]| {
+        let mut c = common::toxlink(&[
+            "relay",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port_s,
+            "--keys-file",
+            keys,
+        ]);
+        c.args(extra).stdin(Stdio::null());
+        c
+    };
+    // Default STUN: starts (TCP on the port), says it does not answer STUN.
+    let mut c = relay(&[]);
+    let log = dir.path().join("relay.stderr");
+    let out = dir.path().join("relay.stdout");
+    c.env("RUST_LOG", "info")
+        .stdout(std::fs::File::create(&out).expect("file"))
+        .stderr(std::fs::File::create(&log).expect("file"));
+    let mut child = c.spawn().expect("relay starts");
+    let deadline = Instant::now() + START_WAIT;
+    let started = loop {
+        let o = std::fs::read_to_string(&out).unwrap_or_default();
+        if o.contains(&format!("listening on 127.0.0.1:{port}")) {
+            break true;
+        }
+        if child.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let err = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(started, "relay did not start: {err}");
+    assert!(err.contains("not answering STUN"), "{err}");
+    assert!(err.contains(&format!("STUN on udp 127.0.0.1:{port}")), "{err}");
+    // Explicit: an error naming the address, exit 1, one line.
+    let stun = format!("127.0.0.1:{port}");
+    let o = run_bounded(&mut relay(&["--stun", &stun]), CMD_TIMEOUT);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let e = String::from_utf8_lossy(&o.stderr);
+    let last = e.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("toxlink: listening on [127.0.0.1:")
+            && last.contains(&format!("STUN on udp 127.0.0.1:{port}")),
+        "{e}"
+    );
+    drop(held);
+}

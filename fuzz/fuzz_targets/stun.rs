@@ -43,7 +43,10 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let mut out = [0u8; MAX_RESPONSE_LEN];
-    for from in [server, SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1], 9))] {
+    for from in [
+        server,
+        SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1], 9)),
+    ] {
         if let Ok(n) = answer(data, from, &mut out) {
             assert!(is_stun(data));
             assert!(is_stun(&out[..n]));

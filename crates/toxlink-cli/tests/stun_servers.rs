@@ -486,7 +486,10 @@ fn a_taken_udp_port_costs_the_default_stun_but_fails_an_explicit_one() {
     let err = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(started, "relay did not start: {err}");
     assert!(err.contains("not answering STUN"), "{err}");
-    assert!(err.contains(&format!("STUN on udp 127.0.0.1:{port}")), "{err}");
+    assert!(
+        err.contains(&format!("STUN on udp 127.0.0.1:{port}")),
+        "{err}"
+    );
     // Explicit: an error naming the address, exit 1, one line.
     let stun = format!("127.0.0.1:{port}");
     let o = run_bounded(&mut relay(&["--stun", &stun]), CMD_TIMEOUT);

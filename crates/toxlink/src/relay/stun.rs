@@ -219,8 +219,7 @@ impl StunSockets {
         let sockets = listen
             .iter()
             .map(|a| {
-                bind_udp(*a)
-                    .map_err(|e| io::Error::new(e.kind(), format!("STUN on udp {a}: {e}")))
+                bind_udp(*a).map_err(|e| io::Error::new(e.kind(), format!("STUN on udp {a}: {e}")))
             })
             .collect::<io::Result<Vec<_>>>()?;
         let addrs = sockets

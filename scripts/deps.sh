@@ -14,7 +14,8 @@
 #                  the network-namespace lab (NATs emulated with nftables
 #                  masquerade; NAT state flushed with conntrack)
 #   coturn         a STUN server we did not write (`turnserver --stun-only`)
-#                  for the lab's NAT-traversal scenarios
+#                  for the STUN client's test (tests/stun_servers.rs) and the
+#                  lab's NAT-traversal scenarios (tests/nat_traversal.rs)
 # Nothing here is needed to build or run `toxlink` itself: libsodium is built
 # from the source the libsodium-sys-stable crate ships.
 set -euo pipefail

@@ -2,7 +2,8 @@
 //! `toxlink keygen` (keys file, public key, Tox ID),
 //! `toxlink relay` (a Tox TCP relay server), `toxlink chat` / `peer`
 //! (messages with a toxlink or c-toxcore peer), `toxlink send` / `recv`
-//! (one verified file) and `toxlink bench` (benchmarks).
+//! (one verified file), `toxlink bench` (benchmarks) and `toxlink
+//! stun-probe` (this host's reflexive address from STUN servers).
 //!
 //! Every failure, including bad arguments, ends as one line
 //! `toxlink: ...` on stderr and a non-zero exit (2 for bad arguments, 1
@@ -15,6 +16,7 @@ mod demo_cmd;
 mod keygen_cmd;
 mod link;
 mod relay_cmd;
+mod stun_probe_cmd;
 mod transfer;
 
 use clap::{Parser, Subcommand};
@@ -49,6 +51,8 @@ enum Command {
     Recv(transfer::RecvArgs),
     /// Benchmarks (`bench --json`: a short summary as one JSON object).
     Bench(bench::BenchArgs),
+    /// Ask STUN servers for this host's reflexive (public) UDP address.
+    StunProbe(stun_probe_cmd::StunProbeArgs),
 }
 
 /// Runs a command until it ends or SIGINT/SIGTERM arrives; an interrupted
@@ -173,6 +177,7 @@ fn main() -> ExitCode {
                 r
             }
             Command::Bench(b) => until_signal(bench::run(b)).await,
+            Command::StunProbe(args) => until_signal(stun_probe_cmd::run(args)).await,
         }
     });
     // Do not wait for tasks blocked on stdin or the network.

@@ -9,6 +9,12 @@
 //!   `enable_ipv6`, `enable_tcp_relay` and `motd` are used (the MOTD belongs
 //!   to the DHT bootstrap-info service, which a bare relay does not run: it
 //!   is logged and otherwise unused). Command-line flags override the file.
+//! * Answers STUN Binding requests on UDP (issue #15), by default on the
+//!   same addresses and port numbers as the TCP listeners; `--stun ADDR`
+//!   (or `stun_listen` in the TOML) chooses others, `--no-stun` (`stun =
+//!   false`) turns it off. If the default STUN addresses cannot be bound
+//!   (a UDP port taken), the relay warns and runs without STUN; addresses
+//!   given explicitly must bind.
 //! * Prints its public key and listening addresses at start; logs with
 //!   `tracing` (RUST_LOG); prints counters on SIGUSR1 and at exit, and serves
 //!   them as text on an optional local metrics endpoint; shuts down cleanly on
@@ -21,7 +27,7 @@ use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
-use toxlink::relay::{RelayServer, RelayServerConfig, RelayServerHandle};
+use toxlink::relay::{RelayServer, RelayServerConfig, RelayServerHandle, StunServerCounters};
 use toxlink_cli::keys_file::{read_or_create_keys, KeysError};
 use toxlink_cli::relay_config::{parse_relay_config, read_config_file, ConfigError};
 use toxlink_proto::relay_server::{Counters, ServerConfig};
@@ -53,6 +59,13 @@ pub struct RelayArgs {
     /// Do not listen on IPv6.
     #[arg(long)]
     pub no_ipv6: bool,
+    /// UDP address to answer STUN on (repeatable). Default: the TCP listen
+    /// addresses (same IPs, same port numbers).
+    #[arg(long = "stun", value_name = "ADDR", conflicts_with = "no_stun")]
+    pub stun: Vec<SocketAddr>,
+    /// Do not answer STUN.
+    #[arg(long)]
+    pub no_stun: bool,
     /// Worker threads (default: one per core).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -79,6 +92,11 @@ pub struct Settings {
     pub keys_file: PathBuf,
     /// Listen addresses.
     pub listen: Vec<SocketAddr>,
+    /// STUN addresses (UDP; empty: no STUN).
+    pub stun: Vec<SocketAddr>,
+    /// The STUN addresses are the defaults (the TCP listen addresses): a
+    /// failure to bind them is not fatal.
+    pub default_stun: bool,
     /// Server limits.
     pub server: ServerConfig,
     /// Metrics endpoint.
@@ -98,6 +116,8 @@ pub fn settings(args: &RelayArgs) -> Result<Settings, RelayCmdError> {
     let mut ipv6 = true;
     let mut metrics = None;
     let mut motd = None;
+    let mut stun_on = true;
+    let mut stun_listen = None;
     let mut server = ServerConfig::default();
     if let Some(path) = &args.config {
         let name = path.display().to_string();
@@ -113,6 +133,8 @@ pub fn settings(args: &RelayArgs) -> Result<Settings, RelayCmdError> {
         ipv6 = f.enable_ipv6.unwrap_or(true);
         metrics = f.metrics;
         motd = f.motd;
+        stun_on = f.stun.unwrap_or(true);
+        stun_listen = f.stun_listen;
         server = f.server;
     }
     if let Some(k) = &args.keys_file {
@@ -130,6 +152,14 @@ pub fn settings(args: &RelayArgs) -> Result<Settings, RelayCmdError> {
     if args.metrics.is_some() {
         metrics = args.metrics;
     }
+    if args.no_stun {
+        stun_on = false;
+        stun_listen = None;
+    }
+    if !args.stun.is_empty() {
+        stun_on = true;
+        stun_listen = Some(args.stun.clone());
+    }
     let ports = ports.unwrap_or_else(|| DEFAULT_PORTS.to_vec());
     let default_bind = bind.is_none();
     let bind = bind.unwrap_or_else(|| {
@@ -139,14 +169,22 @@ pub fn settings(args: &RelayArgs) -> Result<Settings, RelayCmdError> {
         }
         v
     });
-    let listen = bind
+    let listen: Vec<SocketAddr> = bind
         .iter()
         .filter(|ip| ipv6 || ip.is_ipv4())
         .flat_map(|ip| ports.iter().map(move |p| SocketAddr::new(*ip, *p)))
         .collect();
+    let default_stun = stun_on && stun_listen.is_none();
+    let stun = match (stun_on, stun_listen) {
+        (false, _) => Vec::new(),
+        (true, Some(v)) => v.into_iter().filter(|a| ipv6 || a.is_ipv4()).collect(),
+        (true, None) => listen.clone(),
+    };
     Ok(Settings {
         keys_file: keys_file.unwrap_or_else(|| DEFAULT_KEYS_FILE.into()),
         listen,
+        stun,
+        default_stun,
         server,
         metrics,
         motd,
@@ -154,8 +192,9 @@ pub fn settings(args: &RelayArgs) -> Result<Settings, RelayCmdError> {
     })
 }
 
-/// Counters as `name value` lines (Prometheus text format).
-pub fn format_counters(c: &Counters) -> String {
+/// Counters of the relay and of its STUN service as `name value` lines
+/// (Prometheus text format).
+pub fn format_counters(c: &Counters, stun: &StunServerCounters) -> String {
     let d = &c.closes;
     let rows = [
         ("toxlink_relay_clients", c.clients),
@@ -223,6 +262,10 @@ pub fn format_counters(c: &Counters) -> String {
             "toxlink_relay_closes_too_many_from_ip_total",
             d.too_many_from_ip,
         ),
+        ("toxlink_relay_stun_requests_total", stun.requests),
+        ("toxlink_relay_stun_answered_total", stun.answered),
+        ("toxlink_relay_stun_dropped_total", stun.dropped),
+        ("toxlink_relay_stun_rate_limited_total", stun.rate_limited),
         ("toxlink_relay_rss_kib", rss_kib()),
     ];
     let mut s = String::new();
@@ -329,7 +372,7 @@ async fn answer_metrics(mut s: tokio::net::TcpStream, relay: &RelayServerHandle)
     ) {
         return;
     }
-    let body = format_counters(&relay.counters());
+    let body = format_counters(&relay.counters(), &relay.stun_counters());
     let resp = format!(
         "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
@@ -357,6 +400,70 @@ pub fn raise_nofile_limit() {
     }
 }
 
+/// Binds the relay. When the defaults cannot all be bound, falls back: to
+/// IPv4 only when the bind addresses are the defaults (the host may have
+/// no IPv6), and without STUN when the STUN addresses are the defaults (a
+/// UDP port may be taken); explicit addresses must bind. The error
+/// reported is the first attempt's.
+async fn bind_relay(
+    s: &Settings,
+    keypair: &toxlink_proto::crypto::KeyPair,
+) -> Result<RelayServerHandle, RelayCmdError> {
+    let v4 = |v: &[SocketAddr]| -> Vec<SocketAddr> {
+        v.iter().copied().filter(SocketAddr::is_ipv4).collect()
+    };
+    let mut attempts = vec![(s.listen.clone(), s.stun.clone())];
+    if s.default_bind && s.listen.iter().any(SocketAddr::is_ipv6) {
+        let stun = if s.default_stun {
+            v4(&s.stun)
+        } else {
+            s.stun.clone()
+        };
+        attempts.push((v4(&s.listen), stun));
+    }
+    if s.default_stun && !s.stun.is_empty() {
+        let without: Vec<_> = attempts
+            .iter()
+            .map(|(l, _)| (l.clone(), Vec::new()))
+            .collect();
+        attempts.extend(without);
+    }
+    let mut first: Option<RelayCmdError> = None;
+    for (listen, stun) in attempts {
+        if let Some(e) = &first {
+            tracing::warn!(error = %e, tcp = ?listen, stun = ?stun, "trying again with fewer addresses");
+        }
+        let cfg = RelayServerConfig {
+            keypair: keypair.clone(),
+            listen: listen.clone(),
+            stun_listen: stun.clone(),
+            server: s.server.clone(),
+        };
+        match RelayServer::bind(cfg).await {
+            Ok(r) => {
+                if first.is_some() && stun.is_empty() && !s.stun.is_empty() {
+                    tracing::warn!("not answering STUN: its default addresses cannot be bound (--stun to choose others, --no-stun to silence this)");
+                }
+                return Ok(r);
+            }
+            Err(e) => {
+                let what = if stun.is_empty() {
+                    format!("listening on {listen:?}")
+                } else {
+                    format!("listening on {listen:?} (STUN on udp {stun:?})")
+                };
+                first.get_or_insert(RelayCmdError::Io(what, e));
+            }
+        }
+    }
+    Err(first.unwrap_or_else(|| {
+        RelayCmdError::Io(
+            "listening".into(),
+            std::io::Error::other("no address to listen on"),
+        )
+    }))
+}
+
 /// Runs the relay until SIGINT/SIGTERM.
 pub async fn run(args: RelayArgs) -> Result<(), RelayCmdError> {
     use tokio::signal::unix::{signal, SignalKind};
@@ -371,34 +478,18 @@ pub async fn run(args: RelayArgs) -> Result<(), RelayCmdError> {
     let mut term = sig(SignalKind::terminate())?;
     let mut int = sig(SignalKind::interrupt())?;
     let mut usr1 = sig(SignalKind::user_defined1())?;
-    let config = |listen: Vec<SocketAddr>| RelayServerConfig {
-        keypair: keypair.clone(),
-        listen,
-        server: s.server.clone(),
-    };
-    let relay = match RelayServer::bind(config(s.listen.clone())).await {
-        Ok(r) => r,
-        Err(e) if s.default_bind && s.listen.iter().any(SocketAddr::is_ipv6) => {
-            // The host may have no IPv6: keep serving IPv4.
-            tracing::warn!(error = %e, "cannot listen on IPv6; IPv4 only");
-            let v4: Vec<SocketAddr> = s
-                .listen
-                .iter()
-                .copied()
-                .filter(SocketAddr::is_ipv4)
-                .collect();
-            RelayServer::bind(config(v4.clone()))
-                .await
-                .map_err(|e| RelayCmdError::Io(format!("listening on {v4:?}"), e))?
-        }
-        Err(e) => return Err(RelayCmdError::Io(format!("listening on {:?}", s.listen), e)),
-    };
+    let relay = bind_relay(&s, &keypair).await?;
     println!("public key {}", relay.public_key());
     for a in relay.local_addrs() {
         println!("listening on {a}");
     }
     let _ = std::io::stdout().flush();
-    tracing::info!(public_key = %relay.public_key(), addrs = ?relay.local_addrs(), "relay started");
+    if relay.stun_addrs().is_empty() {
+        tracing::info!("not answering STUN");
+    } else {
+        tracing::info!(addrs = ?relay.stun_addrs(), "answering STUN on udp");
+    }
+    tracing::info!(public_key = %relay.public_key(), addrs = ?relay.local_addrs(), stun = ?relay.stun_addrs(), "relay started");
     let relay = std::sync::Arc::new(relay);
     let metrics = s
         .metrics
@@ -408,7 +499,7 @@ pub async fn run(args: RelayArgs) -> Result<(), RelayCmdError> {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = usr1.recv() => {
-                print!("{}", format_counters(&relay.counters()));
+                print!("{}", format_counters(&relay.counters(), &relay.stun_counters()));
                 let _ = std::io::stdout().flush();
             }
         }
@@ -418,7 +509,10 @@ pub async fn run(args: RelayArgs) -> Result<(), RelayCmdError> {
         m.abort();
         let _ = m.await;
     }
-    print!("{}", format_counters(&relay.counters()));
+    print!(
+        "{}",
+        format_counters(&relay.counters(), &relay.stun_counters())
+    );
     let _ = std::io::stdout().flush();
     match std::sync::Arc::try_unwrap(relay) {
         Ok(r) => r.shutdown().await,
@@ -495,12 +589,60 @@ bootstrap_nodes = (
             e,
             format!(
                 "config {}: line 1: unknown field `fault_drop`, expected one of \
-                 `keys_file`, `ports`, `bind`, `enable_ipv6`, `metrics`, `limits`",
+                 `keys_file`, `ports`, `bind`, `enable_ipv6`, `metrics`, `stun`, \
+                 `stun_listen`, `limits`",
                 p.display()
             )
         );
         std::fs::write(&p, "[limits]\ncorrupt = 0.5\n").unwrap();
         assert!(matches!(settings(&args), Err(RelayCmdError::Config(..))));
+    }
+
+    #[test]
+    fn stun_addresses_default_to_the_tcp_ones_and_flags_override_the_file() {
+        let mut args = RelayArgs {
+            ports: vec![7000, 7001],
+            bind: vec!["127.0.0.1".parse().unwrap()],
+            ..RelayArgs::default()
+        };
+        let s = settings(&args).unwrap();
+        assert_eq!(s.stun, s.listen);
+        assert!(s.default_stun);
+        // The default binds: IPv4 and IPv6, STUN on both.
+        let d = settings(&RelayArgs::default()).unwrap();
+        assert_eq!(d.stun, d.listen);
+        assert_eq!(d.stun.len(), 6);
+        args.no_stun = true;
+        let s = settings(&args).unwrap();
+        assert!(s.stun.is_empty() && !s.default_stun);
+        args.no_stun = false;
+        args.stun = vec!["127.0.0.1:3478".parse().unwrap()];
+        let s = settings(&args).unwrap();
+        assert_eq!(s.stun, args.stun);
+        assert!(!s.default_stun);
+        // From the file, and the flags over it.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.toml");
+        std::fs::write(&p, "stun = false\n").unwrap();
+        let mut args = RelayArgs {
+            config: Some(p.clone()),
+            ..RelayArgs::default()
+        };
+        assert!(settings(&args).unwrap().stun.is_empty());
+        args.stun = vec!["127.0.0.1:9".parse().unwrap()];
+        assert_eq!(settings(&args).unwrap().stun, args.stun);
+        std::fs::write(
+            &p,
+            "stun_listen = [\"127.0.0.1:5\", \"[::1]:5\"]\nenable_ipv6 = false\n",
+        )
+        .unwrap();
+        args.stun.clear();
+        assert_eq!(
+            settings(&args).unwrap().stun,
+            vec!["127.0.0.1:5".parse().unwrap()]
+        );
+        args.no_stun = true;
+        assert!(settings(&args).unwrap().stun.is_empty());
     }
 
     #[test]
@@ -515,7 +657,13 @@ bootstrap_nodes = (
             ..Counters::default()
         };
         c.closes.too_many_from_ip = 3;
-        let s = format_counters(&c);
+        let stun = StunServerCounters {
+            requests: 10,
+            answered: 7,
+            dropped: 3,
+            rate_limited: 1,
+        };
+        let s = format_counters(&c, &stun);
         for line in [
             "toxlink_relay_data_packets_total 42\n",
             "toxlink_relay_pings_sent_total 7\n",
@@ -524,9 +672,13 @@ bootstrap_nodes = (
             "toxlink_relay_slow_consumer_evictions_total 4\n",
             "toxlink_relay_read_pauses_total 2\n",
             "toxlink_relay_closes_too_many_from_ip_total 3\n",
+            "toxlink_relay_stun_requests_total 10\n",
+            "toxlink_relay_stun_answered_total 7\n",
+            "toxlink_relay_stun_dropped_total 3\n",
+            "toxlink_relay_stun_rate_limited_total 1\n",
         ] {
             assert!(s.contains(line), "{line} in {s}");
         }
-        assert_eq!(s.lines().count(), 39);
+        assert_eq!(s.lines().count(), 43);
     }
 }

@@ -244,6 +244,7 @@ impl FaultyRelay {
         let running = RelayServer::bind_with_fault_hook(RelayServerConfig {
             keypair: keypair.clone(),
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+            stun_listen: Vec::new(),
             server: server.clone(),
         })
         .await?;
@@ -304,6 +305,7 @@ impl FaultyRelay {
         let running = RelayServer::bind_with_fault_hook(RelayServerConfig {
             keypair: self.keypair.clone(),
             listen: vec![self.addr],
+            stun_listen: Vec::new(),
             server: self.server.clone(),
         })
         .await?;

@@ -12,6 +12,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let relay = RelayServer::bind(RelayServerConfig {
         keypair: KeyPair::generate(&mut rng),
         listen: vec![any],
+        stun_listen: Vec::new(),
         server: Default::default(),
     })
     .await?;

@@ -212,6 +212,7 @@ fn c_toxcore_clients_through_the_toxlink_relay() {
         .block_on(RelayServer::bind(RelayServerConfig {
             keypair: KeyPair::generate(&mut rand_core::OsRng),
             listen: vec!["127.0.0.1:0".parse().expect("address")],
+            stun_listen: Vec::new(),
             server: ServerConfig {
                 ping_interval: PING_INTERVAL,
                 ..ServerConfig::default()

@@ -15,6 +15,7 @@ async fn corrupting_then_blackholing_relay() {
     let (s, faults) = RelayServer::bind_with_fault_hook(RelayServerConfig {
         keypair: keypair(700),
         listen: vec!["127.0.0.1:0".parse().unwrap()],
+        stun_listen: Vec::new(),
         server: ServerConfig::default(),
     })
     .await

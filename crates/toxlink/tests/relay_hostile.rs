@@ -49,6 +49,7 @@ async fn server(cfg: ServerConfig) -> RelayServerHandle {
     RelayServer::bind(RelayServerConfig {
         keypair: keypair(900),
         listen: vec!["127.0.0.1:0".parse().unwrap()],
+        stun_listen: Vec::new(),
         server: cfg,
     })
     .await

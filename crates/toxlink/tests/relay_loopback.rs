@@ -12,6 +12,7 @@ async fn server() -> RelayServerHandle {
     RelayServer::bind(RelayServerConfig {
         keypair: keypair(500),
         listen: vec!["127.0.0.1:0".parse().unwrap()],
+        stun_listen: Vec::new(),
         server: ServerConfig::default(),
     })
     .await
@@ -38,6 +39,7 @@ async fn listens_on_ipv4_and_ipv6_at_once() {
     let s = match RelayServer::bind(RelayServerConfig {
         keypair: keypair(501),
         listen: vec!["127.0.0.1:0".parse().unwrap(), "[::1]:0".parse().unwrap()],
+        stun_listen: Vec::new(),
         server: ServerConfig::default(),
     })
     .await

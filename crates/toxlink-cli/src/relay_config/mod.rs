@@ -8,6 +8,9 @@
 //! [`MAX_NESTING`], and every loop consumes input. The `relay_config` fuzz
 //! target (fuzz/) runs [`parse_relay_config`] on arbitrary bytes.
 //!
+//! toxlink's TOML may also say where the relay answers STUN on UDP
+//! (`stun = false`, `stun_listen = [...]`).
+//!
 //! Of a tox-bootstrapd config, `keys_file_path`, `tcp_relay_ports`,
 //! `enable_ipv6`, `enable_tcp_relay` and `motd` are read; the rest must be
 //! well-formed libconfig and is otherwise ignored. `@include` is refused.
@@ -110,6 +113,11 @@ pub struct RelayFile {
     pub enable_ipv6: Option<bool>,
     /// Metrics endpoint (TOML only).
     pub metrics: Option<SocketAddr>,
+    /// Answer STUN on UDP (TOML only; `None`: the default, on).
+    pub stun: Option<bool>,
+    /// UDP addresses to answer STUN on (TOML only; never empty when
+    /// given, and never with `stun = false`).
+    pub stun_listen: Option<Vec<SocketAddr>>,
     /// Server limits (TOML `[limits]` over the defaults).
     pub server: ServerConfig,
     /// `motd` (bootstrapd only).
@@ -129,6 +137,8 @@ pub fn parse_relay_config(text: &str) -> Result<RelayFile, ConfigError> {
             bind: None,
             enable_ipv6: b.enable_ipv6,
             metrics: None,
+            stun: None,
+            stun_listen: None,
             server: ServerConfig::default(),
             motd: b.motd,
             enable_tcp_relay: b.enable_tcp_relay,
@@ -141,6 +151,16 @@ pub fn parse_relay_config(text: &str) -> Result<RelayFile, ConfigError> {
     }
     if t.bind.as_ref().is_some_and(Vec::is_empty) {
         return Err(ConfigError::Invalid("bind: empty".into()));
+    }
+    if t.stun_listen.as_ref().is_some_and(Vec::is_empty) {
+        return Err(ConfigError::Invalid(
+            "stun_listen: empty (to turn STUN off: stun = false)".into(),
+        ));
+    }
+    if t.stun == Some(false) && t.stun_listen.is_some() {
+        return Err(ConfigError::Invalid(
+            "stun_listen given, but stun = false".into(),
+        ));
     }
     if t.keys_file
         .as_ref()
@@ -155,6 +175,8 @@ pub fn parse_relay_config(text: &str) -> Result<RelayFile, ConfigError> {
         bind: t.bind,
         enable_ipv6: t.enable_ipv6,
         metrics: t.metrics,
+        stun: t.stun,
+        stun_listen: t.stun_listen,
         server,
         motd: None,
         enable_tcp_relay: None,

@@ -155,6 +155,46 @@ fn toml_config_and_unknown_keys_rejected() {
 }
 
 #[test]
+fn stun_keys() {
+    let f = parse_relay_config("ports = [1]\n").unwrap();
+    assert_eq!((f.stun, f.stun_listen), (None, None));
+    let f = parse_relay_config("stun = false\n").unwrap();
+    assert_eq!(f.stun, Some(false));
+    let f = parse_relay_config("stun_listen = [\"0.0.0.0:3478\", \"[::]:3478\"]\n").unwrap();
+    assert_eq!(
+        f.stun_listen,
+        Some(vec![
+            "0.0.0.0:3478".parse().unwrap(),
+            "[::]:3478".parse().unwrap()
+        ])
+    );
+    for (text, want) in [
+        (
+            "stun_listen = []\n",
+            "stun_listen: empty (to turn STUN off: stun = false)",
+        ),
+        (
+            "stun = false\nstun_listen = [\"0.0.0.0:1\"]\n",
+            "stun_listen given, but stun = false",
+        ),
+        (
+            "stun_listen = [\"0.0.0.0\"]\n",
+            "line 1: invalid socket address syntax",
+        ),
+        (
+            "stun = 1\n",
+            "line 1: invalid type: integer `1`, expected a boolean",
+        ),
+    ] {
+        assert_eq!(
+            parse_relay_config(text).unwrap_err().to_string(),
+            want,
+            "{text}"
+        );
+    }
+}
+
+#[test]
 fn zero_timeouts_and_other_nonsensical_limits_are_refused() {
     let cases = [
         (

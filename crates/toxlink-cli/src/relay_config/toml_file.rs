@@ -24,6 +24,11 @@ pub struct TomlConfig {
     pub enable_ipv6: Option<bool>,
     /// Metrics endpoint.
     pub metrics: Option<SocketAddr>,
+    /// Answer STUN on UDP (default true: on `stun_listen`, else on the
+    /// TCP listen addresses).
+    pub stun: Option<bool>,
+    /// UDP addresses to answer STUN on.
+    pub stun_listen: Option<Vec<SocketAddr>>,
     /// Limits.
     #[serde(default)]
     pub limits: Limits,

@@ -114,6 +114,8 @@ struct Server {
     mapped: Option<SocketAddr>,
     /// Failed transactions in a row.
     failures: u32,
+    /// Transactions completed (answered or failed).
+    completed: u64,
 }
 
 impl Server {
@@ -124,6 +126,7 @@ impl Server {
             tx: None,
             mapped: None,
             failures: 0,
+            completed: 0,
         }
     }
 }
@@ -205,6 +208,18 @@ impl StunClient {
         v
     }
 
+    /// Each server and the reflexive address it reported (still valid), in
+    /// order.
+    pub fn mappings(&self) -> Vec<(SocketAddr, Option<SocketAddr>)> {
+        self.servers.iter().map(|s| (s.addr, s.mapped)).collect()
+    }
+
+    /// Whether every server has completed at least one transaction
+    /// (answered or failed): a one-shot probe is done.
+    pub fn all_checked(&self) -> bool {
+        self.servers.iter().all(|s| s.completed > 0)
+    }
+
     /// Whether two servers report different mappings of the same address
     /// family for this socket: the NAT maps per destination
     /// (endpoint-dependent mapping, a "symmetric" NAT), so a reflexive
@@ -273,6 +288,7 @@ impl StunClient {
                         tracing::debug!(server = %s.addr, "stun: no answer to the binding transaction");
                         self.counters.timeouts += 1;
                         s.tx = None;
+                        s.completed += 1;
                         s.failures = s.failures.saturating_add(1);
                         s.next_check = Some(now + interval);
                     }
@@ -410,6 +426,7 @@ impl StunClient {
         let interval = self.cfg.recheck_interval;
         let s = &mut self.servers[i];
         s.tx = None;
+        s.completed += 1;
         s.failures = 0;
         s.next_check = Some(now + interval);
         if s.mapped != Some(mapped) {
@@ -429,6 +446,7 @@ impl StunClient {
             return;
         };
         s.tx = None;
+        s.completed += 1;
         s.failures = s.failures.saturating_add(1);
         s.next_check = Some(now + interval);
         if s.failures >= expire_after && s.mapped.is_some() {

@@ -1,5 +1,5 @@
 //! The Tox TCP relay on tokio: [`RelayServer`] (listeners around the sans-IO
-//! server) and [`RelaySetRuntime`] (a set of relay links around the sans-IO
+//! server, and its STUN service on UDP: [`stun`]) and [`RelaySetRuntime`] (a set of relay links around the sans-IO
 //! relay set, for tools and tests). Every TCP socket of toxlink — these two's
 //! and the node's relay links (`links.rs`) — is served by the one loop
 //! `pump` for a `StreamOwner`: it reads into our own buffer as bytes
@@ -8,6 +8,7 @@
 
 mod client;
 mod server;
+pub mod stun;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -207,3 +208,4 @@ pub use client::RelaySetRuntime;
 #[cfg(feature = "fault-injection")]
 pub use server::FaultHook;
 pub use server::{RelayServer, RelayServerConfig, RelayServerHandle};
+pub use stun::StunServerCounters;

@@ -20,6 +20,10 @@
 //! receiver has room again (or at the latest after
 //! [`MAX_READ_PAUSE`](toxlink_proto::relay_server::MAX_READ_PAUSE)).
 //!
+//! STUN: the relay also answers STUN Binding requests on UDP at
+//! [`RelayServerConfig::stun_listen`] (`super::stun`), rate-limited and
+//! counted apart from the TCP relay.
+//!
 //! Ending a relay, for fault tests: [`RelayServerHandle::reset_all`] drops
 //! every client connection at once with a TCP RST (SO_LINGER 0) but keeps
 //! listening (a "relay reset"); [`RelayServerHandle::shutdown`], or dropping
@@ -41,6 +45,8 @@ use tokio::task::JoinHandle;
 use toxlink_proto::crypto::{KeyPair, PublicKey};
 use toxlink_proto::relay_server::{ConnId, Counters, Server, ServerConfig, SEND_BUFFER_PROOF};
 
+use super::stun::{StunServerCounters, StunShared, StunSockets};
+
 /// Largest batch drained from the server per write.
 const WRITE_BATCH: usize = 64 * 1024;
 /// Granularity of the server's timers (handshake, keep-alive, delayed
@@ -56,6 +62,10 @@ pub struct RelayServerConfig {
     pub keypair: KeyPair,
     /// Addresses to listen on (port 0 picks a free port).
     pub listen: Vec<SocketAddr>,
+    /// UDP addresses to answer STUN Binding requests on (port 0 picks a
+    /// free port); empty: no STUN. `toxlink relay` defaults to the TCP
+    /// listen addresses.
+    pub stun_listen: Vec<SocketAddr>,
     /// Limits and timers.
     pub server: ServerConfig,
 }
@@ -121,6 +131,8 @@ pub struct RelayServer;
 pub struct RelayServerHandle {
     shared: Arc<Shared>,
     addrs: Vec<SocketAddr>,
+    stun_addrs: Vec<SocketAddr>,
+    stun: Arc<StunShared>,
     public_key: PublicKey,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -129,13 +141,15 @@ impl std::fmt::Debug for RelayServerHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RelayServerHandle")
             .field("addrs", &self.addrs)
+            .field("stun_addrs", &self.stun_addrs)
             .field("public_key", &self.public_key)
             .finish_non_exhaustive()
     }
 }
 
 impl RelayServer {
-    /// Binds every listen address and starts serving.
+    /// Binds every listen address (TCP) and STUN address (UDP) and starts
+    /// serving; fails if any cannot be bound.
     pub async fn bind(cfg: RelayServerConfig) -> io::Result<RelayServerHandle> {
         let public_key = cfg.keypair.public;
         let mut listeners = Vec::new();
@@ -146,6 +160,8 @@ impl RelayServer {
             .iter()
             .map(TcpListener::local_addr)
             .collect::<io::Result<Vec<_>>>()?;
+        let stun_sockets = StunSockets::bind(&cfg.stun_listen)?;
+        let stun_addrs = stun_sockets.addrs().to_vec();
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 server: Server::new(cfg.keypair, OsRng, cfg.server),
@@ -161,9 +177,13 @@ impl RelayServer {
             tasks.push(tokio::spawn(accept_loop(shared.clone(), l)));
         }
         tasks.push(tokio::spawn(timer_loop(shared.clone())));
+        let (stun, stun_tasks) = stun_sockets.serve();
+        tasks.extend(stun_tasks);
         Ok(RelayServerHandle {
             shared,
             addrs,
+            stun_addrs,
+            stun,
             public_key,
             tasks,
         })
@@ -222,6 +242,16 @@ impl RelayServerHandle {
         &self.addrs
     }
 
+    /// Bound STUN addresses (UDP; empty when STUN is off).
+    pub fn stun_addrs(&self) -> &[SocketAddr] {
+        &self.stun_addrs
+    }
+
+    /// Counters of the STUN service.
+    pub fn stun_counters(&self) -> StunServerCounters {
+        self.stun.counters()
+    }
+
     /// The relay's public key.
     pub fn public_key(&self) -> PublicKey {
         self.public_key
@@ -274,8 +304,8 @@ impl RelayServerHandle {
     }
 
     /// A "relay killed": stops accepting, closes every connection and waits
-    /// for the listener and timer tasks (the listening sockets are closed
-    /// when this returns).
+    /// for the listener, timer and STUN tasks (the listening sockets are
+    /// closed when this returns).
     pub async fn shutdown(mut self) {
         self.stop();
         for t in std::mem::take(&mut self.tasks) {

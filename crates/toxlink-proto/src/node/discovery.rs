@@ -100,7 +100,7 @@ pub(super) const MAX_PENDING_RESPONSES: usize = 8;
 /// Sends of one generation of our endpoint list to one peer.
 pub(super) const MAX_LIST_SENDS: u8 = 5;
 /// First re-send of an unacknowledged endpoint list (doubling).
-pub(super) const LIST_RESEND: Duration = Duration::from_secs(1);
+pub(super) const LIST_RESEND: Duration = Duration::from_millis(250);
 /// Shortest gap between two endpoint lists to one peer.
 pub(super) const LIST_MIN_GAP: Duration = Duration::from_millis(100);
 /// First gap between challenges to a candidate (doubling).

@@ -71,6 +71,7 @@
 //! Memory is bounded by the number of allowed peers (sessions), by a cap on
 //! routes per peer, on known relays and on queued responses and events.
 
+mod addr;
 mod admission;
 mod discovery;
 mod events;
@@ -82,9 +83,10 @@ mod routes;
 
 use crate::timer::{Timer, TimerTable};
 pub use crate::wire::path_control::EndpointKind;
+pub use addr::Addr;
 use admission::{X25519_BURST, X25519_PER_SEC};
-pub use discovery::Addr;
-use discovery::{Discovery, LocalEndpoints, PUNCH_BURST, PUNCH_PER_SEC, ROAM_BURST, ROAM_PER_SEC};
+use discovery::state::{PUNCH_BURST, PUNCH_PER_SEC, ROAM_BURST, ROAM_PER_SEC};
+use discovery::{Discovery, LocalEndpoints};
 pub use events::{NodeEvent, PathEvent, PathEventKind, PathReason, RelayEvent};
 pub use io::{Input, LinkOutput};
 use peer::{Paths, Peer, ROUTELESS_RETRY};

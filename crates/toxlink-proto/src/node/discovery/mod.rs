@@ -5,25 +5,33 @@
 //!   ([`Input::Endpoints`](super::io::Input::Endpoints): interface
 //!   addresses, STUN-reflexive ones). Over every established session the
 //!   node sends them (with the address it sees the peer send from) as a
-//!   path control packet, again whenever the list changes, re-sent with
-//!   back-off until the peer's own list acknowledges that generation and at
-//!   most [`MAX_LIST_SENDS`] times per generation (a c-toxcore peer drops it
-//!   silently and never acknowledges).
+//!   path control packet on up to [`LIST_ROUTES`] live paths (the primary
+//!   may be the direct path that just failed), again whenever the list
+//!   changes, re-sent with back-off until the peer's own list acknowledges
+//!   that generation and at most [`MAX_LIST_SENDS`] times per generation (a
+//!   c-toxcore peer drops it silently and never acknowledges). An endpoint
+//!   the peer stops listing is left once nothing came from it for
+//!   [`WITHDRAWN_QUIET`] (its NAT rebound).
 //! * **Hole punching.** Each endpoint a peer advertises that no other peer
-//!   owns becomes a UDP route of that peer, and a *challenge* is sent to it
+//!   owns becomes a *known* UDP route of that peer (its packets reach the
+//!   session) but not a path of the table, and a *challenge* is sent to it
 //!   on a schedule (every [`PUNCH_FIRST`] doubling to [`PUNCH_MAX`],
-//!   [`MAX_PUNCHES`] times, then the route is dropped if never proven).
-//!   Both sides do this, so both NATs see outbound packets. A challenge is
-//!   answered on the path it came on; the answer proves the path both ways
-//!   (`PathTable::on_probe_echo`), and the scheduler may then move traffic
-//!   onto it with its usual guarantees. A proven route whose path dies is
-//!   punched again.
+//!   [`MAX_PUNCHES`] times, then the route is dropped). Both sides do this,
+//!   so both NATs see outbound packets. A challenge is answered on the path
+//!   it came on; the answer proves the path both ways, makes it a path of
+//!   the table (`PathTable::on_probe_echo`), and the scheduler may then move
+//!   traffic onto it with its usual guarantees. An unproven candidate can
+//!   never become the primary. A proven path that dies is punched again,
+//!   every [`REPUNCH_MAX`] at most.
 //! * **Roaming.** A data packet from an address no route names is tried
 //!   against the established sessions ([`Session::authenticates`], no state
 //!   changes), within a node-wide budget of [`ROAM_PER_SEC`] trial
 //!   decryptions a second; the session it authenticates under gains the
 //!   address as a route (authenticated, so it may take it from another
-//!   peer), which is challenged at once like a new candidate.
+//!   peer), which is challenged at once like a new candidate. Once proven,
+//!   the peer's other direct routes that carried nothing since it moved are
+//!   left ([`Node::migrated`]): a receiver sends too little to find out
+//!   by itself that its primary leads nowhere.
 //!
 //! Invariants: what a peer advertises never takes a route another peer
 //! owns and never evicts a route (only roaming, proven by the session key,
@@ -32,231 +40,13 @@
 //! outstanding challenges and [`MAX_PENDING_RESPONSES`] queued answers; all
 //! sends are bounded in count per candidate and per generation.
 
+pub(super) mod state;
+
 use super::routes::MAX_ROUTES_PER_PEER;
 use super::*;
-use crate::wire::path_control::{Endpoint, EndpointKind, PathControl, MAX_ENDPOINTS, MAX_LEN};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-
-/// An address type the node can advertise and learn in endpoint lists.
-pub trait Addr: Copy + Eq + Hash + Debug {
-    /// As a socket address on the wire.
-    fn to_socket(&self) -> SocketAddr;
-    /// From a socket address on the wire; `None` for one that cannot be a
-    /// peer's endpoint.
-    fn from_socket(s: SocketAddr) -> Option<Self>;
-}
-
-impl Addr for SocketAddr {
-    fn to_socket(&self) -> SocketAddr {
-        *self
-    }
-
-    fn from_socket(s: SocketAddr) -> Option<Self> {
-        let ip_ok = match s.ip() {
-            IpAddr::V4(ip) => !(ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast()),
-            IpAddr::V6(ip) => !(ip.is_unspecified() || ip.is_multicast()),
-        };
-        (ip_ok && s.port() != 0).then_some(s)
-    }
-}
-
-/// The simulator's addresses travel as IPv4 addresses with port 0.
-impl Addr for u32 {
-    fn to_socket(&self) -> SocketAddr {
-        SocketAddr::new(IpAddr::V4(Ipv4Addr::from(*self)), 0)
-    }
-
-    fn from_socket(s: SocketAddr) -> Option<Self> {
-        match s {
-            SocketAddr::V4(v4) if v4.port() == 0 => Some(u32::from(*v4.ip())),
-            _ => None,
-        }
-    }
-}
-
-/// Unit tests' addresses: `0.0.0.n` with port 0.
-impl Addr for u8 {
-    fn to_socket(&self) -> SocketAddr {
-        SocketAddr::new(IpAddr::V4(Ipv4Addr::new(0, 0, 0, *self)), 0)
-    }
-
-    fn from_socket(s: SocketAddr) -> Option<Self> {
-        match s {
-            SocketAddr::V4(v4) if v4.port() == 0 => {
-                let [a, b, c, d] = v4.ip().octets();
-                (a == 0 && b == 0 && c == 0).then_some(d)
-            }
-            _ => None,
-        }
-    }
-}
-
-/// Candidates of one peer held at most.
-pub(super) const MAX_CANDIDATES: usize = 8;
-/// Outstanding challenge tokens per peer.
-pub(super) const MAX_TOKENS: usize = 16;
-/// Answers to challenges queued per peer.
-pub(super) const MAX_PENDING_RESPONSES: usize = 8;
-/// Sends of one generation of our endpoint list to one peer.
-pub(super) const MAX_LIST_SENDS: u8 = 5;
-/// First re-send of an unacknowledged endpoint list (doubling).
-pub(super) const LIST_RESEND: Duration = Duration::from_millis(250);
-/// Shortest gap between two endpoint lists to one peer.
-pub(super) const LIST_MIN_GAP: Duration = Duration::from_millis(100);
-/// First gap between challenges to a candidate (doubling).
-pub(super) const PUNCH_FIRST: Duration = Duration::from_millis(50);
-/// Longest gap between challenges to a candidate.
-pub(super) const PUNCH_MAX: Duration = Duration::from_secs(2);
-/// Challenges to a candidate before it is given up (about 20 s).
-pub(super) const MAX_PUNCHES: u8 = 14;
-/// Longest gap between challenges to a proven path that died.
-pub(super) const REPUNCH_MAX: Duration = Duration::from_millis(500);
-/// Challenges to a proven path that died before it is left to the data
-/// probes (about 30 s).
-pub(super) const MAX_REPUNCHES: u8 = 64;
-/// A route the peer no longer advertises is left once nothing came from it
-/// for this long.
-pub(super) const WITHDRAWN_QUIET: Duration = Duration::from_millis(100);
-/// How often a proven candidate's path is looked at (punched again once
-/// dead).
-pub(super) const PROOF_CHECK: Duration = Duration::from_secs(1);
-/// Challenges the node sends per second (and at once, [`PUNCH_BURST`]):
-/// a friend that advertises address after address cannot turn us into a
-/// packet cannon.
-pub(super) const PUNCH_PER_SEC: f64 = 100.0;
-/// See [`PUNCH_PER_SEC`].
-pub(super) const PUNCH_BURST: f64 = 50.0;
-/// Trial decryptions for packets from unknown addresses, per second.
-pub(super) const ROAM_PER_SEC: f64 = 500.0;
-/// See [`ROAM_PER_SEC`].
-pub(super) const ROAM_BURST: f64 = 100.0;
-/// Paths one endpoint list goes on at once.
-pub(super) const LIST_ROUTES: usize = 3;
-/// Our own endpoints advertised at most (the wire's limit, less one for
-/// the observed address).
-const MAX_LOCAL: usize = MAX_ENDPOINTS - 1;
-
-/// One advertised endpoint of a peer, being punched or proven.
-#[derive(Debug, Clone)]
-struct Candidate<A> {
-    addr: A,
-    /// Challenges sent since it was (re)armed.
-    tries: u8,
-    /// When the next challenge is due (`None`: given up).
-    next: Option<Instant>,
-    proven: bool,
-    /// When the peer's packets started coming from it (roaming).
-    roamed_at: Option<Instant>,
-    /// When the first authenticated packet came from it, until the
-    /// migration check ran (see [`Node::migrated`]).
-    first_rx: Option<Instant>,
-    /// It was proven and died: punched again every [`REPUNCH_MAX`] at most
-    /// (a firewall that opens again, a NAT that forgot us).
-    repunch: bool,
-}
-
-/// One peer's discovery state.
-#[derive(Debug)]
-pub(super) struct Discovery<A> {
-    /// The generation of our list last sent, and how often.
-    sent: Option<(u16, u8)>,
-    next_list: Option<Instant>,
-    last_list: Option<Instant>,
-    /// The newest generation of our list the peer acknowledged.
-    peer_acked: Option<u16>,
-    /// The newest generation of the peer's list we hold.
-    peer_gen: Option<u16>,
-    /// The peer sent a new list: answer with ours (it acknowledges).
-    reply: bool,
-    candidates: Vec<Candidate<A>>,
-    /// Outstanding challenges: token, where it went, when.
-    tokens: VecDeque<([u8; 8], A, Instant)>,
-    /// Answers to send: where, token.
-    responses: VecDeque<(A, [u8; 8])>,
-    /// The address the peer's authenticated UDP packets last came from.
-    observed: Option<A>,
-    /// Direct paths the current endpoint list still has to go on (sealed
-    /// as it leaves; at most [`LIST_ROUTES`]).
-    list_to: Vec<A>,
-    /// The endpoints of the peer's newest list.
-    advertised: Vec<A>,
-}
-
-impl<A: Addr> Discovery<A> {
-    pub(super) fn new() -> Self {
-        Discovery {
-            sent: None,
-            next_list: None,
-            last_list: None,
-            peer_acked: None,
-            peer_gen: None,
-            reply: false,
-            candidates: Vec::new(),
-            tokens: VecDeque::new(),
-            responses: VecDeque::new(),
-            observed: None,
-            list_to: Vec::new(),
-            advertised: Vec::new(),
-        }
-    }
-
-    /// The earliest instant something is due.
-    pub(super) fn poll_timeout(&self) -> Option<Instant> {
-        let cand = self.candidates.iter().filter_map(|c| c.next).min();
-        let list = self.next_list;
-
-        match (cand, list) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// Candidates being punched, proven or given up (for tests and stats).
-    pub(super) fn candidates(&self) -> impl Iterator<Item = (A, bool)> + '_ {
-        self.candidates.iter().map(|c| (c.addr, c.proven))
-    }
-
-    /// Punches `addr` (again); returns a candidate it pushed out, whose
-    /// route the caller removes.
-    #[must_use]
-    fn arm(&mut self, now: Instant, addr: A, roamed: bool) -> Option<A> {
-        if let Some(c) = self.candidates.iter_mut().find(|c| c.addr == addr) {
-            if c.next.is_none() && !c.proven {
-                c.tries = 0;
-                c.next = Some(now);
-            }
-            if roamed {
-                c.roamed_at = Some(now);
-                c.first_rx.get_or_insert(now);
-            }
-            return None;
-        }
-        let mut evicted = None;
-        if self.candidates.len() >= MAX_CANDIDATES {
-            // Forget the oldest one that is not proven, else keep what we
-            // have.
-            let i = self.candidates.iter().position(|c| !c.proven)?;
-            evicted = Some(self.candidates.remove(i).addr);
-        }
-        self.candidates.push(Candidate {
-            addr,
-            tries: 0,
-            next: Some(now),
-            proven: false,
-            roamed_at: roamed.then_some(now),
-            first_rx: roamed.then_some(now),
-            repunch: false,
-        });
-        evicted
-    }
-}
-
-/// The node's own endpoints and their generation.
-#[derive(Debug, Default)]
-pub(super) struct LocalEndpoints {
-    list: Vec<Endpoint>,
-    generation: u16,
-}
+use crate::wire::path_control::{Endpoint, EndpointKind, PathControl, MAX_LEN};
+use state::*;
+pub(super) use state::{Discovery, LocalEndpoints};
 
 impl<A: Addr> Node<A> {
     /// The owner's candidate endpoints changed (see [`Input::Endpoints`]):

@@ -5,10 +5,10 @@
 //!
 //! Invariants:
 //! * bounded work per datagram: a datagram that fails
-//!   [`is_stun`](toxlink_proto::stun::is_stun) (O(1)) is dropped before
+//!   [`is_stun`] (O(1)) is dropped before
 //!   anything else; the rest is charged to the rate limiter before it is
 //!   decoded; an answer is at most
-//!   [`MAX_RESPONSE_LEN`](toxlink_proto::stun::MAX_RESPONSE_LEN) bytes and
+//!   [`MAX_RESPONSE_LEN`] bytes and
 //!   is sent without waiting (`try_send_to`: a full socket buffer drops it);
 //! * bounded rate: a token bucket per source address (IPv6: per /64) of
 //!   [`PER_SOURCE_RATE`] answers a second (bursts of [`PER_SOURCE_BURST`]),

@@ -1119,7 +1119,13 @@ fn netlab_nat_mappings_coturn_loss_and_firewall_behave() {
         "netlab: {sent} datagrams, {got} arrived, {lost} dropped by A's loss rule (in: {})",
         in1 - in0
     );
-    assert_eq!(got + lost, sent, "every datagram arrived or was counted");
+    // The loss rule also counts the odd packet of anything else crossing
+    // that link meanwhile (it drops any packet, not only ours): a little
+    // slack above, none below.
+    assert!(
+        got <= sent && (sent..=sent + 5).contains(&(got + lost)),
+        "every datagram arrived or was counted: {got} + {lost} vs {sent}"
+    );
     // 0.5 % of 4,000 = 20 expected; P(outside 3..=60) is negligible.
     assert!((3..=60).contains(&lost), "{lost} of {sent} dropped");
 

@@ -36,6 +36,10 @@ pub(crate) struct Endpoints {
     last_recheck: Option<Instant>,
     /// The list last handed to the node.
     handed: Option<Vec<(EndpointKind, SocketAddr)>>,
+    /// Something the list is made of may have changed since it was last
+    /// built (the driver asks on every turn: building it is skipped
+    /// otherwise).
+    dirty: bool,
 }
 
 impl Endpoints {
@@ -47,6 +51,7 @@ impl Endpoints {
             stun: StunClient::new(Vec::new(), StunConfig::default()),
             last_recheck: None,
             handed: None,
+            dirty: true,
         }
     }
 
@@ -58,6 +63,7 @@ impl Endpoints {
             .filter(|s| s.is_ipv4() == self.bound.is_ipv4())
             .collect();
         self.stun.set_servers(now, servers);
+        self.dirty = true;
     }
 
     /// The STUN client's counters.
@@ -76,8 +82,9 @@ impl Endpoints {
         if !stun::is_stun(data) {
             return false;
         }
-        if let Err(e) = self.stun.handle_datagram(now, from, data) {
-            tracing::debug!(%from, error = %e, "STUN datagram refused");
+        match self.stun.handle_datagram(now, from, data) {
+            Ok(changed) => self.dirty |= changed,
+            Err(e) => tracing::debug!(%from, error = %e, "STUN datagram refused"),
         }
         true
     }
@@ -114,9 +121,10 @@ impl Endpoints {
         if now >= self.next_scan {
             self.local = interface_endpoints(self.bound);
             self.next_scan = now + RESCAN;
+            self.dirty = true;
         }
         if self.stun.poll_timeout().is_some_and(|t| t <= now) {
-            self.stun.handle_timeout(now, &mut rand_core::OsRng);
+            self.dirty |= self.stun.handle_timeout(now, &mut rand_core::OsRng);
         }
     }
 
@@ -124,6 +132,10 @@ impl Endpoints {
     /// interface addresses, then reflexive ones (unless the NAT maps each
     /// destination to its own port: then no peer could use them).
     pub(crate) fn take_change(&mut self) -> Option<Vec<(EndpointKind, SocketAddr)>> {
+        if !self.dirty {
+            return None;
+        }
+        self.dirty = false;
         let mut list: Vec<(EndpointKind, SocketAddr)> = self
             .local
             .iter()

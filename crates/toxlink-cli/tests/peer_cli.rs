@@ -619,10 +619,12 @@ fn through_a_relay_only_files_and_chat_arrive() {
     exits_ok(&mut r);
     assert_only_file(&out, "r.bin", &data);
 
-    // Chat: the status line names the relay as the path.
-    let mut b = p.chat(false, &["--relay", &spec]);
+    // Chat: the status line names the relay as the path (both told not to
+    // look for a direct path, which they would find on one host, at times
+    // before the peer is online).
+    let mut b = p.chat(false, &["--relay", &spec, "--no-discovery"]);
     b.listening();
-    let mut a = p.chat(true, &["--relay", &spec]);
+    let mut a = p.chat(true, &["--relay", &spec, "--no-discovery"]);
     let line = a.expect_err(&format!("* {} online", &p.b_pk[..8]));
     assert!(line.contains(&format!("relay {}", &rpk[..8])), "{line}");
     b.expect_err(&format!("* {} online", &p.a_pk[..8]));
